@@ -1,0 +1,102 @@
+# edge — build, run, test, bench.
+#   make            build ./edge (release)
+#   make run        install deps, build, make dev certs, serve lua/default.lua on :8443
+#   make test       install deps, build release + ASan/UBSan, run every spec
+#   make bench      benchmark (scripts/bench.sh; BENCH_ARGS="--peer" for the nginx peer)
+#   make asan       build build/asan/edge with AddressSanitizer + UBSan
+#   SANITIZE=address,undefined make   any sanitizer set into ./edge;  V=1 for verbose
+
+CC      ?= cc
+BUILD   ?= build/release
+SANITIZE ?=
+LLHTTP_DIR  := /usr/share/llhttp
+LLHTTP_INC  := /usr/share/include/llhttp
+
+PKGS    := lua5.4 openssl libnghttp2
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo "-llua5.4 -lssl -lcrypto -lnghttp2")
+
+OPT     ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(OPT) -fno-omit-frame-pointer -pthread -MMD -MP \
+               $(PKG_CFLAGS) -I$(LLHTTP_INC) -Isrc
+ifneq ($(SANITIZE),)
+  CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-sanitize-recover=undefined
+  LDSAN := -fsanitize=$(SANITIZE)
+endif
+LDLIBS  := $(PKG_LIBS) -lev -lm -pthread
+
+# The server: every src/*.c except the Lua-module entry point.
+SRCS    := $(filter-out src/lua_module.c,$(wildcard src/*.c))
+OBJS    := $(SRCS:src/%.c=$(BUILD)/%.o)
+LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
+# The same Lua-facing C code, built as a Lua module (require "edge") for busted unit specs.
+MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c
+MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o)
+
+ifeq ($(V),1)
+  Q :=
+else
+  Q := @
+endif
+
+.PHONY: all deps certs run test asan lua-module bench clean
+all: edge
+
+edge: $(BUILD)/edge
+	$(Q)cp $< $@
+
+$(BUILD)/edge: $(OBJS) $(LLHTTP_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_BASE) $(WARN) -c -o $@ $<
+
+# Third-party C from the node-llhttp package: compiled in, never copied into the repo.
+$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_BASE) -DLLHTTP_STRICT_MODE=1 -w -c -o $@ $<
+
+asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined OPT="-O1 -g" build/asan/edge
+
+lua-module: build/lua/edge.so
+build/lua/edge.so: $(MOD_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared -o $@ $^ -lm
+build/lua-obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (module)"
+	$(Q)$(CC) $(CFLAGS_BASE) $(WARN) -fPIC -DEDGE_LUA_MODULE -c -o $@ $<
+
+deps:
+	$(Q)scripts/install-deps.sh
+
+certs:
+	$(Q)scripts/gen-certs.sh
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory edge
+	$(Q)scripts/gen-certs.sh
+	./edge -s lua/default.lua
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory edge asan lua-module
+	$(Q)scripts/gen-certs.sh
+	$(Q)scripts/test.sh
+
+bench: deps
+	$(Q)scripts/install-deps.sh --peer
+	$(Q)$(MAKE) --no-print-directory edge
+	$(Q)scripts/gen-certs.sh
+	$(Q)scripts/bench.sh $(BENCH_ARGS)
+
+clean:
+	rm -rf build edge
+
+-include $(OBJS:.o=.d) $(LLHTTP_OBJS:.o=.d) $(MOD_OBJS:.o=.d)

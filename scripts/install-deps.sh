@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages edge needs to build, test and benchmark.
+# A no-op when every package is already present. apt-get as root, sudo otherwise.
+#   scripts/install-deps.sh          build + test dependencies
+#   scripts/install-deps.sh --peer   also the nginx + Lua peer used by `scripts/bench.sh --peer`
+set -euo pipefail
+
+pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev libev-dev
+      node-llhttp lua-busted lua-socket lua-sec lua-cjson curl nghttp2-client wrk openssl)
+[[ ${1:-} == --peer ]] && pkgs+=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+sudo=()
+[[ $(id -u) -ne 0 ]] && sudo=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

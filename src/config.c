@@ -1,0 +1,203 @@
+/* Command line parsing (getopt_long): every option has a long form. */
+#include "config.h"
+#include "common.h"
+#include "log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: edge -s SCRIPT [options]\n"
+    "\n"
+    "  -s, --script FILE          Lua script returning { cache_key = fn, respond = fn } (required)\n"
+    "  -l, --listen ADDR:PORT     listen address, repeatable; [::1]:8443 for IPv6\n"
+    "                             (default 0.0.0.0:8443 and [::]:8443)\n"
+    "      --cert FILE            TLS certificate chain (default certs/server.crt)\n"
+    "      --key FILE             TLS private key (default certs/server.key)\n"
+    "  -w, --workers N            worker threads (default: number of CPUs)\n"
+    "  -t, --test                 check the script and the certificate, then exit\n"
+    "      --tls-min 1.2|1.3      lowest TLS version accepted (default 1.2)\n"
+    "      --lua-budget N         VM instructions a hook may run (default 10000000)\n"
+    "      --log-level LEVEL      error, warn, notice, info or debug (default notice)\n"
+    "      --max-body BYTES       request body limit, 413 past it (default 1048576)\n"
+    "      --max-request-line BYTES  request line limit, 414 past it (default 8192)\n"
+    "      --max-header-size BYTES   header block limit, 431 past it (default 16384)\n"
+    "      --max-headers N        header field count limit, 431 past it (default 100)\n"
+    "      --handshake-timeout S  TLS handshake timeout (default 10)\n"
+    "      --header-timeout S     time to receive a whole request (default 10)\n"
+    "      --keepalive-timeout S  idle keep-alive connection timeout (default 75)\n"
+    "      --drain-timeout S      on SIGTERM, time in-flight requests get (default 30)\n"
+    "  -h, --help                 this help\n"
+    "  -V, --version              print the version\n";
+
+enum {
+    OPT_CERT = 256, OPT_KEY, OPT_TLS_MIN, OPT_LUA_BUDGET, OPT_LOG_LEVEL, OPT_MAX_BODY,
+    OPT_MAX_LINE, OPT_MAX_HSIZE, OPT_MAX_HEADERS, OPT_HS_TIMEOUT, OPT_HDR_TIMEOUT,
+    OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT
+};
+
+static const struct option long_options[] = {
+    {"script", required_argument, NULL, 's'},
+    {"listen", required_argument, NULL, 'l'},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"workers", required_argument, NULL, 'w'},
+    {"test", no_argument, NULL, 't'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"tls-min", required_argument, NULL, OPT_TLS_MIN},
+    {"lua-budget", required_argument, NULL, OPT_LUA_BUDGET},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"max-body", required_argument, NULL, OPT_MAX_BODY},
+    {"max-request-line", required_argument, NULL, OPT_MAX_LINE},
+    {"max-header-size", required_argument, NULL, OPT_MAX_HSIZE},
+    {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
+    {"handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT},
+    {"header-timeout", required_argument, NULL, OPT_HDR_TIMEOUT},
+    {"keepalive-timeout", required_argument, NULL, OPT_KA_TIMEOUT},
+    {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+    {NULL, 0, NULL, 0}
+};
+
+void edge_config_defaults(edge_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->cert = "certs/server.crt";
+    cfg->key = "certs/server.key";
+    cfg->tls_min = 12;
+    cfg->lua_budget = 10000000;
+    cfg->max_body = 1024 * 1024;
+    cfg->max_request_line = 8192;
+    cfg->max_header_size = 16384;
+    cfg->max_headers = 100;
+    cfg->handshake_timeout = 10;
+    cfg->header_timeout = 10;
+    cfg->keepalive_timeout = 75;
+    cfg->drain_timeout = 30;
+}
+
+static int bad_value(const char *opt, const char *val, const char *want)
+{
+    fprintf(stderr, "edge: invalid value '%s' for --%s: expected %s\n", val, opt, want);
+    return EDGE_ERROR;
+}
+
+/* Parses a whole decimal integer in [min, max]. */
+static int parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < min || v > max) return EDGE_ERROR;
+    *out = v;
+    return EDGE_OK;
+}
+
+static int parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !(v > 0) || v > 86400 * 365) return EDGE_ERROR;
+    *out = v;
+    return EDGE_OK;
+}
+
+static int apply_option(edge_config *cfg, int opt, const char *arg)
+{
+    long v;
+    const char *name = NULL;
+    for (const struct option *o = long_options; o->name; o++)
+        if (o->val == opt) name = o->name;
+
+    switch (opt) {
+    case 's': cfg->script = arg; return EDGE_OK;
+    case 'l':
+        if (cfg->n_listen == EDGE_MAX_LISTEN) return bad_value(name, arg, "at most 16 listen addresses");
+        cfg->listen[cfg->n_listen++] = arg;
+        return EDGE_OK;
+    case OPT_CERT: cfg->cert = arg; return EDGE_OK;
+    case OPT_KEY: cfg->key = arg; return EDGE_OK;
+    case 't': cfg->test_only = 1; return EDGE_OK;
+    case 'w':
+        if (parse_long(arg, 1, 1024, &v)) return bad_value(name, arg, "a number from 1 to 1024");
+        cfg->workers = (int)v;
+        return EDGE_OK;
+    case OPT_TLS_MIN:
+        if (strcmp(arg, "1.2") == 0) cfg->tls_min = 12;
+        else if (strcmp(arg, "1.3") == 0) cfg->tls_min = 13;
+        else return bad_value(name, arg, "1.2 or 1.3");
+        return EDGE_OK;
+    case OPT_LUA_BUDGET:
+        if (parse_long(arg, 1000, LONG_MAX, &v)) return bad_value(name, arg, "a number >= 1000");
+        cfg->lua_budget = v;
+        return EDGE_OK;
+    case OPT_LOG_LEVEL:
+        if ((v = edge_log_parse_level(arg)) < 0)
+            return bad_value(name, arg, "error, warn, notice, info or debug");
+        edge_log_level = (int)v;
+        return EDGE_OK;
+    case OPT_MAX_BODY:
+        if (parse_long(arg, 0, 1L << 40, &v)) return bad_value(name, arg, "a byte count");
+        cfg->max_body = (size_t)v;
+        return EDGE_OK;
+    case OPT_MAX_LINE:
+        if (parse_long(arg, 64, 1L << 20, &v)) return bad_value(name, arg, "64 to 1048576 bytes");
+        cfg->max_request_line = (size_t)v;
+        return EDGE_OK;
+    case OPT_MAX_HSIZE:
+        if (parse_long(arg, 256, 1L << 24, &v)) return bad_value(name, arg, "256 to 16777216 bytes");
+        cfg->max_header_size = (size_t)v;
+        return EDGE_OK;
+    case OPT_MAX_HEADERS:
+        if (parse_long(arg, 1, 10000, &v)) return bad_value(name, arg, "1 to 10000");
+        cfg->max_headers = (int)v;
+        return EDGE_OK;
+    case OPT_HS_TIMEOUT:
+        return parse_seconds(arg, &cfg->handshake_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_HDR_TIMEOUT:
+        return parse_seconds(arg, &cfg->header_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_KA_TIMEOUT:
+        return parse_seconds(arg, &cfg->keepalive_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_DRAIN_TIMEOUT:
+        return parse_seconds(arg, &cfg->drain_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    }
+    return EDGE_ERROR;
+}
+
+int edge_config_parse(edge_config *cfg, int argc, char **argv)
+{
+    int opt;
+    opterr = 0;  /* we print our own one-line message */
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":s:l:w:thV", long_options, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(usage_text, stdout);
+            return EDGE_DONE;
+        }
+        if (opt == 'V') {
+            printf("edge %s\n", EDGE_VERSION);
+            return EDGE_DONE;
+        }
+        if (opt == '?' || opt == ':') {
+            const char *what = opt == '?' ? "unknown option" : "missing value for option";
+            if (optopt) fprintf(stderr, "edge: %s '-%c' (see edge -h)\n", what, optopt);
+            else fprintf(stderr, "edge: %s '%s' (see edge -h)\n", what, argv[optind - 1]);
+            return EDGE_ERROR;
+        }
+        if (apply_option(cfg, opt, optarg) != EDGE_OK) return EDGE_ERROR;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "edge: unexpected argument '%s' (see edge -h)\n", argv[optind]);
+        return EDGE_ERROR;
+    }
+    if (cfg->script == NULL) {
+        fprintf(stderr, "edge: no script given: edge -s SCRIPT (see edge -h)\n");
+        return EDGE_ERROR;
+    }
+    return EDGE_OK;
+}

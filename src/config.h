@@ -1,0 +1,36 @@
+/* Server configuration: defaults, and the command line that changes them. */
+#ifndef EDGE_CONFIG_H
+#define EDGE_CONFIG_H
+
+#include <stddef.h>
+
+#define EDGE_MAX_LISTEN 16
+
+typedef struct edge_config {
+    const char *script;
+    const char *listen[EDGE_MAX_LISTEN];
+    int         n_listen;           /* 0: the defaults 0.0.0.0:8443 and [::]:8443 */
+    const char *cert;
+    const char *key;
+    int         workers;            /* 0: one per CPU */
+    int         test_only;          /* -t */
+    int         tls_min;            /* 12 or 13 */
+    long        lua_budget;         /* VM instructions per hook run */
+    size_t      max_body;
+    size_t      max_request_line;
+    size_t      max_header_size;
+    int         max_headers;
+    double      handshake_timeout;
+    double      header_timeout;
+    double      keepalive_timeout;
+    double      drain_timeout;
+} edge_config;
+
+/* Fills cfg with the defaults. */
+void edge_config_defaults(edge_config *cfg);
+
+/* Parses argv into cfg. Returns EDGE_OK to run, EDGE_DONE after -h/-V (exit 0),
+ * or EDGE_ERROR after printing one line on stderr (exit 2). */
+int edge_config_parse(edge_config *cfg, int argc, char **argv);
+
+#endif

@@ -1,0 +1,299 @@
+/* Client connections: TLS handshake, reading, writing, closing. */
+#include "conn.h"
+#include "common.h"
+#include "h1.h"
+#include "log.h"
+#include "tls.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define READ_CHUNK     16384      /* one TLS record */
+#define READS_PER_WAKE 8          /* fairness between connections */
+#define IN_MAX         65536      /* unconsumed input held before reading pauses */
+#define OUT_KEEP       4096       /* output buffer kept across responses */
+#define LINGER_SECONDS 2.0
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+void edge_conn_accept(edge_worker *w, int fd, const struct sockaddr_storage *peer)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    edge_conn *c = edge_calloc(1, sizeof(*c));
+    c->w = w;
+    c->id = edge_worker_next_conn_id();
+    c->fd = fd;
+    c->peer = *peer;
+    c->state = EDGE_CONN_HANDSHAKE;
+    c->ssl = SSL_new(w->ssl_ctx);
+    SSL_set_fd(c->ssl, fd);
+    SSL_set_accept_state(c->ssl);
+    ev_io_init(&c->rio, on_readable, fd, EV_READ);
+    ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    ev_init(&c->timer, on_timer);
+    edge_worker_add_conn(w, c);
+    ev_io_start(w->loop, &c->rio);
+    edge_conn_set_timeout(c, w->cfg->handshake_timeout);
+}
+
+void edge_conn_set_timeout(edge_conn *c, double seconds)
+{
+    if (seconds <= 0) {
+        ev_timer_stop(c->w->loop, &c->timer);
+        return;
+    }
+    c->timer.repeat = seconds;
+    ev_timer_again(c->w->loop, &c->timer);
+}
+
+/* ---- handshake ---- */
+
+static void attach_protocol(edge_conn *c)
+{
+    c->state = EDGE_CONN_OPEN;
+    edge_conn_set_timeout(c, 0);
+    /* ALPN "h2" is not advertised until the HTTP/2 layer lands. */
+    edge_h1_attach(c);
+}
+
+static void read_input(edge_conn *c);
+
+static void do_handshake(edge_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        attach_protocol(c);
+        read_input(c);       /* the first request may have come with the handshake */
+        return;
+    }
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_READ) {
+        ev_io_stop(c->w->loop, &c->wio);
+        return;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        ev_io_start(c->w->loop, &c->wio);
+        return;
+    }
+    char why[256];
+    edge_tls_error_string(why, sizeof(why));
+    edge_log(EDGE_LOG_INFO, c->id, "TLS handshake failed: %s", why[0] ? why : strerror(errno));
+    edge_conn_close(c);
+}
+
+/* ---- reading ---- */
+
+/* Reads what the socket and OpenSSL hold, up to IN_MAX unconsumed bytes.
+ * Returns 1 when the peer closed or failed. */
+static int fill_input(edge_conn *c)
+{
+    char *scratch = c->w->scratch;
+    for (int i = 0; i < READS_PER_WAKE; i++) {
+        if (c->in.len >= IN_MAX) {
+            edge_conn_pause_read(c);
+            return 0;
+        }
+        size_t room = IN_MAX - c->in.len < READ_CHUNK ? IN_MAX - c->in.len : READ_CHUNK;
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, scratch, (int)room);
+        if (n > 0) {
+            edge_buf_append(&c->in, scratch, (size_t)n);
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_READ) return 0;
+        if (err == SSL_ERROR_WANT_WRITE) {
+            c->read_wants_write = 1;
+            ev_io_start(c->w->loop, &c->wio);
+            return 0;
+        }
+        return 1;   /* close_notify, EOF, reset or a TLS error */
+    }
+    /* More may be decrypted inside OpenSSL, which the socket will not signal. */
+    if (SSL_has_pending(c->ssl)) ev_feed_event(c->w->loop, &c->rio, EV_READ);
+    return 0;
+}
+
+static void read_input(edge_conn *c)
+{
+    size_t before = c->in.len;
+    int gone = fill_input(c);
+    if (c->in.len > before && c->proto) c->proto->on_data(c);
+    if (gone && c->state != EDGE_CONN_CLOSED) {
+        edge_log(EDGE_LOG_DEBUG, c->id, "client closed the connection");
+        edge_conn_close(c);
+    }
+}
+
+/* After the final response: discard what the client still sends, so closing
+ * does not reset the connection before it read that response. */
+static void linger_read(edge_conn *c)
+{
+    char *scratch = c->w->scratch;
+    for (int i = 0; i < READS_PER_WAKE; i++) {
+        ssize_t n = read(c->fd, scratch, READ_CHUNK);
+        if (n > 0) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        break;
+    }
+    edge_conn_close(c);
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    edge_conn *c = edge_container_of(w, edge_conn, rio);
+    switch (c->state) {
+    case EDGE_CONN_HANDSHAKE: do_handshake(c); return;
+    case EDGE_CONN_LINGER: linger_read(c); return;
+    case EDGE_CONN_CLOSED: return;
+    case EDGE_CONN_OPEN: break;
+    }
+    if (c->write_wants_read) {
+        c->write_wants_read = 0;
+        if (edge_conn_flush(c) == EDGE_DONE) return;
+    }
+    read_input(c);
+}
+
+void edge_conn_pause_read(edge_conn *c)
+{
+    c->read_paused = 1;
+    ev_io_stop(c->w->loop, &c->rio);
+}
+
+void edge_conn_resume_read(edge_conn *c)
+{
+    if (!c->read_paused || c->state != EDGE_CONN_OPEN) return;
+    c->read_paused = 0;
+    ev_io_start(c->w->loop, &c->rio);
+    /* Bytes OpenSSL already decrypted will not wake the socket: go through the
+     * loop once instead of reading from under the caller. */
+    if (SSL_has_pending(c->ssl)) ev_feed_event(c->w->loop, &c->rio, EV_READ);
+}
+
+/* ---- writing ---- */
+
+static void start_linger(edge_conn *c)
+{
+    ERR_clear_error();
+    SSL_shutdown(c->ssl);              /* close_notify; we do not wait for the peer's */
+    ERR_clear_error();
+    shutdown(c->fd, SHUT_WR);
+    c->state = EDGE_CONN_LINGER;
+    ev_io_stop(c->w->loop, &c->wio);
+    ev_io_start(c->w->loop, &c->rio);
+    c->read_paused = 0;
+    edge_conn_set_timeout(c, LINGER_SECONDS);
+}
+
+int edge_conn_flush(edge_conn *c)
+{
+    if (c->state != EDGE_CONN_OPEN) return c->state == EDGE_CONN_CLOSED ? EDGE_DONE : EDGE_OK;
+    while (c->out_sent < c->out.len) {
+        size_t left = c->out.len - c->out_sent;
+        ERR_clear_error();
+        int n = SSL_write(c->ssl, c->out.base + c->out_sent, left > 1 << 30 ? 1 << 30 : (int)left);
+        if (n > 0) {
+            c->out_sent += (size_t)n;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_WRITE) {
+            ev_io_start(c->w->loop, &c->wio);
+            return EDGE_AGAIN;
+        }
+        if (err == SSL_ERROR_WANT_READ) {
+            c->write_wants_read = 1;
+            return EDGE_AGAIN;
+        }
+        edge_log(EDGE_LOG_DEBUG, c->id, "write failed: client gone");
+        edge_conn_close(c);
+        return EDGE_DONE;
+    }
+    c->out_sent = 0;
+    edge_buf_reset(&c->out, OUT_KEEP);
+    ev_io_stop(c->w->loop, &c->wio);
+    if (c->close_when_flushed) {
+        start_linger(c);
+        return EDGE_DONE;
+    }
+    return EDGE_OK;
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    edge_conn *c = edge_container_of(w, edge_conn, wio);
+    if (c->state == EDGE_CONN_HANDSHAKE) {
+        do_handshake(c);
+        return;
+    }
+    if (c->read_wants_write) {
+        c->read_wants_write = 0;
+        ev_io_stop(loop, &c->wio);
+        read_input(c);
+        if (c->state != EDGE_CONN_OPEN) return;
+    }
+    if (edge_conn_pending(c) == 0) {
+        ev_io_stop(loop, &c->wio);
+        return;
+    }
+    if (edge_conn_flush(c) == EDGE_OK && c->proto && c->proto->on_drained) c->proto->on_drained(c);
+}
+
+/* ---- timer and closing ---- */
+
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    edge_conn *c = edge_container_of(w, edge_conn, timer);
+    ev_timer_stop(loop, w);
+    if (c->state == EDGE_CONN_HANDSHAKE) {
+        edge_log(EDGE_LOG_INFO, c->id, "TLS handshake timed out");
+        edge_conn_close(c);
+    } else if (c->state == EDGE_CONN_LINGER) {
+        edge_conn_close(c);
+    } else if (c->state == EDGE_CONN_OPEN && c->proto && c->proto->on_timeout) {
+        c->proto->on_timeout(c);
+    }
+}
+
+void edge_conn_close_after_flush(edge_conn *c)
+{
+    if (c->state != EDGE_CONN_OPEN) return;
+    c->close_when_flushed = 1;
+    edge_conn_pause_read(c);
+    edge_conn_flush(c);
+}
+
+void edge_conn_close(edge_conn *c)
+{
+    if (c->state == EDGE_CONN_CLOSED) return;
+    c->state = EDGE_CONN_CLOSED;
+    if (c->proto && c->proto->on_close) c->proto->on_close(c);
+    struct ev_loop *loop = c->w->loop;
+    ev_io_stop(loop, &c->rio);
+    ev_io_stop(loop, &c->wio);
+    ev_timer_stop(loop, &c->timer);
+    close(c->fd);
+    c->fd = -1;
+    edge_worker_retire_conn(c->w, c);
+}
+
+void edge_conn_free(edge_conn *c)
+{
+    if (c->proto && c->proto->free) c->proto->free(c);
+    SSL_free(c->ssl);
+    edge_buf_free(&c->in);
+    edge_buf_free(&c->out);
+    free(c);
+}

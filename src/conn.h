@@ -1,0 +1,100 @@
+/* A client connection: the socket, its TLS session, its buffers, its watchers
+ * and its timer. The protocol chosen by ALPN (HTTP/1.1 now) plugs in through
+ * edge_proto and talks to the wire only through this module.
+ *
+ * Lifetime: edge_conn_close() ends a connection at once (the protocol's
+ * on_close cancels its requests); the memory is freed by the worker before
+ * its next poll, so a caller up the stack may still test c->closed. */
+#ifndef EDGE_CONN_H
+#define EDGE_CONN_H
+
+#include <ev.h>
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+
+struct edge_worker;
+struct edge_conn;
+
+typedef struct edge_proto {
+    /* New bytes are in c->in; consume what can be used (edge_buf_consume). */
+    void (*on_data)(struct edge_conn *c);
+    /* Everything queued was written. */
+    void (*on_drained)(struct edge_conn *c);
+    /* The timer set with edge_conn_set_timeout fired. */
+    void (*on_timeout)(struct edge_conn *c);
+    /* The server is shutting down: finish what is in progress, then close. */
+    void (*on_shutdown)(struct edge_conn *c);
+    /* The connection is closing: cancel requests. No more calls follow but
+     * free, and the protocol state must stay valid until then. */
+    void (*on_close)(struct edge_conn *c);
+    /* Frees the protocol state (from the reaper, once nothing is on the stack). */
+    void (*free)(struct edge_conn *c);
+} edge_proto;
+
+enum edge_conn_state {
+    EDGE_CONN_HANDSHAKE,
+    EDGE_CONN_OPEN,
+    EDGE_CONN_LINGER,     /* final response sent: read and discard, then close */
+    EDGE_CONN_CLOSED
+};
+
+typedef struct edge_conn {
+    struct edge_worker *w;
+    uint64_t   id;
+    int        fd;
+    SSL       *ssl;
+    enum edge_conn_state state;
+    ev_io      rio;
+    ev_io      wio;
+    ev_timer   timer;
+    edge_buf   in;               /* received, not yet consumed by the protocol */
+    edge_buf   out;              /* queued for sending */
+    size_t     out_sent;         /* bytes of out already written */
+    const edge_proto *proto;
+    void      *proto_data;
+    struct sockaddr_storage peer;
+    unsigned   read_paused : 1;
+    unsigned   close_when_flushed : 1;
+    unsigned   read_wants_write : 1;   /* SSL_read returned WANT_WRITE */
+    unsigned   write_wants_read : 1;   /* SSL_write returned WANT_READ */
+    struct edge_conn *prev, *next;     /* the worker's open list, then its closed list */
+} edge_conn;
+
+/* Takes ownership of an accepted socket and starts the TLS handshake. */
+void edge_conn_accept(struct edge_worker *w, int fd, const struct sockaddr_storage *peer);
+
+/* Queues bytes for sending. */
+static inline void edge_conn_write(edge_conn *c, const void *p, size_t n)
+{
+    edge_buf_append(&c->out, p, n);
+}
+/* Sends what is queued. EDGE_OK when all of it went out, EDGE_AGAIN when the
+ * rest waits for the socket (on_drained follows), EDGE_DONE when the
+ * connection closed (a write error, or close_when_flushed). */
+int edge_conn_flush(edge_conn *c);
+/* Bytes queued and not yet written. */
+static inline size_t edge_conn_pending(const edge_conn *c)
+{
+    return c->out.len - c->out_sent;
+}
+
+/* Closes at once. Safe to call more than once. */
+void edge_conn_close(edge_conn *c);
+/* Stops reading and closes once the queued output is written (gracefully:
+ * close_notify, then a short linger so the peer reads the last response). */
+void edge_conn_close_after_flush(edge_conn *c);
+
+/* Stops or restarts reading (backpressure while a request is in progress). */
+void edge_conn_pause_read(edge_conn *c);
+void edge_conn_resume_read(edge_conn *c);
+
+/* Arms the connection's single timer (seconds > 0) or stops it (0). */
+void edge_conn_set_timeout(edge_conn *c, double seconds);
+
+/* Frees a closed connection (the worker calls this before its next poll). */
+void edge_conn_free(edge_conn *c);
+
+#endif

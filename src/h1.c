@@ -1,0 +1,405 @@
+/* HTTP/1.1: llhttp callbacks fill an edge_request; responses are encoded here. */
+#include "h1.h"
+#include "common.h"
+#include "conn.h"
+#include "dispatch.h"
+#include "log.h"
+#include "request.h"
+#include "worker.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+enum h1_state {
+    H1_IDLE,         /* between requests */
+    H1_READING,      /* a request has begun arriving */
+    H1_DISPATCHED,   /* complete; the core is producing its response */
+    H1_CLOSING       /* the last response is queued; the connection closes after it */
+};
+
+typedef struct edge_h1 {
+    edge_conn     *c;
+    llhttp_t       parser;
+    enum h1_state  state;
+    int            error_status;     /* set by a callback that rejects the request */
+    size_t         url_len;
+    size_t         header_bytes;
+    edge_buf       field;            /* the header name being received */
+    edge_buf       value;            /* the header value being received */
+    unsigned       in_parse : 1;     /* inside process_input: respond must not re-enter it */
+    unsigned       keep_alive : 1;
+    unsigned       te_unsupported : 1;
+    unsigned       stop_after : 1;   /* server draining: close after this response */
+    edge_request   req;              /* last: the protocol-neutral part */
+} edge_h1;
+
+static void process_input(edge_h1 *h);
+static void encode_response(edge_h1 *h);
+
+static edge_h1 *h1_of(llhttp_t *p)
+{
+    return edge_container_of(p, edge_h1, parser);
+}
+
+/* ---- rejecting bad requests ---- */
+
+/* Answers status without running Lua and closes the connection after it. */
+static void reject(edge_h1 *h, int status)
+{
+    edge_conn *c = h->c;
+    edge_response *resp = &h->req.resp;
+    edge_log(EDGE_LOG_INFO, c->id, "bad request: %d %s (%s)", status, edge_http_reason(status),
+             llhttp_get_error_reason(&h->parser) ? llhttp_get_error_reason(&h->parser) : "-");
+    edge_response_error(resp, status);
+    h->keep_alive = 0;
+    h->req.is_head = 0;
+    h->state = H1_CLOSING;
+    encode_response(h);
+    edge_conn_close_after_flush(c);
+}
+
+/* A method llhttp does not know, but that is a well-formed token, is "not
+ * implemented"; anything else on the request line is just bad. */
+static int unknown_method_status(const edge_conn *c)
+{
+    size_t i = 0;
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    while (i < c->in.len && i < 32) {
+        char ch = c->in.base[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              (ch && strchr(tchar, ch))))
+            break;
+        i++;
+    }
+    return i > 0 && i < c->in.len && c->in.base[i] == ' ' ? 501 : 400;
+}
+
+static int status_for_error(edge_h1 *h, llhttp_errno_t e)
+{
+    if (h->error_status) return h->error_status;
+    switch (e) {
+    case HPE_INVALID_METHOD: return unknown_method_status(h->c);
+    case HPE_INVALID_VERSION: return 505;
+    case HPE_INVALID_TRANSFER_ENCODING: return h->te_unsupported ? 501 : 400;
+    default: return 400;
+    }
+}
+
+static int fail(edge_h1 *h, int status)
+{
+    h->error_status = status;
+    return HPE_USER;
+}
+
+/* ---- llhttp callbacks ---- */
+
+static int on_message_begin(llhttp_t *p)
+{
+    edge_h1 *h = h1_of(p);
+    h->state = H1_READING;
+    h->url_len = h->header_bytes = 0;
+    h->te_unsupported = 0;
+    /* Not reset by later reads: a client trickling bytes is still cut off. */
+    edge_conn_set_timeout(h->c, h->c->w->cfg->header_timeout);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    edge_h1 *h = h1_of(p);
+    /* The target is the first thing stored in req->data, so it stays contiguous. */
+    h->url_len += n;
+    if (h->url_len > h->c->w->cfg->max_request_line) return fail(h, 414);
+    edge_buf_append(&h->req.data, at, n);
+    return 0;
+}
+
+static int count_header_bytes(edge_h1 *h, size_t n)
+{
+    h->header_bytes += n;
+    return h->header_bytes > h->c->w->cfg->max_header_size ? fail(h, 431) : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    edge_h1 *h = h1_of(p);
+    edge_buf_append(&h->field, at, n);
+    return count_header_bytes(h, n);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    edge_h1 *h = h1_of(p);
+    edge_buf_append(&h->value, at, n);
+    return count_header_bytes(h, n);
+}
+
+static int is_chunked_only(const char *v, size_t n)
+{
+    /* llhttp decodes chunked framing; any other coding we cannot undo. */
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    return n == 7 && strncasecmp(v, "chunked", 7) == 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    edge_h1 *h = h1_of(p);
+    edge_request *req = &h->req;
+    if (req->n_headers >= h->c->w->cfg->max_headers) return fail(h, 431);
+    size_t vlen = h->value.len;
+    while (vlen && (h->value.base[vlen - 1] == ' ' || h->value.base[vlen - 1] == '\t')) vlen--;
+    const char *name = h->field.base, *value = h->value.base ? h->value.base : "";
+    size_t nlen = h->field.len;
+    edge_request_add_header(req, name, nlen, value, vlen);
+    if (nlen == 4 && strncasecmp(name, "host", 4) == 0 && req->host.off == EDGE_SPAN_NONE)
+        edge_request_set_host(req, value, vlen);
+    if (nlen == 17 && strncasecmp(name, "transfer-encoding", 17) == 0 && !is_chunked_only(value, vlen))
+        h->te_unsupported = 1;
+    h->field.len = h->value.len = 0;
+    return 0;
+}
+
+/* Answers Expect: 100-continue before the body is read; other expectations fail. */
+static int handle_expect(edge_h1 *h, int has_body)
+{
+    const edge_header *e = edge_request_header(&h->req, "expect", 6);
+    if (e == NULL || h->parser.http_minor == 0) return 0;
+    if (e->value.len != 12 || strncasecmp(edge_request_ptr(&h->req, e->value), "100-continue", 12) != 0)
+        return fail(h, 417);
+    if (has_body) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        edge_conn_write(h->c, cont, sizeof(cont) - 1);
+        edge_conn_flush(h->c);
+    }
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    edge_h1 *h = h1_of(p);
+    edge_request *req = &h->req;
+    const edge_config *cfg = h->c->w->cfg;
+
+    if (p->http_major != 1 || p->http_minor > 1) return fail(h, 505);
+    req->version = p->http_minor == 0 ? "1.0" : "1.1";
+    if (p->method == HTTP_CONNECT) return fail(h, 501);
+    if (h->te_unsupported) return fail(h, 501);
+    if (p->http_minor == 1 && req->host.off == EDGE_SPAN_NONE) return fail(h, 400);
+
+    edge_request_set_target(req, (edge_span){0, (uint32_t)h->url_len});
+    const char *method = llhttp_method_name((llhttp_method_t)p->method);
+    req->method = edge_request_store(req, method, strlen(method));
+    req->is_head = p->method == HTTP_HEAD;
+    int chunked = (p->flags & F_CHUNKED) != 0;
+    int has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    if (has_length && p->content_length > cfg->max_body) return fail(h, 413);
+    req->has_body = chunked || (has_length && p->content_length > 0);
+    return handle_expect(h, req->has_body);
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    edge_h1 *h = h1_of(p);
+    if (h->req.body.len + n > h->c->w->cfg->max_body) return fail(h, 413);
+    edge_buf_append(&h->req.body, at, n);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    edge_h1 *h = h1_of(p);
+    h->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
+    h->state = H1_DISPATCHED;
+    return HPE_PAUSED;   /* one request at a time: process_input dispatches it */
+}
+
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- responses ---- */
+
+static void put(edge_buf *b, const char *s, size_t n)
+{
+    edge_buf_append(b, s, n);
+}
+#define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
+
+static void put_header(edge_buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    edge_buf_reserve(b, nlen + vlen + 4);
+    put(b, name, nlen);
+    PUT_LIT(b, ": ");
+    put(b, value, vlen);
+    PUT_LIT(b, "\r\n");
+}
+
+static int status_has_body(int status)
+{
+    return !(status == 204 || status == 304 || (status >= 100 && status < 200));
+}
+
+/* Encodes req->resp into the connection's output. */
+static void encode_response(edge_h1 *h)
+{
+    const edge_response *resp = &h->req.resp;
+    edge_buf *out = &h->c->out;
+    char line[64];
+    const char *reason = edge_http_reason(resp->status);
+    size_t reason_len = strlen(reason);
+    edge_buf_reserve(out, 160 + reason_len + resp->data.len + resp->n_headers * 4 + resp->body.len);
+
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d ", resp->status);
+    put(out, line, (size_t)n);
+    put(out, reason, reason_len);
+    PUT_LIT(out, "\r\n");
+    if (!resp->has_server) PUT_LIT(out, "Server: " EDGE_SERVER "\r\n");
+    if (!resp->has_date) {
+        PUT_LIT(out, "Date: ");
+        edge_buf_append_str(out, edge_worker_http_date(h->c->w));
+        PUT_LIT(out, "\r\n");
+    }
+    int with_body = status_has_body(resp->status);
+    if (with_body) {
+        n = snprintf(line, sizeof(line), "Content-Length: %zu\r\n", resp->body.len);
+        put(out, line, (size_t)n);
+    }
+    if (!h->keep_alive) PUT_LIT(out, "Connection: close\r\n");
+    else if (h->req.version[2] == '0') PUT_LIT(out, "Connection: keep-alive\r\n");
+    for (int i = 0; i < resp->n_headers; i++) {
+        const edge_header *hd = &resp->headers[i];
+        put_header(out, resp->data.base + hd->name.off, hd->name.len, resp->data.base + hd->value.off,
+                   hd->value.len);
+    }
+    PUT_LIT(out, "\r\n");
+    if (with_body && !h->req.is_head) put(out, resp->body.base, resp->body.len);
+}
+
+/* ops->respond: the core finished the current request. */
+static void h1_respond(edge_request *req)
+{
+    edge_h1 *h = edge_container_of(req, edge_h1, req);
+    edge_conn *c = h->c;
+    if (h->stop_after || c->w->stopping) h->keep_alive = 0;
+    encode_response(h);
+    edge_request_reset(req);
+    if (!h->keep_alive) {
+        h->state = H1_CLOSING;
+        edge_conn_close_after_flush(c);
+        return;
+    }
+    h->state = H1_IDLE;
+    edge_conn_set_timeout(c, c->w->cfg->keepalive_timeout);
+    if (!h->in_parse) process_input(h);   /* pipelined requests, and the flush */
+}
+
+static const edge_request_ops h1_request_ops = {.respond = h1_respond};
+
+/* ---- input ---- */
+
+static void dispatch(edge_h1 *h)
+{
+    edge_conn_set_timeout(h->c, 0);
+    h->req.peer = &h->c->peer;
+    edge_dispatch_start(&h->req);
+}
+
+/* Parses buffered input, one request at a time, then sends what was queued. */
+static void process_input(edge_h1 *h)
+{
+    edge_conn *c = h->c;
+    h->in_parse = 1;
+    while (c->state == EDGE_CONN_OPEN && (h->state == H1_IDLE || h->state == H1_READING) &&
+           c->in.len > 0) {
+        llhttp_errno_t e = llhttp_execute(&h->parser, c->in.base, c->in.len);
+        if (e == HPE_OK) {
+            edge_buf_consume(&c->in, c->in.len);
+        } else if (e == HPE_PAUSED) {
+            edge_buf_consume(&c->in, (size_t)(llhttp_get_error_pos(&h->parser) - c->in.base));
+            llhttp_resume(&h->parser);
+        } else {
+            reject(h, status_for_error(h, e));
+            break;
+        }
+        if (h->state == H1_DISPATCHED) dispatch(h);
+    }
+    h->in_parse = 0;
+    if (c->state != EDGE_CONN_OPEN) return;
+    edge_conn_flush(c);
+    if (c->state == EDGE_CONN_OPEN && h->state != H1_CLOSING) edge_conn_resume_read(c);
+}
+
+static void h1_on_data(edge_conn *c)
+{
+    edge_h1 *h = c->proto_data;
+    if (h->state == H1_IDLE || h->state == H1_READING) process_input(h);
+    /* Otherwise the bytes wait (pipelining); reading pauses if they pile up. */
+}
+
+static void h1_on_drained(edge_conn *c)
+{
+    EDGE_UNUSED(c);
+}
+
+static void h1_on_timeout(edge_conn *c)
+{
+    edge_h1 *h = c->proto_data;
+    if (h->state == H1_READING) {
+        edge_log(EDGE_LOG_INFO, c->id, "client timed out sending its request");
+        reject(h, 408);
+    } else if (h->state == H1_IDLE) {
+        edge_conn_close(c);      /* keep-alive idle timeout */
+    }
+}
+
+static void h1_on_shutdown(edge_conn *c)
+{
+    edge_h1 *h = c->proto_data;
+    if (h->state == H1_DISPATCHED) h->stop_after = 1;
+    else if (h->state != H1_CLOSING) edge_conn_close(c);
+}
+
+static void h1_on_close(edge_conn *c)
+{
+    edge_h1 *h = c->proto_data;
+    if (h->state == H1_DISPATCHED) edge_dispatch_cancel(&h->req);
+}
+
+static void h1_free(edge_conn *c)
+{
+    edge_h1 *h = c->proto_data;
+    edge_request_free(&h->req);
+    edge_buf_free(&h->field);
+    edge_buf_free(&h->value);
+    free(h);
+}
+
+static const edge_proto h1_proto = {
+    .on_data = h1_on_data,
+    .on_drained = h1_on_drained,
+    .on_timeout = h1_on_timeout,
+    .on_shutdown = h1_on_shutdown,
+    .on_close = h1_on_close,
+    .free = h1_free,
+};
+
+void edge_h1_attach(edge_conn *c)
+{
+    edge_h1 *h = edge_calloc(1, sizeof(*h));
+    h->c = c;
+    h->keep_alive = 1;
+    llhttp_init(&h->parser, HTTP_REQUEST, &parser_settings);
+    edge_request_init(&h->req, &h1_request_ops, c->w, c->id);
+    c->proto = &h1_proto;
+    c->proto_data = h;
+    edge_conn_set_timeout(c, c->w->cfg->header_timeout);
+}

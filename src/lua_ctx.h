@@ -1,0 +1,28 @@
+/* A request's Lua state: its coroutine, its req userdata and the watcher it
+ * waits on. Embedded in edge_request; owned by script.c. */
+#ifndef EDGE_LUA_CTX_H
+#define EDGE_LUA_CTX_H
+
+#include <ev.h>
+#include <lua.h>
+
+struct edge_script;
+struct edge_lua_req;
+
+enum edge_lua_wait {
+    EDGE_LUA_IDLE = 0,    /* no coroutine, nothing pending */
+    EDGE_LUA_RUNNING,     /* inside lua_resume */
+    EDGE_LUA_SLEEPING     /* yielded in edge.sleep; timer armed */
+};
+
+typedef struct edge_lua_ctx {
+    struct edge_script *script;   /* the VM this request runs in */
+    lua_State *co;                /* the respond coroutine, NULL when none */
+    int        co_ref;            /* registry anchor of co */
+    struct edge_lua_req *ud;      /* the req userdata; its pointer is cleared at release */
+    int        ud_ref;            /* registry anchor of ud */
+    ev_timer   timer;             /* edge.sleep */
+    enum edge_lua_wait state;
+} edge_lua_ctx;
+
+#endif

@@ -1,0 +1,25 @@
+/* The `edge` Lua module (sleep, now, log, levels, worker_id, version).
+ * The same C serves the server and the standalone module used by busted: what
+ * differs (how to sleep, what "now" is, where logs go) comes in a runtime. */
+#ifndef EDGE_LUA_EDGE_H
+#define EDGE_LUA_EDGE_H
+
+#include <lua.h>
+
+typedef struct edge_lua_runtime {
+    /* The time edge.now() returns, in seconds since the epoch. */
+    double (*now)(void *ud);
+    /* Implements edge.sleep(seconds) after the argument was checked; returns
+     * what the Lua C function returns (lua_yield's result when it yields). */
+    int (*sleep)(lua_State *L, double seconds, void *ud);
+    /* Writes one log line from edge.log; where the line says file:line. */
+    void (*log)(lua_State *L, int level, const char *where, const char *msg, void *ud);
+    void *ud;
+    int   worker_id;
+} edge_lua_runtime;
+
+/* Pushes a new `edge` module table whose functions use rt (which must outlive
+ * the lua_State). */
+void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt);
+
+#endif

@@ -1,0 +1,235 @@
+/* The lazy `req` userdata. */
+#include "lua_req.h"
+#include "common.h"
+#include "request.h"
+
+#include <arpa/inet.h>
+#include <lauxlib.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+
+#define REQ_MT "edge.request"
+
+static edge_request *check_open(lua_State *L)
+{
+    edge_lua_req *ud = luaL_checkudata(L, 1, REQ_MT);
+    if (ud->req == NULL) luaL_error(L, "attempt to use a finished request");
+    return ud->req;
+}
+
+static void push_span(lua_State *L, const edge_request *req, edge_span s)
+{
+    if (s.off == EDGE_SPAN_NONE) lua_pushnil(L);
+    else lua_pushlstring(L, edge_request_ptr(req, s), s.len);
+}
+
+/* Adds value (top of stack) under key (below it) in table t, turning a repeated
+ * key into a list. Pops key and value. */
+static void add_repeatable(lua_State *L, int t)
+{
+    lua_pushvalue(L, -2);
+    lua_rawget(L, t);
+    int prev = lua_type(L, -1);
+    if (prev == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_rawset(L, t);
+        return;
+    }
+    if (prev != LUA_TTABLE) {          /* second value: make a list of both */
+        lua_createtable(L, 2, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+        lua_pushvalue(L, -2);
+        lua_rawseti(L, -2, 2);
+        lua_remove(L, -2);
+        lua_rawset(L, t);
+        return;
+    }
+    lua_insert(L, -2);                 /* key list value */
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 2);
+}
+
+static void push_headers(lua_State *L, const edge_request *req)
+{
+    lua_createtable(L, 0, req->n_headers);
+    int t = lua_gettop(L);
+    for (int i = 0; i < req->n_headers; i++) {
+        const edge_header *h = &req->headers[i];
+        push_span(L, req, h->name);
+        push_span(L, req, h->value);
+        add_repeatable(L, t);
+    }
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* Pushes p[0..n) percent-decoded, '+' as space. */
+static void push_decoded(lua_State *L, const char *p, size_t n)
+{
+    luaL_Buffer b;
+    char *out = luaL_buffinitsize(L, &b, n);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (p[i] == '+') out[o++] = ' ';
+        else if (p[i] == '%' && i + 2 < n && (hi = hexval((unsigned char)p[i + 1])) >= 0 &&
+                 (lo = hexval((unsigned char)p[i + 2])) >= 0) {
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else out[o++] = p[i];
+    }
+    luaL_pushresultsize(&b, o);
+}
+
+void edge_lua_parse_args(lua_State *L, const char *q, size_t n)
+{
+    int t = lua_gettop(L);
+    size_t i = 0;
+    while (i < n) {
+        size_t end = i;
+        while (end < n && q[end] != '&') end++;
+        const char *eq = memchr(q + i, '=', end - i);
+        if (end > i && eq != q + i) {          /* skip empty pairs and "=v" */
+            size_t klen = eq ? (size_t)(eq - (q + i)) : end - i;
+            push_decoded(L, q + i, klen);
+            if (eq) push_decoded(L, eq + 1, (size_t)(q + end - eq - 1));
+            else lua_pushboolean(L, 1);
+            add_repeatable(L, t);
+        }
+        i = end + 1;
+    }
+}
+
+static void push_remote_addr(lua_State *L, const edge_request *req)
+{
+    char text[INET6_ADDRSTRLEN] = "";
+    const struct sockaddr_storage *ss = req->peer;
+    if (ss && ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, text, sizeof(text));
+    else if (ss && ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, text, sizeof(text));
+    lua_pushstring(L, text);
+}
+
+/* Pushes the built-in field `key`; returns 0 when there is none, 2 when the
+ * value is a table worth keeping in the user value. */
+static int push_field(lua_State *L, edge_request *req, const char *key, size_t len)
+{
+    switch (len) {
+    case 2:
+        if (memcmp(key, "id", 2) == 0) return lua_pushstring(L, edge_request_id(req)), 1;
+        break;
+    case 4:
+        if (memcmp(key, "path", 4) == 0) return push_span(L, req, req->path), 1;
+        if (memcmp(key, "host", 4) == 0) return push_span(L, req, req->host), 1;
+        if (memcmp(key, "args", 4) == 0) {
+            lua_newtable(L);
+            if (req->query.off != EDGE_SPAN_NONE)
+                edge_lua_parse_args(L, edge_request_ptr(req, req->query), req->query.len);
+            return 2;
+        }
+        if (memcmp(key, "body", 4) == 0) {
+            if (req->has_body) lua_pushlstring(L, req->body.base ? req->body.base : "", req->body.len);
+            else lua_pushnil(L);
+            return 1;
+        }
+        break;
+    case 5:
+        if (memcmp(key, "query", 5) == 0) return push_span(L, req, req->query), 1;
+        break;
+    case 6:
+        if (memcmp(key, "method", 6) == 0) return push_span(L, req, req->method), 1;
+        if (memcmp(key, "scheme", 6) == 0) return lua_pushstring(L, req->scheme), 1;
+        break;
+    case 7:
+        if (memcmp(key, "headers", 7) == 0) return push_headers(L, req), 2;
+        if (memcmp(key, "version", 7) == 0) return lua_pushstring(L, req->version), 1;
+        break;
+    case 11:
+        if (memcmp(key, "remote_addr", 11) == 0) return push_remote_addr(L, req), 1;
+        break;
+    }
+    return 0;
+}
+
+/* __index: values the script stored or tables built earlier first, then the
+ * built-in fields. */
+static int req_index(lua_State *L)
+{
+    edge_request *req = check_open(L);
+    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+        lua_pushvalue(L, 2);
+        if (lua_rawget(L, -2) != LUA_TNIL) return 1;
+        lua_pop(L, 1);
+    }
+    size_t len;
+    const char *key = lua_tolstring(L, 2, &len);
+    if (key == NULL || lua_type(L, 2) != LUA_TSTRING) return lua_pushnil(L), 1;
+    int r = push_field(L, req, key, len);
+    if (r == 0) return lua_pushnil(L), 1;
+    if (r == 2) {                       /* keep the table: later reads see the same one */
+        if (lua_type(L, 3) != LUA_TTABLE) {
+            lua_newtable(L);
+            lua_replace(L, 3);
+            lua_pushvalue(L, 3);
+            lua_setiuservalue(L, 1, 1);
+        }
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 3);
+    }
+    return 1;
+}
+
+/* __newindex: the script may attach its own fields or override built-in ones. */
+static int req_newindex(lua_State *L)
+{
+    check_open(L);
+    if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, 1);
+    }
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+}
+
+static int req_tostring(lua_State *L)
+{
+    edge_lua_req *ud = luaL_checkudata(L, 1, REQ_MT);
+    if (ud->req == NULL) lua_pushliteral(L, "edge.request (finished)");
+    else lua_pushfstring(L, "edge.request (%s)", edge_request_id(ud->req));
+    return 1;
+}
+
+void edge_lua_req_register(lua_State *L)
+{
+    static const luaL_Reg meta[] = {
+        {"__index", req_index},
+        {"__newindex", req_newindex},
+        {"__tostring", req_tostring},
+        {NULL, NULL}
+    };
+    luaL_newmetatable(L, REQ_MT);
+    luaL_setfuncs(L, meta, 0);
+    lua_pop(L, 1);
+}
+
+edge_lua_req *edge_lua_req_push(lua_State *L, edge_request *req)
+{
+    edge_lua_req *ud = lua_newuserdatauv(L, sizeof(*ud), 1);
+    ud->req = req;
+    luaL_setmetatable(L, REQ_MT);
+    return ud;
+}

@@ -1,0 +1,168 @@
+/* respond's return value -> edge_response, validated field by field. */
+#include "lua_response.h"
+#include "common.h"
+#include "request.h"
+
+#include <ctype.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <strings.h>
+
+#define SHAPE "{ status = integer, headers = table, body = string }"
+
+/* RFC 9110 token characters. */
+static int is_token(const char *s, size_t n)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!isalnum(c) && (c == 0 || !strchr(extra, c))) return 0;
+    }
+    return 1;
+}
+
+/* Header values may not carry CR, LF or NUL: that would split the response. */
+static int is_safe_value(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 0;
+    return 1;
+}
+
+static int is_core_header(const char *name, size_t n)
+{
+    return (n == 14 && strncasecmp(name, "content-length", n) == 0) ||
+           (n == 17 && strncasecmp(name, "transfer-encoding", n) == 0) ||
+           (n == 10 && strncasecmp(name, "connection", n) == 0);
+}
+
+/* Reads t[name] without metamethods, so a hostile table cannot raise here. */
+static int rawfield(lua_State *L, int idx, const char *name)
+{
+    lua_pushstring(L, name);
+    return lua_rawget(L, idx);
+}
+
+static int add_value(lua_State *L, int vidx, const char *name, size_t nlen, edge_response *resp,
+                     char *err, size_t errlen)
+{
+    int t = lua_type(L, vidx);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+        snprintf(err, errlen, "header '%s' must be a string or a list of strings, got %s", name,
+                 lua_typename(L, t));
+        return EDGE_ERROR;
+    }
+    size_t vlen;
+    const char *v = lua_tolstring(L, vidx, &vlen);   /* a number converts in place: fine here */
+    if (!is_safe_value(v, vlen)) {
+        snprintf(err, errlen, "header '%s' contains CR, LF or NUL", name);
+        return EDGE_ERROR;
+    }
+    char lower[256];
+    for (size_t i = 0; i < nlen; i++) lower[i] = (char)tolower((unsigned char)name[i]);
+    edge_response_add_header(resp, lower, nlen, v, vlen);
+    return EDGE_OK;
+}
+
+static int read_header(lua_State *L, edge_response *resp, char *err, size_t errlen)
+{
+    /* stack: ... key value */
+    if (lua_type(L, -2) != LUA_TSTRING) {
+        snprintf(err, errlen, "header names must be strings, got %s", luaL_typename(L, -2));
+        return EDGE_ERROR;
+    }
+    size_t nlen;
+    const char *name = lua_tolstring(L, -2, &nlen);
+    if (!is_token(name, nlen) || nlen > 255) {
+        snprintf(err, errlen, "invalid header name '%.64s'", name);
+        return EDGE_ERROR;
+    }
+    if (is_core_header(name, nlen)) return EDGE_OK;
+    if (lua_type(L, -1) != LUA_TTABLE) return add_value(L, lua_gettop(L), name, nlen, resp, err, errlen);
+
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);   /* a list: one header line per value */
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        int rc = add_value(L, lua_gettop(L), name, nlen, resp, err, errlen);
+        lua_pop(L, 1);
+        if (rc != EDGE_OK) return rc;
+    }
+    return EDGE_OK;
+}
+
+static int read_headers(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+{
+    int t = rawfield(L, idx, "headers");
+    int rc = EDGE_OK;
+    if (t == LUA_TTABLE) {
+        int tbl = lua_gettop(L);
+        lua_pushnil(L);
+        while (rc == EDGE_OK && lua_next(L, tbl)) {
+            rc = read_header(L, resp, err, errlen);
+            lua_pop(L, 1);
+        }
+        if (rc != EDGE_OK) lua_pop(L, 1);   /* the key lua_next left */
+    } else if (t != LUA_TNIL) {
+        snprintf(err, errlen, "headers must be a table, got %s", lua_typename(L, t));
+        rc = EDGE_ERROR;
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int read_status(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+{
+    int t = rawfield(L, idx, "status");
+    int isint = 0;
+    lua_Integer status = t == LUA_TNIL ? 200 : lua_tointegerx(L, -1, &isint);
+    if (t == LUA_TNIL) isint = 1;
+    lua_pop(L, 1);
+    if (t != LUA_TNIL && t != LUA_TNUMBER) isint = 0;
+    if (!isint || status < 200 || status > 599) {
+        snprintf(err, errlen, "status must be an integer from 200 to 599");
+        return EDGE_ERROR;
+    }
+    resp->status = (int)status;
+    return EDGE_OK;
+}
+
+static int read_body(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+{
+    int t = rawfield(L, idx, "body");
+    int rc = EDGE_OK;
+    if (t == LUA_TSTRING) {
+        size_t n;
+        const char *p = lua_tolstring(L, -1, &n);
+        edge_buf_append(&resp->body, p, n);
+    } else if (t != LUA_TNIL) {
+        snprintf(err, errlen, "body must be a string, got %s", lua_typename(L, t));
+        rc = EDGE_ERROR;
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int read_ttl(lua_State *L, int idx, char *err, size_t errlen)
+{
+    int t = rawfield(L, idx, "ttl");
+    lua_pop(L, 1);
+    if (t == LUA_TNIL || t == LUA_TNUMBER) return EDGE_OK;
+    snprintf(err, errlen, "ttl must be a number of seconds, got %s", lua_typename(L, t));
+    return EDGE_ERROR;
+}
+
+int edge_lua_to_response(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        snprintf(err, errlen, "expected a table %s, got %s", SHAPE, luaL_typename(L, idx));
+        return EDGE_ERROR;
+    }
+    if (read_status(L, idx, resp, err, errlen) != EDGE_OK ||
+        read_headers(L, idx, resp, err, errlen) != EDGE_OK ||
+        read_body(L, idx, resp, err, errlen) != EDGE_OK ||
+        read_ttl(L, idx, err, errlen) != EDGE_OK)
+        return EDGE_ERROR;
+    return EDGE_OK;
+}

@@ -1,0 +1,203 @@
+/* edge: parse the command line, check the script and certificate, open the
+ * listeners, run the workers, and stop them on SIGTERM/SIGINT. */
+#include "common.h"
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "script.h"
+#include "tls.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct edge_server {
+    edge_config  cfg;
+    SSL_CTX     *ssl_ctx;
+    edge_worker *workers;
+    int          n_workers;
+    int         *fds;       /* [worker * EDGE_MAX_LISTEN + address] */
+    int          n_addrs;
+} edge_server;
+
+/* Loads the script in a scratch VM: what -t and start-up check. */
+static int check_script(const edge_config *cfg)
+{
+    edge_script s;
+    char err[1024];
+    if (edge_script_open(&s, cfg->script, cfg->lua_budget, NULL, 0, err, sizeof(err)) != EDGE_OK) {
+        fprintf(stderr, "edge: cannot load script %s: %s\n", cfg->script, err);
+        return EDGE_ERROR;
+    }
+    edge_script_close(&s);
+    return EDGE_OK;
+}
+
+static int run_test(const edge_config *cfg)
+{
+    if (check_script(cfg) != EDGE_OK) return 1;
+    printf("edge: script %s loads and returns its hooks\n", cfg->script);
+    char err[512];
+    SSL_CTX *ctx = edge_tls_create(cfg, err, sizeof(err));
+    if (ctx == NULL) {
+        fprintf(stderr, "edge: %s\n", err);
+        return 1;
+    }
+    SSL_CTX_free(ctx);
+    printf("edge: certificate %s and key %s are valid\n", cfg->cert, cfg->key);
+    printf("edge: configuration test is successful\n");
+    return 0;
+}
+
+/* Opens one socket per worker for addr (SO_REUSEPORT). Port 0 takes the
+ * port the first socket got, so every worker listens on the same one. */
+static int open_address(edge_server *srv, int a, struct sockaddr_storage *ss, socklen_t len, int optional)
+{
+    char err[256];
+    for (int i = 0; i < srv->n_workers; i++) {
+        int fd = edge_listener_open(ss, len, err, sizeof(err));
+        if (fd < 0) {
+            if (optional && i == 0) return EDGE_DONE;
+            fprintf(stderr, "edge: %s\n", err);
+            return EDGE_ERROR;
+        }
+        if (i == 0) getsockname(fd, (struct sockaddr *)ss, &len);
+        srv->fds[i * EDGE_MAX_LISTEN + a] = fd;
+    }
+    char name[80];
+    edge_sockaddr_format(ss, name, sizeof(name));
+    edge_log(EDGE_LOG_NOTICE, 0, "%s listening on %s (%d workers)", EDGE_SERVER, name, srv->n_workers);
+    return EDGE_OK;
+}
+
+static int open_listeners(edge_server *srv)
+{
+    static const char *const defaults[] = {"0.0.0.0:8443", "[::]:8443"};
+    const edge_config *cfg = &srv->cfg;
+    int use_defaults = cfg->n_listen == 0;
+    const char *const *addrs = use_defaults ? defaults : cfg->listen;
+    int n = use_defaults ? 2 : cfg->n_listen;
+
+    srv->fds = edge_calloc((size_t)srv->n_workers * EDGE_MAX_LISTEN, sizeof(int));
+    for (int i = 0; i < srv->n_workers * EDGE_MAX_LISTEN; i++) srv->fds[i] = -1;
+    srv->n_addrs = 0;
+    for (int a = 0; a < n; a++) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (edge_listener_parse(addrs[a], &ss, &len) != EDGE_OK) {
+            fprintf(stderr, "edge: invalid listen address '%s': expected ADDR:PORT or [V6]:PORT\n", addrs[a]);
+            return EDGE_ERROR;
+        }
+        srv->n_addrs = a + 1;
+        /* The IPv6 default is best effort: not every host has IPv6. */
+        int rc = open_address(srv, a, &ss, len, use_defaults && a == 1);
+        if (rc == EDGE_ERROR) return EDGE_ERROR;
+        if (rc == EDGE_DONE) srv->n_addrs = a;
+    }
+    return EDGE_OK;
+}
+
+static int start_workers(edge_server *srv)
+{
+    char err[1024];
+    for (int i = 0; i < srv->n_workers; i++) {
+        const int *fds = &srv->fds[i * EDGE_MAX_LISTEN];
+        if (edge_worker_init(&srv->workers[i], i, &srv->cfg, srv->ssl_ctx, fds, srv->n_addrs, err,
+                             sizeof(err)) != EDGE_OK) {
+            fprintf(stderr, "edge: worker %d: %s\n", i, err);
+            return EDGE_ERROR;
+        }
+        for (int a = 0; a < srv->n_addrs; a++) srv->fds[i * EDGE_MAX_LISTEN + a] = -1;  /* the worker's now */
+    }
+    for (int i = 0; i < srv->n_workers; i++) {
+        if (edge_worker_start(&srv->workers[i]) != EDGE_OK) {
+            fprintf(stderr, "edge: cannot start worker thread %d\n", i);
+            return EDGE_ERROR;
+        }
+    }
+    return EDGE_OK;
+}
+
+/* The main thread only waits for signals; workers never see them. */
+static void wait_for_stop(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0) continue;
+        if (sig == SIGTERM || sig == SIGINT) {
+            edge_log(EDGE_LOG_NOTICE, 0, "%s: finishing in-flight requests, then exiting",
+                     sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            return;
+        }
+        edge_log(EDGE_LOG_WARN, 0, "%s ignored: script reload and log reopening are not "
+                 "implemented yet", sig == SIGHUP ? "SIGHUP" : "SIGUSR1");
+    }
+}
+
+static void block_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);   /* inherited by every worker thread */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static int default_workers(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
+static void shutdown_server(edge_server *srv, int started)
+{
+    for (int i = 0; i < started; i++) edge_worker_request_stop(&srv->workers[i]);
+    for (int i = 0; i < started; i++) edge_worker_join(&srv->workers[i]);
+    free(srv->workers);
+    free(srv->fds);
+    SSL_CTX_free(srv->ssl_ctx);
+}
+
+int main(int argc, char **argv)
+{
+    edge_server srv = {0};
+    edge_config_defaults(&srv.cfg);
+    int rc = edge_config_parse(&srv.cfg, argc, argv);
+    if (rc == EDGE_DONE) return 0;
+    if (rc != EDGE_OK) return 2;
+    if (srv.cfg.test_only) return run_test(&srv.cfg);
+
+    block_signals();
+    if (check_script(&srv.cfg) != EDGE_OK) return 1;
+    char err[512];
+    srv.ssl_ctx = edge_tls_create(&srv.cfg, err, sizeof(err));
+    if (srv.ssl_ctx == NULL) {
+        fprintf(stderr, "edge: %s\n", err);
+        return 1;
+    }
+    srv.n_workers = srv.cfg.workers ? srv.cfg.workers : default_workers();
+    srv.workers = edge_calloc((size_t)srv.n_workers, sizeof(edge_worker));
+    if (open_listeners(&srv) != EDGE_OK || start_workers(&srv) != EDGE_OK) {
+        for (int i = 0; srv.fds && i < srv.n_workers * EDGE_MAX_LISTEN; i++)
+            if (srv.fds[i] >= 0) close(srv.fds[i]);
+        exit(1);
+    }
+    wait_for_stop();
+    shutdown_server(&srv, srv.n_workers);
+    edge_log(EDGE_LOG_NOTICE, 0, "exited cleanly");
+    return 0;
+}

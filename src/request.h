@@ -1,0 +1,119 @@
+/* The protocol-neutral request and response.
+ *
+ * A protocol layer (HTTP/1.1 now, HTTP/2 later) fills an edge_request, hands it
+ * to the dispatcher with edge_dispatch_start(), and gets it back through
+ * ops->respond() once req->resp is filled. This header includes neither llhttp
+ * nor nghttp2: the dispatcher and Lua know nothing of the wire. */
+#ifndef EDGE_REQUEST_H
+#define EDGE_REQUEST_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+#include "lua_ctx.h"
+
+struct edge_worker;
+struct edge_request;
+
+/* A byte range inside req->data (offsets survive the buffer's reallocation). */
+typedef struct edge_span {
+    uint32_t off;
+    uint32_t len;
+} edge_span;
+
+typedef struct edge_header {
+    edge_span name;   /* lower-case */
+    edge_span value;
+} edge_header;
+
+/* What the protocol layer provides to the core. */
+typedef struct edge_request_ops {
+    /* req->resp is complete: encode and send it. Called exactly once per
+     * dispatched request, as the dispatcher's last action on req. */
+    void (*respond)(struct edge_request *req);
+} edge_request_ops;
+
+typedef struct edge_response {
+    int       status;
+    edge_buf  data;        /* header names and values */
+    edge_header *headers;
+    int       n_headers;
+    int       cap_headers;
+    edge_buf  body;
+    unsigned  has_server : 1;
+    unsigned  has_date : 1;
+} edge_response;
+
+typedef struct edge_request {
+    const edge_request_ops *ops;
+    struct edge_worker *worker;
+    uint64_t  conn_id;          /* for log lines */
+    uint64_t  id_num;           /* worker id << 48 | sequence: unique per process */
+    char      id[17];           /* id_num in hex, formatted on first use */
+
+    edge_buf  data;             /* method, target and headers, copied off the wire */
+    edge_span method;
+    edge_span path;             /* without the query */
+    edge_span query;            /* without '?'; len 0 and off UINT32_MAX when absent */
+    edge_span host;             /* from Host or :authority, lower-case, no port */
+    edge_header *headers;
+    int       n_headers;
+    int       cap_headers;
+    edge_buf  body;
+    unsigned  has_body : 1;     /* a body was sent (possibly empty) */
+    unsigned  is_head : 1;
+    const char *version;        /* "1.0", "1.1" or "2" */
+    const char *scheme;         /* "https" or "http" */
+    const struct sockaddr_storage *peer;
+
+    edge_buf  cache_key;        /* the cache_key hook's result */
+    unsigned  has_cache_key : 1;
+
+    edge_lua_ctx lua;           /* the hooks' Lua state for this request */
+    edge_response resp;
+} edge_request;
+
+#define EDGE_SPAN_NONE UINT32_MAX
+
+/* Prepares a zeroed request for use by a protocol layer. */
+void edge_request_init(edge_request *req, const edge_request_ops *ops, struct edge_worker *w,
+                       uint64_t conn_id);
+/* Empties a finished request for the next one on the same connection, keeping
+ * small buffers. The request must not be dispatched. */
+void edge_request_reset(edge_request *req);
+/* Frees what the request owns. The request must not be dispatched. */
+void edge_request_free(edge_request *req);
+
+/* Appends bytes to req->data and returns their span. */
+edge_span edge_request_store(edge_request *req, const char *p, size_t n);
+/* Adds a header; the name is stored lower-case. */
+void edge_request_add_header(edge_request *req, const char *name, size_t nlen,
+                             const char *value, size_t vlen);
+/* Splits a request target into path and query (origin or absolute form). */
+void edge_request_set_target(edge_request *req, edge_span target);
+/* Sets req->host from a Host/:authority value: lower-case, port stripped. */
+void edge_request_set_host(edge_request *req, const char *p, size_t n);
+
+static inline const char *edge_request_ptr(const edge_request *req, edge_span s)
+{
+    return req->data.base + s.off;
+}
+
+/* The request id as 16 hex digits (formatted once, on first use). */
+const char *edge_request_id(edge_request *req);
+
+/* Finds a request header by lower-case name; NULL when absent. */
+const edge_header *edge_request_header(const edge_request *req, const char *name, size_t nlen);
+
+/* Response building. */
+void edge_response_set_status(edge_response *resp, int status);
+void edge_response_add_header(edge_response *resp, const char *name, size_t nlen,
+                              const char *value, size_t vlen);
+/* Replaces the response with a small text/plain error page for status. */
+void edge_response_error(edge_response *resp, int status);
+
+/* The standard reason phrase, or "Unknown". */
+const char *edge_http_reason(int status);
+
+#endif

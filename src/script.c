@@ -1,0 +1,307 @@
+/* A worker's Lua VM: loading the script, running its hooks, edge.sleep. */
+#include "script.h"
+#include "common.h"
+#include "dispatch.h"
+#include "log.h"
+#include "lua_req.h"
+#include "lua_response.h"
+#include "request.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- the server's runtime for the edge module ---- */
+
+static double server_now(void *ud)
+{
+    edge_script *s = ud;
+    return s->loop ? ev_now(s->loop) : ev_time();
+}
+
+static void on_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* edge.sleep may only yield the respond coroutine itself: not cache_key (the
+ * main thread), not a coroutine the script made (we could not resume it), and
+ * not across a C call. */
+static int server_sleep(lua_State *L, double seconds, void *ud)
+{
+    edge_script *s = ud;
+    edge_request *req = s->current;
+    if (req == NULL || s->loop == NULL || L != req->lua.co || !lua_isyieldable(L))
+        return luaL_error(L, "edge.sleep cannot wait here: only in respond, "
+                             "not in cache_key, a nested coroutine or a C call");
+    ev_timer_init(&req->lua.timer, on_sleep_done, seconds, 0.);
+    ev_timer_start(s->loop, &req->lua.timer);
+    req->lua.state = EDGE_LUA_SLEEPING;
+    return lua_yield(L, 0);
+}
+
+static void server_log(lua_State *L, int level, const char *where, const char *msg, void *ud)
+{
+    edge_script *s = ud;
+    edge_request *req = s->current;
+    if (req) edge_log_write(level, req->conn_id, "[lua] %s%s (request %s)", where, msg, edge_request_id(req));
+    else edge_log_write(level, 0, "[lua] %s%s", where, msg);
+}
+
+/* ---- helpers ---- */
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Raised every instruction once the budget is spent, so a script that
+ * catches the error with pcall still cannot go on. */
+static void on_budget(lua_State *L, lua_Debug *ar)
+{
+    lua_sethook(L, on_budget, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction budget exceeded");
+}
+
+static void arm_budget(edge_script *s, lua_State *L)
+{
+    int count = s->budget > 0x7fffffff ? 0x7fffffff : (int)s->budget;
+    lua_sethook(L, on_budget, LUA_MASKCOUNT, count);
+}
+
+static void log_hook_error(edge_request *req, const char *hook, const char *msg)
+{
+    edge_log(EDGE_LOG_ERR, req->conn_id, "lua error in %s (request %s): %s", hook,
+             edge_request_id(req), msg);
+}
+
+/* The req userdata is made once per request and anchored until release. */
+static void push_req(edge_script *s, edge_request *req)
+{
+    edge_lua_ctx *ctx = &req->lua;
+    if (ctx->ud == NULL) {
+        ctx->script = s;
+        ctx->ud = edge_lua_req_push(s->L, req);
+        ctx->ud_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(s->L, LUA_REGISTRYINDEX, ctx->ud_ref);
+}
+
+static void release(edge_request *req)
+{
+    edge_lua_ctx *ctx = &req->lua;
+    edge_script *s = ctx->script;
+    if (s == NULL) return;
+    if (ctx->state == EDGE_LUA_SLEEPING) ev_timer_stop(s->loop, &ctx->timer);
+    if (ctx->co) {
+        lua_resetthread(ctx->co);          /* runs pending to-be-closed variables */
+        luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->co_ref);
+    }
+    if (ctx->ud) {
+        ctx->ud->req = NULL;               /* a kept reference now says "finished" */
+        luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->ud_ref);
+    }
+    memset(ctx, 0, sizeof(*ctx));
+}
+
+/* ---- hooks ---- */
+
+int edge_script_cache_key(edge_script *s, edge_request *req)
+{
+    if (s->cache_key_ref == LUA_NOREF) return EDGE_OK;
+    lua_State *L = s->L;
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, traceback);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->cache_key_ref);
+    push_req(s, req);
+    arm_budget(s, L);
+    s->current = req;
+    int rc = lua_pcall(L, 1, 1, base + 1);
+    s->current = NULL;
+    lua_sethook(L, NULL, 0, 0);
+
+    int status = EDGE_OK;
+    if (rc != LUA_OK) {
+        log_hook_error(req, "cache_key", lua_tostring(L, -1));
+        status = EDGE_ERROR;
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *key = lua_tolstring(L, -1, &n);
+        edge_buf_append(&req->cache_key, key, n);
+        req->has_cache_key = 1;
+    } else if (!lua_isnil(L, -1) && !(lua_isboolean(L, -1) && !lua_toboolean(L, -1))) {
+        edge_log(EDGE_LOG_ERR, req->conn_id,
+                 "cache_key (request %s) returned %s: expected a string, or nil to bypass the cache",
+                 edge_request_id(req), luaL_typename(L, -1));
+        status = EDGE_ERROR;
+    }
+    lua_settop(L, base);
+    if (status != EDGE_OK) release(req);
+    return status;
+}
+
+/* Collects the result of a finished respond coroutine into req->resp. */
+static int take_response(edge_request *req, lua_State *co, int nres)
+{
+    char err[256];
+    if (nres == 0) {
+        snprintf(err, sizeof(err), "expected a table { status = integer, headers = table, "
+                                   "body = string }, got no value");
+    } else if (edge_lua_to_response(co, -nres, &req->resp, err, sizeof(err)) == EDGE_OK) {
+        return EDGE_OK;
+    }
+    edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) returned a bad value: %s",
+             edge_request_id(req), err);
+    return EDGE_ERROR;
+}
+
+/* Resumes the respond coroutine; returns EDGE_OK, EDGE_AGAIN or EDGE_ERROR.
+ * On anything but EDGE_AGAIN the request's Lua state is released. */
+static int resume(edge_script *s, edge_request *req, int nargs)
+{
+    edge_lua_ctx *ctx = &req->lua;
+    lua_State *co = ctx->co;
+    int nres = 0;
+    ctx->state = EDGE_LUA_RUNNING;
+    s->current = req;
+    int rc = lua_resume(co, s->L, nargs, &nres);
+    s->current = NULL;
+
+    int status;
+    if (rc == LUA_YIELD && ctx->state == EDGE_LUA_SLEEPING) {
+        return EDGE_AGAIN;
+    } else if (rc == LUA_YIELD) {
+        edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) yielded outside an edge "
+                 "API call (coroutine.yield in respond is not allowed)", edge_request_id(req));
+        status = EDGE_ERROR;
+    } else if (rc == LUA_OK) {
+        status = take_response(req, co, nres);
+    } else {
+        const char *msg = lua_tostring(co, -1);
+        if (msg == NULL) msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
+        luaL_traceback(s->L, co, msg, 0);
+        log_hook_error(req, "respond", lua_tostring(s->L, -1));
+        lua_pop(s->L, 1);
+        status = EDGE_ERROR;
+    }
+    ctx->state = EDGE_LUA_IDLE;
+    release(req);
+    return status;
+}
+
+int edge_script_respond(edge_script *s, edge_request *req)
+{
+    edge_lua_ctx *ctx = &req->lua;
+    lua_State *co = lua_newthread(s->L);
+    ctx->co_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    ctx->co = co;
+    ctx->script = s;
+    arm_budget(s, co);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->respond_ref);
+    push_req(s, req);
+    lua_xmove(s->L, co, 1);
+    return resume(s, req, 1);
+}
+
+static void on_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    edge_lua_ctx *ctx = edge_container_of(w, edge_lua_ctx, timer);
+    edge_request *req = edge_container_of(ctx, edge_request, lua);
+    int rc = resume(ctx->script, req, 0);
+    if (rc != EDGE_AGAIN) edge_dispatch_finish(req, rc);
+}
+
+void edge_script_cancel(edge_request *req)
+{
+    if (req->lua.state == EDGE_LUA_SLEEPING)
+        edge_log(EDGE_LOG_INFO, req->conn_id, "request %s cancelled: client closed while waiting",
+                 edge_request_id(req));
+    release(req);
+}
+
+/* ---- loading ---- */
+
+/* Lets the script require modules that sit beside it. */
+static void add_script_dir_to_path(lua_State *L, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    lua_getglobal(L, "package");
+    if (slash) lua_pushlstring(L, path, (size_t)(slash - path));
+    else lua_pushliteral(L, ".");
+    const char *dir = lua_tostring(L, -1);
+    lua_getfield(L, -2, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
+    lua_setfield(L, -4, "path");
+    lua_pop(L, 3);
+}
+
+static void install_edge_module(edge_script *s)
+{
+    lua_State *L = s->L;
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    edge_lua_push_module(L, &s->rt);
+    lua_setfield(L, -2, "edge");
+    lua_pop(L, 1);
+}
+
+/* Checks the module table on top of the stack and anchors its hooks. */
+static int take_hooks(edge_script *s, const char *path, char *err, size_t errlen)
+{
+    lua_State *L = s->L;
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "%s must return a table of hooks { cache_key = function, "
+                 "respond = function }, got %s", path, luaL_typename(L, -1));
+        return EDGE_ERROR;
+    }
+    if (lua_getfield(L, -1, "respond") != LUA_TFUNCTION) {
+        snprintf(err, errlen, "%s: hook 'respond' must be a function, got %s", path, luaL_typename(L, -1));
+        return EDGE_ERROR;
+    }
+    s->respond_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int t = lua_getfield(L, -1, "cache_key");
+    if (t != LUA_TFUNCTION && t != LUA_TNIL) {
+        snprintf(err, errlen, "%s: hook 'cache_key' must be a function or nil, got %s", path,
+                 luaL_typename(L, -1));
+        return EDGE_ERROR;
+    }
+    s->cache_key_ref = t == LUA_TNIL ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
+    return EDGE_OK;
+}
+
+int edge_script_open(edge_script *s, const char *path, long budget, struct ev_loop *loop,
+                     int worker_id, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof(*s));
+    s->budget = budget;
+    s->loop = loop;
+    s->cache_key_ref = s->respond_ref = LUA_NOREF;
+    s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .log = server_log,
+                               .ud = s, .worker_id = worker_id};
+    lua_State *L = s->L = luaL_newstate();
+    if (L == NULL) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return EDGE_ERROR;
+    }
+    luaL_openlibs(L);
+    edge_lua_req_register(L);
+    install_edge_module(s);
+    add_script_dir_to_path(L, path);
+
+    lua_pushcfunction(L, traceback);
+    if (luaL_loadfilex(L, path, "t") != LUA_OK || lua_pcall(L, 0, 1, -2) != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        edge_script_close(s);
+        return EDGE_ERROR;
+    }
+    int rc = take_hooks(s, path, err, errlen);
+    lua_settop(L, 0);
+    if (rc != EDGE_OK) edge_script_close(s);
+    return rc;
+}
+
+void edge_script_close(edge_script *s)
+{
+    if (s->L) lua_close(s->L);
+    s->L = NULL;
+}

@@ -1,0 +1,45 @@
+/* A worker's Lua VM and the hooks of the script loaded in it.
+ *
+ * cache_key runs in the VM's main thread and may not yield; respond runs in a
+ * coroutine of its own and may wait in edge.sleep (an ev_timer), after which
+ * it is resumed from the loop. The request's edge_lua_ctx holds the coroutine,
+ * the req userdata and the timer, and edge_script_cancel() releases them all. */
+#ifndef EDGE_SCRIPT_H
+#define EDGE_SCRIPT_H
+
+#include <ev.h>
+#include <lua.h>
+#include <stddef.h>
+
+#include "lua_edge.h"
+
+struct edge_request;
+
+typedef struct edge_script {
+    lua_State *L;
+    int        cache_key_ref;     /* LUA_NOREF when the script has no cache_key */
+    int        respond_ref;
+    long       budget;            /* VM instructions per hook run */
+    struct ev_loop *loop;         /* NULL outside a worker (edge -t) */
+    struct edge_request *current; /* the request whose Lua is running now */
+    edge_lua_runtime rt;
+} edge_script;
+
+/* Creates the VM and loads the script at path. On failure returns EDGE_ERROR
+ * with a message naming the file and line in err. */
+int edge_script_open(edge_script *s, const char *path, long budget, struct ev_loop *loop,
+                     int worker_id, char *err, size_t errlen);
+/* Closes the VM. No request may still use it. */
+void edge_script_close(edge_script *s);
+
+/* Runs cache_key(req): EDGE_OK (req->cache_key set when the hook returned a
+ * string) or EDGE_ERROR (logged). */
+int edge_script_cache_key(edge_script *s, struct edge_request *req);
+/* Starts respond(req): EDGE_OK (req->resp filled), EDGE_AGAIN (waiting; the
+ * dispatcher is called back with edge_dispatch_finish) or EDGE_ERROR (logged). */
+int edge_script_respond(edge_script *s, struct edge_request *req);
+/* Releases the request's Lua state: stops its timer, drops its coroutine and
+ * marks its req userdata finished. Safe to call on an idle context. */
+void edge_script_cancel(struct edge_request *req);
+
+#endif

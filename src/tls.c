@@ -1,0 +1,100 @@
+/* OpenSSL server context. */
+#include "tls.h"
+#include "common.h"
+#include "config.h"
+
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* In preference order, in ALPN wire format (length-prefixed). HTTP/2 joins
+ * this list when its protocol layer lands. */
+static const unsigned char alpn_server[] = "\x08http/1.1";
+
+static const char tls12_ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/* Picks the first protocol of ours the client offers; a client that offers
+ * ALPN but none of ours is refused (no_application_protocol alert). */
+static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg)
+{
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, alpn_server, sizeof(alpn_server) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+const char *edge_tls_error_string(char *buf, size_t n)
+{
+    unsigned long e = ERR_peek_last_error();
+    buf[0] = '\0';
+    if (e) ERR_error_string_n(e, buf, n);
+    ERR_clear_error();
+    return buf;
+}
+
+static int load_files(SSL_CTX *ctx, const edge_config *cfg, char *err, size_t errlen)
+{
+    char why[256];
+    const char *files[2] = {cfg->cert, cfg->key};
+    for (int i = 0; i < 2; i++) {
+        if (access(files[i], R_OK) != 0) {
+            snprintf(err, errlen, "cannot read %s %s: run `make certs` to create a development "
+                     "certificate, or pass --cert/--key", i ? "key" : "certificate", files[i]);
+            return EDGE_ERROR;
+        }
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert) != 1) {
+        snprintf(err, errlen, "bad certificate %s: %s", cfg->cert, edge_tls_error_string(why, sizeof(why)));
+        return EDGE_ERROR;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "bad key %s: %s", cfg->key, edge_tls_error_string(why, sizeof(why)));
+        return EDGE_ERROR;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "key %s does not match certificate %s", cfg->key, cfg->cert);
+        return EDGE_ERROR;
+    }
+    return EDGE_OK;
+}
+
+SSL_CTX *edge_tls_create(const edge_config *cfg, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "SSL_CTX_new failed");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, cfg->tls_min == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_cipher_list(ctx, tls12_ciphers);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* Partial writes and a moving buffer let us retry from a growing output
+     * buffer; releasing buffers keeps idle connections small. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_num_tickets(ctx, 1);      /* stateless session tickets, one per handshake */
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
+    if (load_files(ctx, cfg, err, errlen) != EDGE_OK) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+const char *edge_tls_protocol(SSL *ssl)
+{
+    const unsigned char *p;
+    unsigned int n;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    if (n == 2 && memcmp(p, "h2", 2) == 0) return "h2";
+    return "http/1.1";
+}

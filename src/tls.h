@@ -1,0 +1,23 @@
+/* The server's TLS context: TLS 1.3 preferred, TLS 1.2 with ECDHE + AEAD
+ * only, ALPN chosen by the server's preference. Read-only once created, so
+ * every worker shares it. */
+#ifndef EDGE_TLS_H
+#define EDGE_TLS_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+struct edge_config;
+
+/* Creates the context and loads the certificate and key. On failure returns
+ * NULL with a message in err (naming `make certs` when a file is missing). */
+SSL_CTX *edge_tls_create(const struct edge_config *cfg, char *err, size_t errlen);
+
+/* The protocol ALPN selected on an established connection: "h2", "http/1.1"
+ * (also when the client sent no ALPN). */
+const char *edge_tls_protocol(SSL *ssl);
+
+/* The reason of the last OpenSSL error, for log lines ("" when none). */
+const char *edge_tls_error_string(char *buf, size_t n);
+
+#endif

@@ -1,0 +1,217 @@
+/* Worker threads: accept, connection bookkeeping, graceful stop. */
+#include "worker.h"
+#include "common.h"
+#include "conn.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ACCEPTS_PER_WAKE 64
+#define ACCEPT_BACKOFF   0.1     /* seconds without accepting after EMFILE */
+
+static atomic_uint_fast64_t conn_seq;
+
+uint64_t edge_worker_next_conn_id(void)
+{
+    return (uint64_t)atomic_fetch_add_explicit(&conn_seq, 1, memory_order_relaxed) + 1;
+}
+
+/* ---- accepting ---- */
+
+static void set_accepting(edge_worker *w, int on)
+{
+    for (int i = 0; i < w->n_listen; i++) {
+        if (on) ev_io_start(w->loop, &w->accept_io[i]);
+        else ev_io_stop(w->loop, &w->accept_io[i]);
+    }
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    edge_worker *w = io->data;
+    for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(io->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            edge_conn_accept(w, fd, &peer);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* Out of descriptors: stop accepting for a moment instead of spinning. */
+            edge_log(EDGE_LOG_WARN, 0, "accept: %s; pausing accepts for %.1fs", strerror(errno),
+                     ACCEPT_BACKOFF);
+            set_accepting(w, 0);
+            ev_timer_set(&w->accept_backoff, ACCEPT_BACKOFF, 0.);
+            ev_timer_start(loop, &w->accept_backoff);
+        }
+        return;   /* EAGAIN, or an error to retry on the next wake-up */
+    }
+}
+
+static void on_accept_backoff(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_worker *w = t->data;
+    if (!w->stopping) set_accepting(w, 1);
+}
+
+/* ---- connections ---- */
+
+void edge_worker_add_conn(edge_worker *w, edge_conn *c)
+{
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns) w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+}
+
+static void on_reap(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    edge_worker *w = p->data;
+    while (w->closed) {
+        edge_conn *c = w->closed;
+        w->closed = c->next;
+        edge_conn_free(c);
+    }
+    ev_prepare_stop(loop, p);
+    if (w->stopping && w->n_conns == 0) ev_break(loop, EVBREAK_ALL);
+}
+
+void edge_worker_retire_conn(edge_worker *w, edge_conn *c)
+{
+    if (c->prev) c->prev->next = c->next;
+    else w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    w->n_conns--;
+    c->prev = NULL;
+    c->next = w->closed;
+    w->closed = c;
+    ev_prepare_start(w->loop, &w->reaper);
+}
+
+/* ---- stopping ---- */
+
+static void close_all(edge_worker *w)
+{
+    while (w->conns) edge_conn_close(w->conns);
+}
+
+static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_worker *w = t->data;
+    if (w->n_conns) edge_log(EDGE_LOG_WARN, 0, "drain timeout: closing %d connections", w->n_conns);
+    close_all(w);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
+{
+    edge_worker *w = a->data;
+    if (w->stopping) return;
+    w->stopping = 1;
+    set_accepting(w, 0);
+    ev_timer_stop(loop, &w->accept_backoff);
+    for (int i = 0; i < w->n_listen; i++) {
+        close(w->listen_fds[i]);
+        w->listen_fds[i] = -1;
+    }
+    /* Each protocol closes idle connections now and busy ones after their
+     * current response. */
+    edge_conn *next;
+    for (edge_conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (c->state == EDGE_CONN_OPEN && c->proto && c->proto->on_shutdown) c->proto->on_shutdown(c);
+        else if (c->state == EDGE_CONN_HANDSHAKE) edge_conn_close(c);
+    }
+    ev_timer_set(&w->drain_timer, w->cfg->drain_timeout, 0.);
+    ev_timer_start(loop, &w->drain_timer);
+    ev_prepare_start(loop, &w->reaper);   /* checks for "no connections left" */
+}
+
+void edge_worker_request_stop(edge_worker *w)
+{
+    ev_async_send(w->loop, &w->stop_async);
+}
+
+/* ---- lifecycle ---- */
+
+int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ssl_ctx,
+                     const int *fds, int n_fds, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->cfg = cfg;
+    w->ssl_ctx = ssl_ctx;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL) {
+        snprintf(err, errlen, "cannot create an event loop");
+        return EDGE_ERROR;
+    }
+    if (edge_script_open(&w->script, cfg->script, cfg->lua_budget, w->loop, id, err, errlen) != EDGE_OK) {
+        ev_loop_destroy(w->loop);
+        w->loop = NULL;
+        return EDGE_ERROR;
+    }
+    w->n_listen = n_fds;
+    for (int i = 0; i < n_fds; i++) {
+        w->listen_fds[i] = fds[i];
+        ev_io_init(&w->accept_io[i], on_accept, fds[i], EV_READ);
+        w->accept_io[i].data = w;
+    }
+    ev_init(&w->accept_backoff, on_accept_backoff);
+    w->accept_backoff.data = w;
+    ev_async_init(&w->stop_async, on_stop);
+    w->stop_async.data = w;
+    ev_init(&w->drain_timer, on_drain_timeout);
+    w->drain_timer.data = w;
+    ev_prepare_init(&w->reaper, on_reap);
+    w->reaper.data = w;
+    ev_async_start(w->loop, &w->stop_async);
+    set_accepting(w, 1);
+    return EDGE_OK;
+}
+
+static void *worker_main(void *arg)
+{
+    edge_worker *w = arg;
+    edge_log_worker = w->id;
+    ev_run(w->loop, 0);
+    close_all(w);
+    on_reap(w->loop, &w->reaper, 0);
+    return NULL;
+}
+
+int edge_worker_start(edge_worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? EDGE_OK : EDGE_ERROR;
+}
+
+void edge_worker_join(edge_worker *w)
+{
+    pthread_join(w->thread, NULL);
+    for (int i = 0; i < w->n_listen; i++)
+        if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
+    edge_script_close(&w->script);
+    ev_loop_destroy(w->loop);
+}
+
+const char *edge_worker_http_date(edge_worker *w)
+{
+    ev_tstamp now = ev_now(w->loop);
+    ev_tstamp second = (ev_tstamp)(time_t)now;
+    if (second != w->date_second) {
+        time_t t = (time_t)now;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(w->date, sizeof(w->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        w->date_second = second;
+    }
+    return w->date;
+}

@@ -1,0 +1,62 @@
+/* A worker thread: its own ev_loop, listening sockets, Lua VM and
+ * connections. Nothing a worker owns is touched by another thread; the main
+ * thread only signals it through ev_async. */
+#ifndef EDGE_WORKER_H
+#define EDGE_WORKER_H
+
+#include <ev.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "script.h"
+
+struct edge_conn;
+
+typedef struct edge_worker {
+    int        id;
+    pthread_t  thread;
+    struct ev_loop *loop;
+    const edge_config *cfg;
+    SSL_CTX   *ssl_ctx;
+    edge_script script;
+    int        n_listen;
+    int        listen_fds[EDGE_MAX_LISTEN * 2];
+    ev_io      accept_io[EDGE_MAX_LISTEN * 2];
+    ev_timer   accept_backoff;    /* re-enables accept after EMFILE/ENFILE */
+    ev_async   stop_async;        /* the main thread asks for a graceful stop */
+    ev_timer   drain_timer;       /* bounds the graceful stop */
+    ev_prepare reaper;            /* frees closed connections before each poll */
+    struct edge_conn *conns;      /* open connections */
+    struct edge_conn *closed;     /* closed, waiting for the reaper */
+    int        n_conns;
+    int        stopping;
+    uint64_t   request_seq;
+    char       date[40];          /* the cached Date header value */
+    ev_tstamp  date_second;
+    char       scratch[16384];    /* read buffer shared by the worker's connections */
+} edge_worker;
+
+/* Creates the worker's loop, loads its script and watches its listening fds.
+ * EDGE_OK, or EDGE_ERROR with a message in err. */
+int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ssl_ctx,
+                     const int *fds, int n_fds, char *err, size_t errlen);
+/* Runs the worker on a new thread. */
+int edge_worker_start(edge_worker *w);
+/* From any thread: stop accepting, finish in-flight requests (bounded by
+ * --drain-timeout), then leave the loop. */
+void edge_worker_request_stop(edge_worker *w);
+/* Waits for the thread and frees what the worker owns. */
+void edge_worker_join(edge_worker *w);
+
+/* A process-wide unique connection id (for log lines). */
+uint64_t edge_worker_next_conn_id(void);
+/* Connection bookkeeping for conn.c. */
+void edge_worker_add_conn(edge_worker *w, struct edge_conn *c);
+void edge_worker_retire_conn(edge_worker *w, struct edge_conn *c);
+/* The current HTTP Date value ("Thu, 26 Nov 2026 06:30:00 GMT"). */
+const char *edge_worker_http_date(edge_worker *w);
+
+#endif
