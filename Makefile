@@ -44,7 +44,7 @@ endif
 all: edge
 
 edge: $(BUILD)/edge
-	$(Q)cp $< $@
+	$(Q)cp $< $@.tmp && mv -f $@.tmp $@   # rename: works while ./edge runs
 
 $(BUILD)/edge: $(OBJS) $(LLHTTP_OBJS)
 	@echo "  LD      $@"

@@ -109,6 +109,10 @@ static int fill_input(edge_conn *c)
         int n = SSL_read(c->ssl, scratch, (int)room);
         if (n > 0) {
             edge_buf_append(&c->in, scratch, (size_t)n);
+            /* A short read with nothing left inside OpenSSL means the socket is
+             * most likely empty: skip the read that would say EAGAIN; the
+             * level-triggered watcher wakes us if more arrived meanwhile. */
+            if ((size_t)n < room && !SSL_has_pending(c->ssl)) return 0;
             continue;
         }
         int err = SSL_get_error(c->ssl, n);

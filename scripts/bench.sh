@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# Benchmarks edge with wrk, optionally side by side with the nginx peers of ../shared/peers/.
+#   scripts/bench.sh [--duration S] [--connections N] [--scenarios hot,miss] [--peer] [--static]
+#                    [--rounds N] [--edge PATH]
+# Each server is pinned to CPU 0 with one worker, the load to CPU 1. Servers listen on 127.0.0.1 only,
+# on free ports, and are stopped by PID on exit. Per scenario and server it prints req/s, p50, p99,
+# non-2xx/socket errors and requests per server CPU-second (requests completed / user+sys CPU of the
+# server over the run: the figure that survives a client-bound run). With --peer, edge and the peer
+# take turns within each scenario and the ratios edge/peer are printed at the end.
+# Raw load-generator outputs and server logs: bench-results/<timestamp>/ (bench-results/latest).
+# shellcheck disable=SC2317  # scenario_* and cleanup are called indirectly
+set -euo pipefail
+
+usage() {
+  cat <<EOF
+usage: scripts/bench.sh [options]
+  --duration S        seconds per run (default 10)
+  --connections N     wrk connections for hot/miss (default 400)
+  --scenarios LIST    comma-separated, from: $(list_scenarios) (default hot,miss)
+  --peer              also run the nginx + Lua peer (../shared/peers/nginx.sh lua), alternating
+  --static            also run the nginx static peer (nginx.sh static): the ceiling
+  --rounds N          repeat the whole alternation N times; ratios use the medians (default 1)
+  --edge PATH         edge binary (default ./edge)
+  -h, --help          this text
+Scenarios: hot  = one URL, wrk -t1 -cN --latency
+           miss = a unique path per request (scripts/bench/unique.lua), every request pays the 2 ms
+           h2   = HTTP/2, h2load -c\${H2_CLIENTS:-100} -m\${H2_STREAMS:-10}, percentiles from its log
+Environment: EDGE_SCRIPT (default lua/default.lua), PEERS_DIR (default ../shared/peers next to the
+             repository), START_TIMEOUT (seconds, default 15), H2_CLIENTS, H2_STREAMS.
+Results: one line per scenario and server, a table and the edge/peer ratios at the end;
+         raw outputs and server logs in bench-results/<timestamp>/ (bench-results/latest).
+EOF
+}
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=$ROOT/scripts/bench
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
+CERT=certs/server.crt KEY=certs/server.key
+SCRIPT=${EDGE_SCRIPT:-lua/default.lua}   # the Lua script edge serves
+START_TIMEOUT=${START_TIMEOUT:-15}   # seconds for a server to answer 200
+STOP_TIMEOUT=5                       # seconds for a server to exit after SIGTERM
+SERVER_CPU=0 LOAD_CPU=1
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios. A scenario is one function, scenario_<name> URL OUT: it runs its load generator through
+# run_load (pinned to LOAD_CPU, bounded), keeps the raw output in OUT (and may add OUT.* files), and
+# sets R_REQS (requests completed), R_RPS, R_P50 and R_P99 (milliseconds), R_NON2XX and R_SOCKERR.
+# The caller measures the server's CPU around it. Adding a scenario = adding one such function.
+# ---------------------------------------------------------------------------------------------
+
+scenario_hot() {
+  run_load "$2" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$1" || return
+  parse_wrk "$2"
+}
+
+scenario_miss() {
+  run_load "$2" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$BENCH_DIR/unique.lua" "$1" \
+    -- "$RUN_ID-$RUN_SEQ" || return
+  parse_wrk "$2"
+}
+
+# HTTP/2: h2load prints no percentiles, so they come from its per-request log (column 3: microseconds).
+scenario_h2() {
+  command -v h2load >/dev/null || die "h2load not found (apt-get install nghttp2-client)"
+  local log=$2.log
+  run_load "$2" h2load -t1 -c"${H2_CLIENTS:-100}" -m"${H2_STREAMS:-10}" -D "$DURATION" --npn-list=h2 \
+    --log-file="$log" "$1" || return
+  # h2load falls back to HTTP/1.1 silently when offered it; --npn-list=h2 forbids that, and this checks.
+  grep -q '^Application protocol: h2$' "$2" || { echo "bench: $1 did not negotiate h2 (see $2)" >&2; return 1; }
+  R_RPS=$(awk '/^finished in/ {print $4; exit}' "$2")
+  # "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+  R_REQS=$(awk '/^requests:/ {print $6; exit}' "$2")
+  R_SOCKERR=$(awk '/^requests:/ {print $12; exit}' "$2")        # errored (timeouts included)
+  # "status codes: N 2xx, N 3xx, N 4xx, N 5xx": like wrk's "Non-2xx or 3xx", count 4xx + 5xx.
+  R_NON2XX=$(awk '/^status codes:/ {print $7 + $9; exit}' "$2")
+  read -r R_P50 R_P99 < <(cut -f3 "$log" | sort -n | awk '{v[NR] = $1}
+    END { if (NR == 0) { print "", ""; exit }
+          i50 = int(NR * 0.50); i99 = int(NR * 0.99); if (i50 < 1) i50 = 1; if (i99 < 1) i99 = 1
+          printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000 }')
+  gzip -f "$log"
+}
+
+list_scenarios() { declare -F | awk '$3 ~ /^scenario_/ {sub(/^scenario_/, "", $3); print $3}' | paste -sd, -; }
+
+# run_load OUT CMD...: runs CMD pinned to LOAD_CPU with output in OUT, killed if it overruns.
+# Runs in the background so that the EXIT trap can stop it by PID.
+LOAD_PID=
+run_load() {
+  local out=$1 rc=0; shift
+  timeout -k 5 $((DURATION + 60)) taskset -c "$LOAD_CPU" "$@" >"$out" 2>&1 &
+  LOAD_PID=$!
+  wait "$LOAD_PID" || rc=$?
+  LOAD_PID=
+  [[ $rc -eq 0 ]] || echo "bench: $1 exited $rc (see $out)" >&2
+  return "$rc"
+}
+
+# wrk's "2.81ms" / "850.00us" / "1.20s" / "1.00m" -> milliseconds.
+to_ms() {
+  awk -v t="$1" 'BEGIN { if (t == "") exit
+    n = t + 0; u = t; sub(/^[0-9.]+/, "", u)
+    f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
+    if (f < 0) exit
+    printf "%.3f\n", n * f }'
+}
+
+parse_wrk() {
+  local f=$1
+  R_REQS=$(awk '/ requests in / {print $1; exit}' "$f")
+  R_RPS=$(awk '/^Requests\/sec:/ {print $2; exit}' "$f")
+  R_P50=$(to_ms "$(awk '$1 == "50%" {print $2; exit}' "$f")")
+  R_P99=$(to_ms "$(awk '$1 == "99%" {print $2; exit}' "$f")")
+  R_NON2XX=$(awk '/Non-2xx or 3xx responses:/ {print $NF; exit}' "$f")
+  R_SOCKERR=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10; exit}' "$f")
+  R_NON2XX=${R_NON2XX:-0} R_SOCKERR=${R_SOCKERR:-0}
+}
+
+# ---------------------------------------------------------------------------------------------
+# Servers: started once, kept for every scenario, stopped by PID on exit.
+# ---------------------------------------------------------------------------------------------
+declare -A SRV_PID=() SRV_PORT=() SRV_LOG=()
+STARTED=()
+USED_PORTS=" "
+
+# server_cmd NAME PORT: the command line for NAME, in CMD. taskset and nginx.sh both exec,
+# so the PID of the background job is the server's own (for nginx: the master).
+server_cmd() {
+  case $1 in
+    edge) CMD=("$EDGE" -s "$SCRIPT" -w 1 -l "127.0.0.1:$2" --cert "$CERT" --key "$KEY" --log-level warn) ;;
+    nginx-lua) CMD=("$PEERS_DIR/nginx.sh" lua "$2" "$CERT" "$KEY" 1) ;;
+    nginx-static) CMD=("$PEERS_DIR/nginx.sh" static "$2" "$CERT" "$KEY" 1) ;;
+    *) die "unknown server $1" ;;
+  esac
+}
+
+# pick_port: sets PORT to a free loopback port below the ephemeral range, so that it never collides
+# with wrk's own sockets (and no SO_REUSEPORT listener of someone else shares it).
+pick_port() {
+  local lo p i
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+  (( lo > 20000 + 2000 )) || lo=32768
+  for (( i = 0; i < 100; i++ )); do
+    p=$((20000 + RANDOM % (lo - 20000)))
+    [[ $USED_PORTS == *" $p "* ]] && continue
+    [[ -z $(ss -Htan "sport = :$p" 2>/dev/null) ]] || continue
+    USED_PORTS+="$p " PORT=$p
+    return 0
+  done
+  return 1
+}
+
+alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $s != Z* ]]; }
+
+# start_server NAME: starts it pinned to SERVER_CPU and waits (bounded) until GET / answers 200.
+start_server() {
+  local name=$1 port pid code deadline log=$RESULTS/$1.log
+  pick_port || die "no free port found"
+  port=$PORT
+  server_cmd "$name" "$port"
+  echo "bench: starting $name on 127.0.0.1:$port: taskset -c $SERVER_CPU ${CMD[*]}"
+  taskset -c "$SERVER_CPU" "${CMD[@]}" >"$log" 2>&1 </dev/null &
+  pid=$!
+  SRV_PID[$name]=$pid SRV_PORT[$name]=$port SRV_LOG[$name]=$log
+  STARTED+=("$name")
+  deadline=$((SECONDS + START_TIMEOUT)) code=000
+  while (( SECONDS < deadline )); do
+    alive "$pid" || { sed 's/^/  | /' "$log" >&2; die "$name exited during start-up (log above, $log)"; }
+    code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "https://127.0.0.1:$port/" 2>/dev/null) || true
+    [[ $code == 200 ]] && return 0
+    sleep 0.2
+  done
+  sed 's/^/  | /' "$log" >&2
+  die "$name did not answer 200 within ${START_TIMEOUT}s (last HTTP status: $code; log: $log)"
+}
+
+# stop_server NAME: SIGTERM to the server, bounded wait, then SIGKILL to it and its children.
+stop_server() {
+  local name=$1 pid=${SRV_PID[$1]} kids deadline k
+  kids=$(ps --ppid "$pid" -o pid= 2>/dev/null || true)
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + STOP_TIMEOUT))
+  while (( SECONDS < deadline )) && alive "$pid"; do sleep 0.1; done
+  if alive "$pid"; then
+    echo "bench: $name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s, killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  for k in $kids; do
+    deadline=$((SECONDS + STOP_TIMEOUT))
+    while (( SECONDS < deadline )) && alive "$k"; do sleep 0.1; done
+    if alive "$k"; then kill -KILL "$k" 2>/dev/null || true; fi
+  done
+  # nginx.sh keeps its config and logs in /tmp/edge-peer-<kind>-<port>/: keep the error log, drop the rest.
+  local run=/tmp/edge-peer-${name#nginx-}-${SRV_PORT[$name]}
+  if [[ $name == nginx-* && -d $run ]]; then
+    cp "$run/logs/error.log" "$RESULTS/$name.error.log" 2>/dev/null || true
+    rm -rf "$run"
+  fi
+}
+
+cleanup() {
+  local rc=$? i
+  trap - EXIT INT TERM
+  if [[ -n $LOAD_PID ]]; then
+    kill -TERM "$LOAD_PID" 2>/dev/null || true
+    wait "$LOAD_PID" 2>/dev/null || true
+  fi
+  for (( i = ${#STARTED[@]} - 1; i >= 0; i-- )); do stop_server "${STARTED[i]}"; done
+  exit "$rc"
+}
+
+# utime + stime (clock ticks) of PID and its direct children (nginx: master + workers; edge's
+# worker threads are already in its own figure). Prints "TICKS PIDS".
+server_ticks() {
+  local total=0 p stat f pids
+  pids="$1 $(ps --ppid "$1" -o pid= 2>/dev/null | tr -s ' \n' ' ' || true)"   # ps fails when no children
+  for p in $pids; do
+    stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    read -r -a f <<<"${stat##*) }"   # f[0] is field 3 (state): utime = field 14, stime = field 15
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total $(echo "$pids" | tr -s ' ' '\n' | sed '/^$/d' | sort -n | paste -sd, -)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# One run: scenario × server, with the server's CPU read just before and just after the load.
+# ---------------------------------------------------------------------------------------------
+declare -A RPC=() P99=()
+ROWS=() FAILED=0 RUN_SEQ=0
+row() { printf '%-9s %-13s %10s %8s %8s %14s %7s %10s\n' "$@"; }
+
+# run_one SCENARIO SERVER ROUND
+run_one() {
+  local sc=$1 srv=$2 pid=${SRV_PID[$2]} out=$RESULTS/$1-$2.txt label=$1 url b0 b1 a0 a1 cpu rpc line
+  if (( ROUNDS > 1 )); then out=$RESULTS/$1-$2-r$3.txt label=$1/$3; fi
+  url="https://127.0.0.1:${SRV_PORT[$srv]}/"
+  RUN_SEQ=$((RUN_SEQ + 1))
+  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR=''
+  alive "$pid" || die "$srv (pid $pid) is no longer running (log: ${SRV_LOG[$srv]})"
+  read -r b0 b1 < <(server_ticks "$pid")
+  if ! "scenario_$sc" "$url" "$out" || [[ -z $R_REQS || -z $R_RPS ]]; then
+    line=$(row "$label" "$srv" FAILED - - - - "see ${out#"$ROOT"/}")
+    FAILED=1
+  else
+    read -r a0 a1 < <(server_ticks "$pid")
+    [[ $a1 == "$b1" ]] || echo "bench: $srv's processes changed during the run ($b1 -> $a1)" >&2
+    cpu=$(awk -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
+    rpc=$(awk -v n="$R_REQS" -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { if (d > 0) printf "%.0f", n / (d / hz); else print "n/a" }')
+    RPC[$sc/$srv]+="$rpc " P99[$sc/$srv]+="${R_P99:-n/a} "
+    line=$(row "$label" "$srv" "$(printf '%.0f' "$R_RPS")" "${R_P50:-n/a}" "${R_P99:-n/a}" \
+      "$R_NON2XX/$R_SOCKERR" "$cpu" "$rpc")
+  fi
+  ROWS+=("$line")
+  echo "$line"
+  alive "$pid" || die "$srv (pid $pid) died during $sc (log: ${SRV_LOG[$srv]})"
+}
+
+# median LIST: the median of the numbers in a space-separated list ("n/a" and blanks skipped).
+median() {
+  tr ' ' '\n' <<<"$1" | grep -E '^[0-9.]+$' | sort -g |
+    awk '{v[NR] = $1} END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
+
+# ---------------------------------------------------------------------------------------------
+# Main.
+# ---------------------------------------------------------------------------------------------
+ROUNDS=1 DURATION=10 CONNECTIONS=400 SCENARIO_LIST=hot,miss PEER=0 STATIC=0 EDGE=./edge
+while (( $# )); do
+  case $1 in
+    --duration) DURATION=${2:-} ; shift 2 || die "--duration needs a value" ;;
+    --duration=*) DURATION=${1#*=}; shift ;;
+    --connections) CONNECTIONS=${2:-}; shift 2 || die "--connections needs a value" ;;
+    --connections=*) CONNECTIONS=${1#*=}; shift ;;
+    --scenarios) SCENARIO_LIST=${2:-}; shift 2 || die "--scenarios needs a value" ;;
+    --scenarios=*) SCENARIO_LIST=${1#*=}; shift ;;
+    --edge) EDGE=${2:-}; shift 2 || die "--edge needs a value" ;;
+    --edge=*) EDGE=${1#*=}; shift ;;
+    --rounds) ROUNDS=${2:-}; shift 2 || die "--rounds needs a value" ;;
+    --rounds=*) ROUNDS=${1#*=}; shift ;;
+    --peer) PEER=1; shift ;;
+    --static) STATIC=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive whole number of seconds"
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "--connections must be a positive number"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive number"
+IFS=, read -r -a SCENARIOS <<<"$SCENARIO_LIST"
+(( ${#SCENARIOS[@]} )) || die "--scenarios is empty"
+for sc in "${SCENARIOS[@]}"; do
+  declare -F "scenario_$sc" >/dev/null || die "unknown scenario '$sc' (known: $(list_scenarios))"
+done
+
+# Resolve --edge from the caller's directory, then work from the repository root.
+[[ $EDGE == */* ]] || EDGE=./$EDGE
+[[ -e $EDGE ]] || die "edge binary not found at $EDGE (build it: make edge)"
+[[ -x $EDGE ]] || die "$EDGE is not executable"
+EDGE=$(readlink -f "$EDGE")
+cd "$ROOT"
+
+for tool in wrk taskset curl ss ps timeout; do
+  command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh installs the tools)"
+done
+(( $(nproc --all) >= 2 )) || die "needs 2 CPUs (server on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
+[[ -s $CERT && -s $KEY ]] || die "no certificate in certs/ (make certs)"
+[[ -e $SCRIPT ]] || die "$SCRIPT not found"
+SERVERS=(edge)
+if (( PEER || STATIC )); then
+  [[ -f $PEERS_DIR/nginx.sh ]] || die "peer servers not found: $PEERS_DIR/nginx.sh is missing" \
+    "(the shared folder must sit next to the repository, at $(readlink -m "$ROOT/../shared"))"
+  PEERS_DIR=$(readlink -f "$PEERS_DIR")
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] ||
+    die "nginx not found (scripts/install-deps.sh --peer)"
+  export PATH=$PATH:/usr/sbin
+  (( PEER )) && SERVERS+=(nginx-lua)
+  (( STATIC )) && SERVERS+=(nginx-static)
+fi
+CLK_TCK=$(getconf CLK_TCK)
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+RUN_ID=$(date +%Y%m%d-%H%M%S)
+RESULTS=$ROOT/bench-results/$RUN_ID
+mkdir -p "$RESULTS"
+ln -sfn "$RUN_ID" "$ROOT/bench-results/latest"
+trap cleanup EXIT
+trap 'echo "bench: unexpected failure at line $LINENO: $BASH_COMMAND" >&2' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Other work on the machine skews everything: measure how busy the CPUs are right now (1 s).
+busy=$( { head -1 /proc/stat; sleep 1; head -1 /proc/stat; } | awk '{idle = $5 + $6; t = 0
+  for (i = 2; i <= NF; i++) t += $i; if (NR == 1) { i0 = idle; t0 = t } else printf "%.0f", 100 * (1 - (idle - i0) / (t - t0)) }')
+{
+  echo "edge bench $RUN_ID: $EDGE, ${DURATION}s per run, wrk -c$CONNECTIONS, scenarios ${SCENARIOS[*]}, $ROUNDS round(s)"
+  echo "servers ${SERVERS[*]} on CPU $SERVER_CPU (1 worker), load on CPU $LOAD_CPU;" \
+    "$(nproc --all) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), ${busy}% busy before start"
+} | tee "$RESULTS/summary.txt"
+(( busy < 10 )) || echo "bench: warning: the CPUs were already ${busy}% busy; figures will be noisy" >&2
+
+for srv in "${SERVERS[@]}"; do start_server "$srv"; done
+# One unmeasured second of the hot path per server, so first-touch costs land in no scenario.
+for srv in "${SERVERS[@]}"; do
+  run_load "$RESULTS/warmup-$srv.txt" wrk -t1 -c"$CONNECTIONS" -d1s "https://127.0.0.1:${SRV_PORT[$srv]}/" ||
+    die "warm-up against $srv failed (see $RESULTS/warmup-$srv.txt)"
+done
+
+HEADER=$(row scenario server req/s "p50 ms" "p99 ms" non2xx/sockerr cpu-s req/cpu-s)
+echo "$HEADER"
+for (( round = 1; round <= ROUNDS; round++ )); do
+  for sc in "${SCENARIOS[@]}"; do
+    for srv in "${SERVERS[@]}"; do
+      run_one "$sc" "$srv" "$round"
+      sleep 1
+    done
+  done
+done
+
+{
+  echo
+  echo "$HEADER"
+  printf '%s\n' "${ROWS[@]}"
+  for peer in "${SERVERS[@]:1}"; do
+    echo
+    echo "edge / $peer$( (( ROUNDS > 1 )) && echo ", medians of $ROUNDS rounds")   (req/cpu-s: higher is better for edge; p99: lower is better)"
+    for sc in "${SCENARIOS[@]}"; do
+      printf '  %-9s req/cpu-s %7s   p99 %7s\n' "$sc" \
+        "$(ratio "$(median "${RPC[$sc/edge]:-}")" "$(median "${RPC[$sc/$peer]:-}")")" \
+        "$(ratio "$(median "${P99[$sc/edge]:-}")" "$(median "${P99[$sc/$peer]:-}")")"
+    done
+  done
+  echo
+  echo "raw outputs: ${RESULTS#"$ROOT"/}/"
+} | tee -a "$RESULTS/summary.txt"
+exit "$FAILED"
