@@ -1,6 +1,7 @@
 /* Command line parsing (getopt_long): every option has a long form. */
 #include "config.h"
 #include "common.h"
+#include "listener.h"
 #include "log.h"
 
 #include <errno.h>
@@ -116,10 +117,15 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
 
     switch (opt) {
     case 's': cfg->script = arg; return EDGE_OK;
-    case 'l':
+    case 'l': {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (edge_listener_parse(arg, &ss, &len) != EDGE_OK)
+            return bad_value(name, arg, "ADDR:PORT, [V6]:PORT or :PORT");
         if (cfg->n_listen == EDGE_MAX_LISTEN) return bad_value(name, arg, "at most 16 listen addresses");
         cfg->listen[cfg->n_listen++] = arg;
         return EDGE_OK;
+    }
     case OPT_CERT: cfg->cert = arg; return EDGE_OK;
     case OPT_KEY: cfg->key = arg; return EDGE_OK;
     case 't': cfg->test_only = 1; return EDGE_OK;

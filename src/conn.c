@@ -88,7 +88,9 @@ static void do_handshake(edge_conn *c)
     }
     char why[256];
     edge_tls_error_string(why, sizeof(why));
-    edge_log(EDGE_LOG_INFO, c->id, "TLS handshake failed: %s", why[0] ? why : strerror(errno));
+    if (why[0]) edge_log(EDGE_LOG_INFO, c->id, "TLS handshake failed: %s", why);
+    else if (err == SSL_ERROR_SYSCALL && errno) edge_log(EDGE_LOG_INFO, c->id, "TLS handshake failed: %s", strerror(errno));
+    else edge_log(EDGE_LOG_DEBUG, c->id, "client closed the connection during the TLS handshake");
     edge_conn_close(c);
 }
 

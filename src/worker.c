@@ -45,8 +45,11 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
             /* Out of descriptors: stop accepting for a moment instead of spinning. */
-            edge_log(EDGE_LOG_WARN, 0, "accept: %s; pausing accepts for %.1fs", strerror(errno),
-                     ACCEPT_BACKOFF);
+            if (ev_now(loop) - w->accept_warned_at >= 5) {    /* one line per 5 s, not per pause */
+                edge_log(EDGE_LOG_WARN, 0, "accept: %s; pausing accepts for %.1fs", strerror(errno),
+                         ACCEPT_BACKOFF);
+                w->accept_warned_at = ev_now(loop);
+            }
             set_accepting(w, 0);
             ev_timer_set(&w->accept_backoff, ACCEPT_BACKOFF, 0.);
             ev_timer_start(loop, &w->accept_backoff);

@@ -26,6 +26,7 @@ typedef struct edge_worker {
     int        listen_fds[EDGE_MAX_LISTEN * 2];
     ev_io      accept_io[EDGE_MAX_LISTEN * 2];
     ev_timer   accept_backoff;    /* re-enables accept after EMFILE/ENFILE */
+    ev_tstamp  accept_warned_at;  /* when the EMFILE warning was last logged */
     ev_async   stop_async;        /* the main thread asks for a graceful stop */
     ev_timer   drain_timer;       /* bounds the graceful stop */
     ev_prepare reaper;            /* frees closed connections before each poll */
