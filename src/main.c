@@ -123,15 +123,21 @@ static int start_workers(edge_server *srv)
     return EDGE_OK;
 }
 
+/* The signals the main thread takes with sigwait. */
+static void handled_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
 /* The main thread only waits for signals; workers never see them. */
 static void wait_for_stop(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    handled_signals(&set);
     for (;;) {
         int sig;
         if (sigwait(&set, &sig) != 0) continue;
@@ -148,11 +154,7 @@ static void wait_for_stop(void)
 static void block_signals(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    handled_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);   /* inherited by every worker thread */
     signal(SIGPIPE, SIG_IGN);
 }
