@@ -17,6 +17,8 @@ static const char usage_text[] =
     "  -s, --script FILE          Lua script returning { cache_key = fn, respond = fn } (required)\n"
     "  -l, --listen ADDR:PORT     listen address, repeatable; [::1]:8443 for IPv6\n"
     "                             (default 0.0.0.0:8443 and [::]:8443)\n"
+    "      --listen-plain ADDR:PORT  cleartext listener (HTTP/1.1 and HTTP/2 prior knowledge)\n"
+    "                             for use behind a TLS-terminating load balancer; repeatable\n"
     "      --cert FILE            TLS certificate chain (default certs/server.crt)\n"
     "      --key FILE             TLS private key (default certs/server.key)\n"
     "  -w, --workers N            worker threads (default: number of CPUs)\n"
@@ -28,6 +30,7 @@ static const char usage_text[] =
     "      --max-request-line BYTES  request line limit, 414 past it (default 8192)\n"
     "      --max-header-size BYTES   header block limit, 431 past it (default 16384)\n"
     "      --max-headers N        header field count limit, 431 past it (default 100)\n"
+    "      --h2-max-streams N     HTTP/2 concurrent streams per connection (default 128)\n"
     "      --handshake-timeout S  TLS handshake timeout (default 10)\n"
     "      --header-timeout S     time to receive a whole request (default 10)\n"
     "      --keepalive-timeout S  idle keep-alive connection timeout (default 75)\n"
@@ -38,12 +41,14 @@ static const char usage_text[] =
 enum {
     OPT_CERT = 256, OPT_KEY, OPT_TLS_MIN, OPT_LUA_BUDGET, OPT_LOG_LEVEL, OPT_MAX_BODY,
     OPT_MAX_LINE, OPT_MAX_HSIZE, OPT_MAX_HEADERS, OPT_HS_TIMEOUT, OPT_HDR_TIMEOUT,
-    OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT
+    OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LISTEN_PLAIN, OPT_H2_STREAMS
 };
 
 static const struct option long_options[] = {
     {"script", required_argument, NULL, 's'},
     {"listen", required_argument, NULL, 'l'},
+    {"listen-plain", required_argument, NULL, OPT_LISTEN_PLAIN},
+    {"h2-max-streams", required_argument, NULL, OPT_H2_STREAMS},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"workers", required_argument, NULL, 'w'},
@@ -75,6 +80,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->max_request_line = 8192;
     cfg->max_header_size = 16384;
     cfg->max_headers = 100;
+    cfg->h2_max_streams = 128;
     cfg->handshake_timeout = 10;
     cfg->header_timeout = 10;
     cfg->keepalive_timeout = 75;
@@ -117,15 +123,22 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
 
     switch (opt) {
     case 's': cfg->script = arg; return EDGE_OK;
-    case 'l': {
+    case 'l':
+    case OPT_LISTEN_PLAIN: {
         struct sockaddr_storage ss;
         socklen_t len;
+        const char **list = opt == 'l' ? cfg->listen : cfg->listen_plain;
+        int *n = opt == 'l' ? &cfg->n_listen : &cfg->n_listen_plain;
         if (edge_listener_parse(arg, &ss, &len) != EDGE_OK)
             return bad_value(name, arg, "ADDR:PORT, [V6]:PORT or :PORT");
-        if (cfg->n_listen == EDGE_MAX_LISTEN) return bad_value(name, arg, "at most 16 listen addresses");
-        cfg->listen[cfg->n_listen++] = arg;
+        if (*n == EDGE_MAX_LISTEN) return bad_value(name, arg, "at most 16 addresses");
+        list[(*n)++] = arg;
         return EDGE_OK;
     }
+    case OPT_H2_STREAMS:
+        if (parse_long(arg, 1, 100000, &v)) return bad_value(name, arg, "1 to 100000");
+        cfg->h2_max_streams = (int)v;
+        return EDGE_OK;
     case OPT_CERT: cfg->cert = arg; return EDGE_OK;
     case OPT_KEY: cfg->key = arg; return EDGE_OK;
     case 't': cfg->test_only = 1; return EDGE_OK;

@@ -10,6 +10,8 @@ typedef struct edge_config {
     const char *script;
     const char *listen[EDGE_MAX_LISTEN];
     int         n_listen;           /* 0: the defaults 0.0.0.0:8443 and [::]:8443 */
+    const char *listen_plain[EDGE_MAX_LISTEN];   /* cleartext HTTP/1.1 + h2 prior knowledge */
+    int         n_listen_plain;
     const char *cert;
     const char *key;
     int         workers;            /* 0: one per CPU */
@@ -20,6 +22,7 @@ typedef struct edge_config {
     size_t      max_request_line;
     size_t      max_header_size;
     int         max_headers;
+    int         h2_max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS */
     double      handshake_timeout;
     double      header_timeout;
     double      keepalive_timeout;

@@ -2,6 +2,7 @@
 #include "conn.h"
 #include "common.h"
 #include "h1.h"
+#include "h2.h"
 #include "log.h"
 #include "tls.h"
 #include "worker.h"
@@ -24,7 +25,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
-void edge_conn_accept(edge_worker *w, int fd, const struct sockaddr_storage *peer)
+void edge_conn_accept(edge_worker *w, int fd, const struct sockaddr_storage *peer, int plain)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -35,9 +36,11 @@ void edge_conn_accept(edge_worker *w, int fd, const struct sockaddr_storage *pee
     c->fd = fd;
     c->peer = *peer;
     c->state = EDGE_CONN_HANDSHAKE;
-    c->ssl = SSL_new(w->ssl_ctx);
-    SSL_set_fd(c->ssl, fd);
-    SSL_set_accept_state(c->ssl);
+    if (!plain) {
+        c->ssl = SSL_new(w->ssl_ctx);
+        SSL_set_fd(c->ssl, fd);
+        SSL_set_accept_state(c->ssl);
+    }
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     ev_init(&c->timer, on_timer);
@@ -58,12 +61,12 @@ void edge_conn_set_timeout(edge_conn *c, double seconds)
 
 /* ---- handshake ---- */
 
-static void attach_protocol(edge_conn *c)
+static void attach_protocol(edge_conn *c, int h2)
 {
     c->state = EDGE_CONN_OPEN;
     edge_conn_set_timeout(c, 0);
-    /* ALPN "h2" is not advertised until the HTTP/2 layer lands. */
-    edge_h1_attach(c);
+    if (h2) edge_h2_attach(c);
+    else edge_h1_attach(c);
 }
 
 static void read_input(edge_conn *c);
@@ -73,8 +76,8 @@ static void do_handshake(edge_conn *c)
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
-        attach_protocol(c);
-        read_input(c);       /* the first request may have come with the handshake */
+        attach_protocol(c, strcmp(edge_tls_protocol(c->ssl), "h2") == 0);
+        if (c->state == EDGE_CONN_OPEN) read_input(c);   /* the first request may have come along */
         return;
     }
     int err = SSL_get_error(c->ssl, r);
@@ -96,6 +99,32 @@ static void do_handshake(edge_conn *c)
 
 /* ---- reading ---- */
 
+/* Reads into buf: > 0 bytes read, 0 nothing now, -1 the peer closed or failed. */
+static int recv_some(edge_conn *c, char *buf, size_t n)
+{
+    if (c->ssl == NULL) {
+        ssize_t r = read(c->fd, buf, n);
+        if (r > 0) return (int)r;
+        return r < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+    }
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, buf, (int)n);
+    if (r > 0) return r;
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_READ) return 0;
+    if (err == SSL_ERROR_WANT_WRITE) {
+        c->read_wants_write = 1;
+        ev_io_start(c->w->loop, &c->wio);
+        return 0;
+    }
+    return -1;   /* close_notify, EOF, reset or a TLS error */
+}
+
+static int has_pending(edge_conn *c)
+{
+    return c->ssl && SSL_has_pending(c->ssl);
+}
+
 /* Reads what the socket and OpenSSL hold, up to IN_MAX unconsumed bytes.
  * Returns 1 when the peer closed or failed. */
 static int fill_input(edge_conn *c)
@@ -107,28 +136,36 @@ static int fill_input(edge_conn *c)
             return 0;
         }
         size_t room = IN_MAX - c->in.len < READ_CHUNK ? IN_MAX - c->in.len : READ_CHUNK;
-        ERR_clear_error();
-        int n = SSL_read(c->ssl, scratch, (int)room);
-        if (n > 0) {
-            edge_buf_append(&c->in, scratch, (size_t)n);
-            /* A short read with nothing left inside OpenSSL means the socket is
-             * most likely empty: skip the read that would say EAGAIN; the
-             * level-triggered watcher wakes us if more arrived meanwhile. */
-            if ((size_t)n < room && !SSL_has_pending(c->ssl)) return 0;
-            continue;
-        }
-        int err = SSL_get_error(c->ssl, n);
-        if (err == SSL_ERROR_WANT_READ) return 0;
-        if (err == SSL_ERROR_WANT_WRITE) {
-            c->read_wants_write = 1;
-            ev_io_start(c->w->loop, &c->wio);
-            return 0;
-        }
-        return 1;   /* close_notify, EOF, reset or a TLS error */
+        int n = recv_some(c, scratch, room);
+        if (n < 0) return 1;
+        if (n == 0) return 0;
+        edge_buf_append(&c->in, scratch, (size_t)n);
+        /* A short read with nothing left inside OpenSSL means the socket is
+         * most likely empty: skip the read that would say EAGAIN; the
+         * level-triggered watcher wakes us if more arrived meanwhile. */
+        if ((size_t)n < room && !has_pending(c)) return 0;
     }
     /* More may be decrypted inside OpenSSL, which the socket will not signal. */
-    if (SSL_has_pending(c->ssl)) ev_feed_event(c->w->loop, &c->rio, EV_READ);
+    if (has_pending(c)) ev_feed_event(c->w->loop, &c->rio, EV_READ);
     return 0;
+}
+
+/* Cleartext: the HTTP/2 connection preface picks HTTP/2 (prior knowledge),
+ * anything else HTTP/1.1, decided as soon as the bytes differ or match. */
+static void detect_protocol(edge_conn *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t want = sizeof(preface) - 1;
+    if (fill_input(c)) {
+        edge_conn_close(c);
+        return;
+    }
+    size_t n = c->in.len < want ? c->in.len : want;
+    if (n == 0) return;
+    int h2 = memcmp(c->in.base, preface, n) == 0;
+    if (h2 && n < want) return;   /* a prefix of the preface: wait for more */
+    attach_protocol(c, h2);
+    if (c->state == EDGE_CONN_OPEN) c->proto->on_data(c);
 }
 
 static void read_input(edge_conn *c)
@@ -160,7 +197,10 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     edge_conn *c = edge_container_of(w, edge_conn, rio);
     switch (c->state) {
-    case EDGE_CONN_HANDSHAKE: do_handshake(c); return;
+    case EDGE_CONN_HANDSHAKE:
+        if (c->ssl) do_handshake(c);
+        else detect_protocol(c);
+        return;
     case EDGE_CONN_LINGER: linger_read(c); return;
     case EDGE_CONN_CLOSED: return;
     case EDGE_CONN_OPEN: break;
@@ -185,16 +225,18 @@ void edge_conn_resume_read(edge_conn *c)
     ev_io_start(c->w->loop, &c->rio);
     /* Bytes OpenSSL already decrypted will not wake the socket: go through the
      * loop once instead of reading from under the caller. */
-    if (SSL_has_pending(c->ssl)) ev_feed_event(c->w->loop, &c->rio, EV_READ);
+    if (has_pending(c)) ev_feed_event(c->w->loop, &c->rio, EV_READ);
 }
 
 /* ---- writing ---- */
 
 static void start_linger(edge_conn *c)
 {
-    ERR_clear_error();
-    SSL_shutdown(c->ssl);              /* close_notify; we do not wait for the peer's */
-    ERR_clear_error();
+    if (c->ssl) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl);          /* close_notify; we do not wait for the peer's */
+        ERR_clear_error();
+    }
     shutdown(c->fd, SHUT_WR);
     c->state = EDGE_CONN_LINGER;
     ev_io_stop(c->w->loop, &c->wio);
@@ -203,29 +245,46 @@ static void start_linger(edge_conn *c)
     edge_conn_set_timeout(c, LINGER_SECONDS);
 }
 
+/* Writes from buf: > 0 bytes written, 0 not now (a watcher is armed), -1 failed. */
+static int send_some(edge_conn *c, const char *buf, size_t n)
+{
+    if (n > 1 << 30) n = 1 << 30;
+    if (c->ssl == NULL) {
+        ssize_t r = write(c->fd, buf, n);
+        if (r > 0) return (int)r;
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+            ev_io_start(c->w->loop, &c->wio);
+            return 0;
+        }
+        return -1;
+    }
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, buf, (int)n);
+    if (r > 0) return r;
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_WRITE) {
+        ev_io_start(c->w->loop, &c->wio);
+        return 0;
+    }
+    if (err == SSL_ERROR_WANT_READ) {
+        c->write_wants_read = 1;
+        return 0;
+    }
+    return -1;
+}
+
 int edge_conn_flush(edge_conn *c)
 {
     if (c->state != EDGE_CONN_OPEN) return c->state == EDGE_CONN_CLOSED ? EDGE_DONE : EDGE_OK;
     while (c->out_sent < c->out.len) {
-        size_t left = c->out.len - c->out_sent;
-        ERR_clear_error();
-        int n = SSL_write(c->ssl, c->out.base + c->out_sent, left > 1 << 30 ? 1 << 30 : (int)left);
-        if (n > 0) {
-            c->out_sent += (size_t)n;
-            continue;
+        int n = send_some(c, c->out.base + c->out_sent, c->out.len - c->out_sent);
+        if (n == 0) return EDGE_AGAIN;
+        if (n < 0) {
+            edge_log(EDGE_LOG_DEBUG, c->id, "write failed: client gone");
+            edge_conn_close(c);
+            return EDGE_DONE;
         }
-        int err = SSL_get_error(c->ssl, n);
-        if (err == SSL_ERROR_WANT_WRITE) {
-            ev_io_start(c->w->loop, &c->wio);
-            return EDGE_AGAIN;
-        }
-        if (err == SSL_ERROR_WANT_READ) {
-            c->write_wants_read = 1;
-            return EDGE_AGAIN;
-        }
-        edge_log(EDGE_LOG_DEBUG, c->id, "write failed: client gone");
-        edge_conn_close(c);
-        return EDGE_DONE;
+        c->out_sent += (size_t)n;
     }
     c->out_sent = 0;
     edge_buf_reset(&c->out, OUT_KEEP);
@@ -241,7 +300,7 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
     edge_conn *c = edge_container_of(w, edge_conn, wio);
     if (c->state == EDGE_CONN_HANDSHAKE) {
-        do_handshake(c);
+        if (c->ssl) do_handshake(c);
         return;
     }
     if (c->read_wants_write) {
@@ -264,7 +323,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     edge_conn *c = edge_container_of(w, edge_conn, timer);
     ev_timer_stop(loop, w);
     if (c->state == EDGE_CONN_HANDSHAKE) {
-        edge_log(EDGE_LOG_INFO, c->id, "TLS handshake timed out");
+        edge_log(EDGE_LOG_INFO, c->id, c->ssl ? "TLS handshake timed out" : "no request before the timeout");
         edge_conn_close(c);
     } else if (c->state == EDGE_CONN_LINGER) {
         edge_conn_close(c);
@@ -298,7 +357,7 @@ void edge_conn_close(edge_conn *c)
 void edge_conn_free(edge_conn *c)
 {
     if (c->proto && c->proto->free) c->proto->free(c);
-    SSL_free(c->ssl);
+    if (c->ssl) SSL_free(c->ssl);
     edge_buf_free(&c->in);
     edge_buf_free(&c->out);
     free(c);

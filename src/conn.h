@@ -35,7 +35,7 @@ typedef struct edge_proto {
 } edge_proto;
 
 enum edge_conn_state {
-    EDGE_CONN_HANDSHAKE,
+    EDGE_CONN_HANDSHAKE,  /* TLS handshake, or (cleartext) waiting to tell h2 preface from h1 */
     EDGE_CONN_OPEN,
     EDGE_CONN_LINGER,     /* final response sent: read and discard, then close */
     EDGE_CONN_CLOSED
@@ -45,7 +45,7 @@ typedef struct edge_conn {
     struct edge_worker *w;
     uint64_t   id;
     int        fd;
-    SSL       *ssl;
+    SSL       *ssl;              /* NULL on a cleartext listener */
     enum edge_conn_state state;
     ev_io      rio;
     ev_io      wio;
@@ -63,8 +63,9 @@ typedef struct edge_conn {
     struct edge_conn *prev, *next;     /* the worker's open list, then its closed list */
 } edge_conn;
 
-/* Takes ownership of an accepted socket and starts the TLS handshake. */
-void edge_conn_accept(struct edge_worker *w, int fd, const struct sockaddr_storage *peer);
+/* Takes ownership of an accepted socket and starts the TLS handshake (or, when
+ * plain, waits for the first bytes to pick HTTP/2 prior knowledge or HTTP/1.1). */
+void edge_conn_accept(struct edge_worker *w, int fd, const struct sockaddr_storage *peer, int plain);
 
 /* Queues bytes for sending. */
 static inline void edge_conn_write(edge_conn *c, const void *p, size_t n)

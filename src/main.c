@@ -2,6 +2,7 @@
  * listeners, run the workers, and stop them on SIGTERM/SIGINT. */
 #include "common.h"
 #include "config.h"
+#include "h2.h"
 #include "listener.h"
 #include "log.h"
 #include "script.h"
@@ -21,7 +22,8 @@ typedef struct edge_server {
     SSL_CTX     *ssl_ctx;
     edge_worker *workers;
     int          n_workers;
-    int         *fds;       /* [worker * EDGE_MAX_LISTEN + address] */
+    int         *fds;       /* [worker * EDGE_MAX_LISTENERS + address] */
+    unsigned char plain[EDGE_MAX_LISTENERS];   /* per address: cleartext */
     int          n_addrs;
 } edge_server;
 
@@ -56,7 +58,8 @@ static int run_test(const edge_config *cfg)
 
 /* Opens one socket per worker for addr (SO_REUSEPORT). Port 0 takes the
  * port the first socket got, so every worker listens on the same one. */
-static int open_address(edge_server *srv, int a, struct sockaddr_storage *ss, socklen_t len, int optional)
+static int open_address(edge_server *srv, int a, struct sockaddr_storage *ss, socklen_t len, int optional,
+                        int plain)
 {
     char err[256];
     for (int i = 0; i < srv->n_workers; i++) {
@@ -67,52 +70,64 @@ static int open_address(edge_server *srv, int a, struct sockaddr_storage *ss, so
             return EDGE_ERROR;
         }
         if (i == 0) getsockname(fd, (struct sockaddr *)ss, &len);
-        srv->fds[i * EDGE_MAX_LISTEN + a] = fd;
+        srv->fds[i * EDGE_MAX_LISTENERS + a] = fd;
     }
     char name[80];
     edge_sockaddr_format(ss, name, sizeof(name));
-    edge_log(EDGE_LOG_NOTICE, 0, "%s listening on %s (%d workers)", EDGE_SERVER, name, srv->n_workers);
+    edge_log(EDGE_LOG_NOTICE, 0, "%s listening on %s%s (%d workers)", EDGE_SERVER, name,
+             plain ? " cleartext" : "", srv->n_workers);
     return EDGE_OK;
+}
+
+/* Opens addrs[0..n) as listeners numbered from srv->n_addrs on. */
+static int open_list(edge_server *srv, const char *const *addrs, int n, int plain, int ipv6_optional)
+{
+    for (int i = 0; i < n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (edge_listener_parse(addrs[i], &ss, &len) != EDGE_OK) {
+            fprintf(stderr, "edge: invalid listen address '%s': expected ADDR:PORT or [V6]:PORT\n", addrs[i]);
+            return EDGE_ERROR;
+        }
+        int a = srv->n_addrs;
+        /* The IPv6 default is best effort: not every host has IPv6. */
+        int rc = open_address(srv, a, &ss, len, ipv6_optional && ss.ss_family == AF_INET6, plain);
+        if (rc == EDGE_ERROR) return EDGE_ERROR;
+        if (rc == EDGE_OK) srv->plain[srv->n_addrs++] = (unsigned char)plain;
+    }
+    return EDGE_OK;
+}
+
+/* TLS listeners: -l, or the defaults when no listener at all was named. */
+static int uses_default_listeners(const edge_config *cfg)
+{
+    return cfg->n_listen == 0 && cfg->n_listen_plain == 0;
 }
 
 static int open_listeners(edge_server *srv)
 {
     static const char *const defaults[] = {"0.0.0.0:8443", "[::]:8443"};
     const edge_config *cfg = &srv->cfg;
-    int use_defaults = cfg->n_listen == 0;
-    const char *const *addrs = use_defaults ? defaults : cfg->listen;
-    int n = use_defaults ? 2 : cfg->n_listen;
-
-    srv->fds = edge_calloc((size_t)srv->n_workers * EDGE_MAX_LISTEN, sizeof(int));
-    for (int i = 0; i < srv->n_workers * EDGE_MAX_LISTEN; i++) srv->fds[i] = -1;
+    srv->fds = edge_calloc((size_t)srv->n_workers * EDGE_MAX_LISTENERS, sizeof(int));
+    for (int i = 0; i < srv->n_workers * EDGE_MAX_LISTENERS; i++) srv->fds[i] = -1;
     srv->n_addrs = 0;
-    for (int a = 0; a < n; a++) {
-        struct sockaddr_storage ss;
-        socklen_t len;
-        if (edge_listener_parse(addrs[a], &ss, &len) != EDGE_OK) {
-            fprintf(stderr, "edge: invalid listen address '%s': expected ADDR:PORT or [V6]:PORT\n", addrs[a]);
-            return EDGE_ERROR;
-        }
-        srv->n_addrs = a + 1;
-        /* The IPv6 default is best effort: not every host has IPv6. */
-        int rc = open_address(srv, a, &ss, len, use_defaults && a == 1);
-        if (rc == EDGE_ERROR) return EDGE_ERROR;
-        if (rc == EDGE_DONE) srv->n_addrs = a;
-    }
-    return EDGE_OK;
+    int rc = uses_default_listeners(cfg) ? open_list(srv, defaults, 2, 0, 1)
+                                         : open_list(srv, cfg->listen, cfg->n_listen, 0, 0);
+    if (rc != EDGE_OK) return rc;
+    return open_list(srv, cfg->listen_plain, cfg->n_listen_plain, 1, 0);
 }
 
 static int start_workers(edge_server *srv)
 {
     char err[1024];
     for (int i = 0; i < srv->n_workers; i++) {
-        const int *fds = &srv->fds[i * EDGE_MAX_LISTEN];
-        if (edge_worker_init(&srv->workers[i], i, &srv->cfg, srv->ssl_ctx, fds, srv->n_addrs, err,
-                             sizeof(err)) != EDGE_OK) {
+        const int *fds = &srv->fds[i * EDGE_MAX_LISTENERS];
+        if (edge_worker_init(&srv->workers[i], i, &srv->cfg, srv->ssl_ctx, fds, srv->plain,
+                             srv->n_addrs, err, sizeof(err)) != EDGE_OK) {
             fprintf(stderr, "edge: worker %d: %s\n", i, err);
             return EDGE_ERROR;
         }
-        for (int a = 0; a < srv->n_addrs; a++) srv->fds[i * EDGE_MAX_LISTEN + a] = -1;  /* the worker's now */
+        for (int a = 0; a < srv->n_addrs; a++) srv->fds[i * EDGE_MAX_LISTENERS + a] = -1;  /* the worker's now */
     }
     for (int i = 0; i < srv->n_workers; i++) {
         if (edge_worker_start(&srv->workers[i]) != EDGE_OK) {
@@ -172,6 +187,7 @@ static void shutdown_server(edge_server *srv, int started)
     free(srv->workers);
     free(srv->fds);
     SSL_CTX_free(srv->ssl_ctx);
+    edge_h2_global_free();
 }
 
 int main(int argc, char **argv)
@@ -186,15 +202,18 @@ int main(int argc, char **argv)
     block_signals();
     if (check_script(&srv.cfg) != EDGE_OK) return 1;
     char err[512];
-    srv.ssl_ctx = edge_tls_create(&srv.cfg, err, sizeof(err));
-    if (srv.ssl_ctx == NULL) {
-        fprintf(stderr, "edge: %s\n", err);
-        return 1;
+    if (srv.cfg.n_listen || uses_default_listeners(&srv.cfg)) {   /* only TLS listeners need the certificate */
+        srv.ssl_ctx = edge_tls_create(&srv.cfg, err, sizeof(err));
+        if (srv.ssl_ctx == NULL) {
+            fprintf(stderr, "edge: %s\n", err);
+            return 1;
+        }
     }
+    edge_h2_global_init();
     srv.n_workers = srv.cfg.workers ? srv.cfg.workers : default_workers();
     srv.workers = edge_calloc((size_t)srv.n_workers, sizeof(edge_worker));
     if (open_listeners(&srv) != EDGE_OK || start_workers(&srv) != EDGE_OK) {
-        for (int i = 0; srv.fds && i < srv.n_workers * EDGE_MAX_LISTEN; i++)
+        for (int i = 0; srv.fds && i < srv.n_workers * EDGE_MAX_LISTENERS; i++)
             if (srv.fds[i] >= 0) close(srv.fds[i]);
         exit(1);
     }

@@ -8,9 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* In preference order, in ALPN wire format (length-prefixed). HTTP/2 joins
- * this list when its protocol layer lands. */
-static const unsigned char alpn_server[] = "\x08http/1.1";
+/* In preference order, in ALPN wire format (length-prefixed). */
+static const unsigned char alpn_server[] = "\x02h2\x08http/1.1";
 
 static const char tls12_ciphers[] =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"

@@ -39,7 +39,7 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         socklen_t len = sizeof(peer);
         int fd = accept4(io->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            edge_conn_accept(w, fd, &peer);
+            edge_conn_accept(w, fd, &peer, w->listen_plain[io - w->accept_io]);
             continue;
         }
         if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -146,7 +146,7 @@ void edge_worker_request_stop(edge_worker *w)
 /* ---- lifecycle ---- */
 
 int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ssl_ctx,
-                     const int *fds, int n_fds, char *err, size_t errlen)
+                     const int *fds, const unsigned char *plain, int n_fds, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
@@ -165,6 +165,7 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     w->n_listen = n_fds;
     for (int i = 0; i < n_fds; i++) {
         w->listen_fds[i] = fds[i];
+        w->listen_plain[i] = plain[i];
         ev_io_init(&w->accept_io[i], on_accept, fds[i], EV_READ);
         w->accept_io[i].data = w;
     }

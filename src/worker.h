@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 
 #include "config.h"
+
+#define EDGE_MAX_LISTENERS (EDGE_MAX_LISTEN * 2)   /* TLS + cleartext */
 #include "script.h"
 
 struct edge_conn;
@@ -23,8 +25,9 @@ typedef struct edge_worker {
     SSL_CTX   *ssl_ctx;
     edge_script script;
     int        n_listen;
-    int        listen_fds[EDGE_MAX_LISTEN * 2];
-    ev_io      accept_io[EDGE_MAX_LISTEN * 2];
+    int        listen_fds[EDGE_MAX_LISTENERS];
+    unsigned char listen_plain[EDGE_MAX_LISTENERS];   /* 1: cleartext listener */
+    ev_io      accept_io[EDGE_MAX_LISTENERS];
     ev_timer   accept_backoff;    /* re-enables accept after EMFILE/ENFILE */
     ev_tstamp  accept_warned_at;  /* when the EMFILE warning was last logged */
     ev_async   stop_async;        /* the main thread asks for a graceful stop */
@@ -43,7 +46,7 @@ typedef struct edge_worker {
 /* Creates the worker's loop, loads its script and watches its listening fds.
  * EDGE_OK, or EDGE_ERROR with a message in err. */
 int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ssl_ctx,
-                     const int *fds, int n_fds, char *err, size_t errlen);
+                     const int *fds, const unsigned char *plain, int n_fds, char *err, size_t errlen);
 /* Runs the worker on a new thread. */
 int edge_worker_start(edge_worker *w);
 /* From any thread: stop accepting, finish in-flight requests (bounded by
