@@ -31,7 +31,7 @@ SRCS    := $(filter-out src/lua_module.c,$(wildcard src/*.c))
 OBJS    := $(SRCS:src/%.c=$(BUILD)/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 # The same Lua-facing C code, built as a Lua module (require "edge") for busted unit specs.
-MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c
+MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c
 MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o)
 
 ifeq ($(V),1)

@@ -31,6 +31,11 @@ static const char usage_text[] =
     "      --max-header-size BYTES   header block limit, 431 past it (default 16384)\n"
     "      --max-headers N        header field count limit, 431 past it (default 100)\n"
     "      --h2-max-streams N     HTTP/2 concurrent streams per connection (default 128)\n"
+    "      --cache-size BYTES     response cache bound, k/m/g suffixes (default 64m)\n"
+    "      --cache-ttl S          cache lifetime when neither the script nor Cache-Control\n"
+    "                             gives one (default 60)\n"
+    "      --coalesce-timeout S   how long a miss waits for an identical one in progress (default 5)\n"
+    "      --max-requests N       requests in flight across all workers; 503 past it (default 25000)\n"
     "      --handshake-timeout S  TLS handshake timeout (default 10)\n"
     "      --header-timeout S     time to receive a whole request (default 10)\n"
     "      --keepalive-timeout S  idle keep-alive connection timeout (default 75)\n"
@@ -41,7 +46,8 @@ static const char usage_text[] =
 enum {
     OPT_CERT = 256, OPT_KEY, OPT_TLS_MIN, OPT_LUA_BUDGET, OPT_LOG_LEVEL, OPT_MAX_BODY,
     OPT_MAX_LINE, OPT_MAX_HSIZE, OPT_MAX_HEADERS, OPT_HS_TIMEOUT, OPT_HDR_TIMEOUT,
-    OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LISTEN_PLAIN, OPT_H2_STREAMS
+    OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LISTEN_PLAIN, OPT_H2_STREAMS,
+    OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS
 };
 
 static const struct option long_options[] = {
@@ -49,6 +55,10 @@ static const struct option long_options[] = {
     {"listen", required_argument, NULL, 'l'},
     {"listen-plain", required_argument, NULL, OPT_LISTEN_PLAIN},
     {"h2-max-streams", required_argument, NULL, OPT_H2_STREAMS},
+    {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+    {"cache-ttl", required_argument, NULL, OPT_CACHE_TTL},
+    {"coalesce-timeout", required_argument, NULL, OPT_COALESCE_TIMEOUT},
+    {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"workers", required_argument, NULL, 'w'},
@@ -85,6 +95,10 @@ void edge_config_defaults(edge_config *cfg)
     cfg->header_timeout = 10;
     cfg->keepalive_timeout = 75;
     cfg->drain_timeout = 30;
+    cfg->cache_size = 64u << 20;
+    cfg->cache_ttl = 60;
+    cfg->coalesce_timeout = 5;
+    cfg->max_requests = 25000;
 }
 
 static int bad_value(const char *opt, const char *val, const char *want)
@@ -101,6 +115,24 @@ static int parse_long(const char *s, long min, long max, long *out)
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end != '\0' || v < min || v > max) return EDGE_ERROR;
     *out = v;
+    return EDGE_OK;
+}
+
+/* Parses a byte count with an optional k, m or g suffix (powers of 1024). */
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-') return EDGE_ERROR;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    }
+    if (*end != '\0' || v > (1ULL << (40 - shift))) return EDGE_ERROR;
+    *out = (size_t)(v << shift);
     return EDGE_OK;
 }
 
@@ -135,6 +167,16 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         list[(*n)++] = arg;
         return EDGE_OK;
     }
+    case OPT_CACHE_SIZE:
+        return parse_size(arg, &cfg->cache_size) ? bad_value(name, arg, "bytes, e.g. 64m") : EDGE_OK;
+    case OPT_CACHE_TTL:
+        return parse_seconds(arg, &cfg->cache_ttl) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_COALESCE_TIMEOUT:
+        return parse_seconds(arg, &cfg->coalesce_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_MAX_REQUESTS:
+        if (parse_long(arg, 1, 10000000, &v)) return bad_value(name, arg, "1 to 10000000");
+        cfg->max_requests = (int)v;
+        return EDGE_OK;
     case OPT_H2_STREAMS:
         if (parse_long(arg, 1, 100000, &v)) return bad_value(name, arg, "1 to 100000");
         cfg->h2_max_streams = (int)v;

@@ -27,6 +27,10 @@ typedef struct edge_config {
     double      header_timeout;
     double      keepalive_timeout;
     double      drain_timeout;
+    size_t      cache_size;         /* bytes */
+    double      cache_ttl;          /* seconds, when neither the script nor Cache-Control says */
+    double      coalesce_timeout;   /* seconds a miss waits for an identical one in progress */
+    int         max_requests;       /* in flight across all workers; 503 past it */
 } edge_config;
 
 /* Fills cfg with the defaults. */

@@ -1,10 +1,15 @@
 /* The `edge` Lua module: edge.sleep, edge.now, edge.log and constants.
  * Names follow OpenResty's ngx.* (ngx.sleep, ngx.now, ngx.log, ngx.ERR). */
 #include "lua_edge.h"
+#include "cache.h"
 #include "common.h"
 #include "log.h"
+#include "lua_response.h"
+#include "request.h"
 
 #include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const edge_lua_runtime *runtime(lua_State *L)
@@ -51,6 +56,115 @@ static int l_log(lua_State *L)
     return 0;
 }
 
+/* ---- edge.cache: the same C cache the server answers from ---- */
+
+static edge_cache *check_cache(lua_State *L, const edge_lua_runtime *rt)
+{
+    if (rt->cache == NULL) luaL_error(L, "edge.cache is not available here");
+    return rt->cache;
+}
+
+static void push_entry(lua_State *L, const edge_cache_entry *e, double now)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, e->status);
+    lua_setfield(L, -2, "status");
+    lua_createtable(L, 0, (int)e->n_headers);
+    const edge_header *h = edge_cache_entry_headers(e);
+    const char *data = edge_cache_entry_header_data(e);
+    for (uint32_t i = 0; i < e->n_headers; i++) {
+        lua_pushlstring(L, data + h[i].name.off, h[i].name.len);
+        lua_pushlstring(L, data + h[i].value.off, h[i].value.len);
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, edge_cache_entry_body(e), e->body_len);
+    lua_setfield(L, -2, "body");
+    lua_pushnumber(L, e->expires_at - now);
+    lua_setfield(L, -2, "ttl");
+    lua_pushnumber(L, now - e->stored_at);
+    lua_setfield(L, -2, "age");
+}
+
+/* edge.cache.get(key) -> { status, headers, body, ttl, age } or nil */
+static int l_cache_get(lua_State *L)
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const edge_lua_runtime *rt = runtime(L);
+    double now = rt->now(rt->ud);
+    edge_cache_entry *e = edge_cache_get(check_cache(L, rt), key, klen, now);
+    if (e == NULL) return lua_pushnil(L), 1;
+    push_entry(L, e, now);
+    edge_cache_release(e);
+    return 1;
+}
+
+/* edge.cache.set(key, response [, ttl]) -> true, or nil and a message. The
+ * ttl argument wins over response.ttl, which wins over --cache-ttl. */
+static int l_cache_set(lua_State *L)
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    double ttl_arg = luaL_optnumber(L, 3, 0);
+    const edge_lua_runtime *rt = runtime(L);
+    edge_cache *cache = check_cache(L, rt);
+
+    edge_response resp = {.status = 200};
+    char err[256];
+    int ok = edge_lua_to_response(L, 2, &resp, err, sizeof(err)) == EDGE_OK;
+    double ttl = ttl_arg > 0 ? ttl_arg : resp.has_ttl ? resp.ttl : rt->cache_ttl;
+    if (ok && edge_cache_put(cache, key, klen, &resp, rt->now(rt->ud), ttl) != EDGE_OK) {
+        ok = 0;
+        snprintf(err, sizeof(err), "entry too large for the cache, or ttl not > 0");
+    }
+    edge_buf_free(&resp.data);
+    edge_buf_free(&resp.body);
+    free(resp.headers);
+    if (!ok) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* edge.cache.purge(key) -> true when there was an entry */
+static int l_cache_purge(lua_State *L)
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    lua_pushboolean(L, edge_cache_purge(check_cache(L, runtime(L)), key, klen));
+    return 1;
+}
+
+/* edge.cache.stats() -> { entries, bytes, max_bytes, hits, misses, evictions } */
+static int l_cache_stats(lua_State *L)
+{
+    edge_cache_stats st;
+    edge_cache_get_stats(check_cache(L, runtime(L)), &st);
+    lua_createtable(L, 0, 6);
+    const struct { const char *name; uint64_t v; } f[] = {
+        {"entries", st.entries}, {"bytes", st.bytes}, {"max_bytes", st.max_bytes},
+        {"hits", st.hits}, {"misses", st.misses}, {"evictions", st.evictions},
+    };
+    for (size_t i = 0; i < EDGE_ARRAY_LEN(f); i++) {
+        lua_pushinteger(L, (lua_Integer)f[i].v);
+        lua_setfield(L, -2, f[i].name);
+    }
+    return 1;
+}
+
+static const luaL_Reg cache_funcs[] = {
+    {"get", l_cache_get},
+    {"set", l_cache_set},
+    {"purge", l_cache_purge},
+    {"stats", l_cache_stats},
+    {NULL, NULL}
+};
+
 static const luaL_Reg edge_funcs[] = {
     {"sleep", l_sleep},
     {"now", l_now},
@@ -81,4 +195,8 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     set_int(L, "worker_id", rt->worker_id);
     lua_pushliteral(L, EDGE_VERSION);
     lua_setfield(L, -2, "version");
+    lua_createtable(L, 0, 4);
+    lua_pushlightuserdata(L, (void *)rt);
+    luaL_setfuncs(L, cache_funcs, 1);
+    lua_setfield(L, -2, "cache");
 }

@@ -6,6 +6,8 @@
 
 #include <lua.h>
 
+struct edge_cache;
+
 typedef struct edge_lua_runtime {
     /* The time edge.now() returns, in seconds since the epoch. */
     double (*now)(void *ud);
@@ -16,6 +18,8 @@ typedef struct edge_lua_runtime {
     void (*log)(lua_State *L, int level, const char *where, const char *msg, void *ud);
     void *ud;
     int   worker_id;
+    struct edge_cache *cache;     /* edge.cache; NULL where there is none (edge -t) */
+    double cache_ttl;             /* edge.cache.set's default ttl */
 } edge_lua_runtime;
 
 /* Pushes a new `edge` module table whose functions use rt (which must outlive

@@ -143,9 +143,13 @@ static int read_body(lua_State *L, int idx, edge_response *resp, char *err, size
     return rc;
 }
 
-static int read_ttl(lua_State *L, int idx, char *err, size_t errlen)
+static int read_ttl(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
 {
     int t = rawfield(L, idx, "ttl");
+    if (t == LUA_TNUMBER) {
+        resp->ttl = lua_tonumber(L, -1);
+        resp->has_ttl = resp->ttl > 0;      /* 0: per Cache-Control or the default */
+    }
     lua_pop(L, 1);
     if (t == LUA_TNIL || t == LUA_TNUMBER) return EDGE_OK;
     snprintf(err, errlen, "ttl must be a number of seconds, got %s", lua_typename(L, t));
@@ -162,7 +166,7 @@ int edge_lua_to_response(lua_State *L, int idx, edge_response *resp, char *err, 
     if (read_status(L, idx, resp, err, errlen) != EDGE_OK ||
         read_headers(L, idx, resp, err, errlen) != EDGE_OK ||
         read_body(L, idx, resp, err, errlen) != EDGE_OK ||
-        read_ttl(L, idx, err, errlen) != EDGE_OK)
+        read_ttl(L, idx, resp, err, errlen) != EDGE_OK)
         return EDGE_ERROR;
     return EDGE_OK;
 }

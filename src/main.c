@@ -1,6 +1,7 @@
 /* edge: parse the command line, check the script and certificate, open the
  * listeners, run the workers, and stop them on SIGTERM/SIGINT. */
 #include "common.h"
+#include "cache.h"
 #include "config.h"
 #include "h2.h"
 #include "listener.h"
@@ -20,6 +21,7 @@
 typedef struct edge_server {
     edge_config  cfg;
     SSL_CTX     *ssl_ctx;
+    edge_cache  *cache;
     edge_worker *workers;
     int          n_workers;
     int         *fds;       /* [worker * EDGE_MAX_LISTENERS + address] */
@@ -32,7 +34,7 @@ static int check_script(const edge_config *cfg)
 {
     edge_script s;
     char err[1024];
-    if (edge_script_open(&s, cfg->script, cfg->lua_budget, NULL, 0, err, sizeof(err)) != EDGE_OK) {
+    if (edge_script_open(&s, cfg->script, cfg->lua_budget, NULL, 0, NULL, cfg->cache_ttl, err, sizeof(err)) != EDGE_OK) {
         fprintf(stderr, "edge: cannot load script %s: %s\n", cfg->script, err);
         return EDGE_ERROR;
     }
@@ -122,7 +124,7 @@ static int start_workers(edge_server *srv)
     char err[1024];
     for (int i = 0; i < srv->n_workers; i++) {
         const int *fds = &srv->fds[i * EDGE_MAX_LISTENERS];
-        if (edge_worker_init(&srv->workers[i], i, &srv->cfg, srv->ssl_ctx, fds, srv->plain,
+        if (edge_worker_init(&srv->workers[i], i, &srv->cfg, srv->ssl_ctx, srv->cache, fds, srv->plain,
                              srv->n_addrs, err, sizeof(err)) != EDGE_OK) {
             fprintf(stderr, "edge: worker %d: %s\n", i, err);
             return EDGE_ERROR;
@@ -184,7 +186,9 @@ static void shutdown_server(edge_server *srv, int started)
 {
     for (int i = 0; i < started; i++) edge_worker_request_stop(&srv->workers[i]);
     for (int i = 0; i < started; i++) edge_worker_join(&srv->workers[i]);
+    for (int i = 0; i < started; i++) edge_worker_free(&srv->workers[i]);
     free(srv->workers);
+    edge_cache_free(srv->cache);
     free(srv->fds);
     SSL_CTX_free(srv->ssl_ctx);
     edge_h2_global_free();
@@ -210,6 +214,7 @@ int main(int argc, char **argv)
         }
     }
     edge_h2_global_init();
+    srv.cache = edge_cache_new(srv.cfg.cache_size);
     srv.n_workers = srv.cfg.workers ? srv.cfg.workers : default_workers();
     srv.workers = edge_calloc((size_t)srv.n_workers, sizeof(edge_worker));
     if (open_listeners(&srv) != EDGE_OK || start_workers(&srv) != EDGE_OK) {

@@ -31,7 +31,7 @@ void edge_request_reset(edge_request *req)
     req->n_headers = 0;
     req->resp.n_headers = 0;
     req->resp.status = 200;
-    req->resp.has_server = req->resp.has_date = 0;
+    req->resp.has_server = req->resp.has_date = req->resp.has_ttl = 0;
     req->method = req->path = (edge_span){0, 0};
     req->query = req->host = (edge_span){EDGE_SPAN_NONE, 0};
     req->has_body = req->is_head = req->has_cache_key = 0;
@@ -150,7 +150,7 @@ void edge_response_error(edge_response *resp, int status)
     resp->n_headers = 0;
     resp->data.len = 0;
     resp->body.len = 0;
-    resp->has_server = resp->has_date = 0;
+    resp->has_server = resp->has_date = resp->has_ttl = 0;
     edge_response_add_header(resp, "content-type", 12, "text/plain", 10);
     edge_buf_printf(&resp->body, "%d %s\n", status, edge_http_reason(status));
 }

@@ -15,6 +15,16 @@
 
 struct edge_worker;
 struct edge_request;
+struct edge_dispatch_waiter;
+
+/* The dispatcher's per-request state (owned by dispatch.c). */
+typedef struct edge_dispatch_ctx {
+    unsigned  counted : 1;        /* holds a slot of the in-flight limit */
+    unsigned  leader : 1;         /* computes the response others wait for */
+    unsigned  no_coalesce : 1;    /* was woken from a flight: compute on a miss */
+    struct edge_dispatch_waiter *waiter;   /* while waiting for a leader */
+    ev_timer  timer;              /* bounds that wait */
+} edge_dispatch_ctx;
 
 /* A byte range inside req->data (offsets survive the buffer's reallocation). */
 typedef struct edge_span {
@@ -41,6 +51,8 @@ typedef struct edge_response {
     int       n_headers;
     int       cap_headers;
     edge_buf  body;
+    double    ttl;         /* seconds in cache the script asked for (has_ttl) */
+    unsigned  has_ttl : 1;
     unsigned  has_server : 1;
     unsigned  has_date : 1;
 } edge_response;
@@ -71,6 +83,7 @@ typedef struct edge_request {
     unsigned  has_cache_key : 1;
 
     edge_lua_ctx lua;           /* the hooks' Lua state for this request */
+    edge_dispatch_ctx dispatch;
     edge_response resp;
 } edge_request;
 

@@ -88,7 +88,7 @@ static void push_req(edge_script *s, edge_request *req)
     lua_rawgeti(s->L, LUA_REGISTRYINDEX, ctx->ud_ref);
 }
 
-static void release(edge_request *req)
+void edge_script_release(edge_request *req)
 {
     edge_lua_ctx *ctx = &req->lua;
     edge_script *s = ctx->script;
@@ -137,7 +137,7 @@ int edge_script_cache_key(edge_script *s, edge_request *req)
         status = EDGE_ERROR;
     }
     lua_settop(L, base);
-    if (status != EDGE_OK) release(req);
+    if (status != EDGE_OK) edge_script_release(req);
     return status;
 }
 
@@ -186,7 +186,7 @@ static int resume(edge_script *s, edge_request *req, int nargs)
         status = EDGE_ERROR;
     }
     ctx->state = EDGE_LUA_IDLE;
-    release(req);
+    edge_script_release(req);
     return status;
 }
 
@@ -217,7 +217,7 @@ void edge_script_cancel(edge_request *req)
     if (req->lua.state == EDGE_LUA_SLEEPING)
         edge_log(EDGE_LOG_INFO, req->conn_id, "request %s cancelled: client closed while waiting",
                  edge_request_id(req));
-    release(req);
+    edge_script_release(req);
 }
 
 /* ---- loading ---- */
@@ -270,14 +270,15 @@ static int take_hooks(edge_script *s, const char *path, char *err, size_t errlen
 }
 
 int edge_script_open(edge_script *s, const char *path, long budget, struct ev_loop *loop,
-                     int worker_id, char *err, size_t errlen)
+                     int worker_id, struct edge_cache *cache, double cache_ttl, char *err, size_t errlen)
 {
     memset(s, 0, sizeof(*s));
     s->budget = budget;
     s->loop = loop;
     s->cache_key_ref = s->respond_ref = LUA_NOREF;
     s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .log = server_log,
-                               .ud = s, .worker_id = worker_id};
+                               .ud = s, .worker_id = worker_id, .cache = cache,
+                               .cache_ttl = cache_ttl};
     lua_State *L = s->L = luaL_newstate();
     if (L == NULL) {
         snprintf(err, errlen, "cannot create a Lua state");

@@ -13,6 +13,8 @@
 
 #include "lua_edge.h"
 
+struct edge_cache;
+
 struct edge_request;
 
 typedef struct edge_script {
@@ -28,7 +30,7 @@ typedef struct edge_script {
 /* Creates the VM and loads the script at path. On failure returns EDGE_ERROR
  * with a message naming the file and line in err. */
 int edge_script_open(edge_script *s, const char *path, long budget, struct ev_loop *loop,
-                     int worker_id, char *err, size_t errlen);
+                     int worker_id, struct edge_cache *cache, double cache_ttl, char *err, size_t errlen);
 /* Closes the VM. No request may still use it. */
 void edge_script_close(edge_script *s);
 
@@ -40,6 +42,8 @@ int edge_script_cache_key(edge_script *s, struct edge_request *req);
 int edge_script_respond(edge_script *s, struct edge_request *req);
 /* Releases the request's Lua state: stops its timer, drops its coroutine and
  * marks its req userdata finished. Safe to call on an idle context. */
+void edge_script_release(struct edge_request *req);
+/* The same, for a request the client gave up on (logged when it was waiting). */
 void edge_script_cancel(struct edge_request *req);
 
 #endif

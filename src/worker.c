@@ -99,6 +99,34 @@ void edge_worker_retire_conn(edge_worker *w, edge_conn *c)
     ev_prepare_start(w->loop, &w->reaper);
 }
 
+/* ---- messages from other threads ---- */
+
+void edge_worker_post(edge_worker *w, edge_worker_msg *m)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    m->next = w->inbox;
+    w->inbox = m;
+    pthread_mutex_unlock(&w->inbox_lock);
+    ev_async_send(w->loop, &w->inbox_async);
+}
+
+static void run_inbox(edge_worker *w)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    edge_worker_msg *m = w->inbox, *next;
+    w->inbox = NULL;
+    pthread_mutex_unlock(&w->inbox_lock);
+    for (; m; m = next) {
+        next = m->next;
+        m->run(m);
+    }
+}
+
+static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
+{
+    run_inbox(a->data);
+}
+
 /* ---- stopping ---- */
 
 static void close_all(edge_worker *w)
@@ -146,18 +174,22 @@ void edge_worker_request_stop(edge_worker *w)
 /* ---- lifecycle ---- */
 
 int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ssl_ctx,
-                     const int *fds, const unsigned char *plain, int n_fds, char *err, size_t errlen)
+                     struct edge_cache *cache, const int *fds, const unsigned char *plain, int n_fds,
+                     char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
     w->cfg = cfg;
     w->ssl_ctx = ssl_ctx;
+    w->cache = cache;
+    pthread_mutex_init(&w->inbox_lock, NULL);
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (w->loop == NULL) {
         snprintf(err, errlen, "cannot create an event loop");
         return EDGE_ERROR;
     }
-    if (edge_script_open(&w->script, cfg->script, cfg->lua_budget, w->loop, id, err, errlen) != EDGE_OK) {
+    if (edge_script_open(&w->script, cfg->script, cfg->lua_budget, w->loop, id, cache, cfg->cache_ttl,
+                         err, errlen) != EDGE_OK) {
         ev_loop_destroy(w->loop);
         w->loop = NULL;
         return EDGE_ERROR;
@@ -178,6 +210,9 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     ev_prepare_init(&w->reaper, on_reap);
     w->reaper.data = w;
     ev_async_start(w->loop, &w->stop_async);
+    ev_async_init(&w->inbox_async, on_inbox);
+    w->inbox_async.data = w;
+    ev_async_start(w->loop, &w->inbox_async);
     set_accepting(w, 1);
     return EDGE_OK;
 }
@@ -200,6 +235,12 @@ int edge_worker_start(edge_worker *w)
 void edge_worker_join(edge_worker *w)
 {
     pthread_join(w->thread, NULL);
+}
+
+void edge_worker_free(edge_worker *w)
+{
+    run_inbox(w);          /* wake-ups that arrived after the loop ended: they only free */
+    pthread_mutex_destroy(&w->inbox_lock);
     for (int i = 0; i < w->n_listen; i++)
         if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
     edge_script_close(&w->script);

@@ -16,6 +16,13 @@
 #include "script.h"
 
 struct edge_conn;
+struct edge_cache;
+
+/* A message to a worker from any thread, run on the worker's own loop. */
+typedef struct edge_worker_msg {
+    struct edge_worker_msg *next;
+    void (*run)(struct edge_worker_msg *m);
+} edge_worker_msg;
 
 typedef struct edge_worker {
     int        id;
@@ -23,6 +30,7 @@ typedef struct edge_worker {
     struct ev_loop *loop;
     const edge_config *cfg;
     SSL_CTX   *ssl_ctx;
+    struct edge_cache *cache;     /* shared by all workers */
     edge_script script;
     int        n_listen;
     int        listen_fds[EDGE_MAX_LISTENERS];
@@ -33,6 +41,9 @@ typedef struct edge_worker {
     ev_async   stop_async;        /* the main thread asks for a graceful stop */
     ev_timer   drain_timer;       /* bounds the graceful stop */
     ev_prepare reaper;            /* frees closed connections before each poll */
+    ev_async   inbox_async;       /* messages from other threads arrived */
+    pthread_mutex_t inbox_lock;
+    edge_worker_msg *inbox;
     struct edge_conn *conns;      /* open connections */
     struct edge_conn *closed;     /* closed, waiting for the reaper */
     int        n_conns;
@@ -46,14 +57,20 @@ typedef struct edge_worker {
 /* Creates the worker's loop, loads its script and watches its listening fds.
  * EDGE_OK, or EDGE_ERROR with a message in err. */
 int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ssl_ctx,
-                     const int *fds, const unsigned char *plain, int n_fds, char *err, size_t errlen);
+                     struct edge_cache *cache, const int *fds, const unsigned char *plain, int n_fds,
+                     char *err, size_t errlen);
 /* Runs the worker on a new thread. */
 int edge_worker_start(edge_worker *w);
 /* From any thread: stop accepting, finish in-flight requests (bounded by
  * --drain-timeout), then leave the loop. */
 void edge_worker_request_stop(edge_worker *w);
-/* Waits for the thread and frees what the worker owns. */
+/* Waits for the thread to end. */
 void edge_worker_join(edge_worker *w);
+/* Frees what the worker owns; every worker must have been joined (another
+ * worker could still post to this one). */
+void edge_worker_free(edge_worker *w);
+/* From any thread: runs m->run(m) on w's loop, soon. */
+void edge_worker_post(edge_worker *w, edge_worker_msg *m);
 
 /* A process-wide unique connection id (for log lines). */
 uint64_t edge_worker_next_conn_id(void);

@@ -1,0 +1,99 @@
+/* The response cache: shared by every worker, sharded (each shard its own
+ * lock, hash table and LRU list), bounded in bytes, per-entry expiry.
+ *
+ * Entries are reference-counted: edge_cache_get() returns a reference the
+ * caller gives back with edge_cache_release(), so an entry evicted or purged
+ * while it is being copied out stays valid until then.
+ *
+ * It also coalesces misses: the first request for a missing key leads a
+ * "flight"; later ones for the same key join it as waiters and are woken
+ * (through a callback the caller provides, which must not block) when the
+ * leader finishes. Time is always passed in, so tests can control it. */
+#ifndef EDGE_CACHE_H
+#define EDGE_CACHE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "request.h"
+
+typedef struct edge_cache edge_cache;
+
+typedef struct edge_cache_entry {
+    struct edge_cache_entry *hnext;              /* hash chain */
+    struct edge_cache_entry *lru_prev, *lru_next;
+    atomic_int refs;                             /* the cache holds one while linked */
+    int       status;
+    uint64_t  hash;
+    double    stored_at;
+    double    expires_at;
+    size_t    size;                              /* bytes counted against the bound */
+    uint32_t  key_len;
+    uint32_t  n_headers;
+    uint32_t  header_bytes;
+    size_t    body_len;
+    char      data[];   /* key | edge_header[n_headers] (spans into the header bytes) | header bytes | body */
+} edge_cache_entry;
+
+typedef struct edge_cache_stats {
+    uint64_t entries, bytes, max_bytes, hits, misses, evictions;
+} edge_cache_stats;
+
+/* A request waiting for another request's response to the same key. Owned by
+ * the waiting side; the cache only links it and hands it to wake(). */
+typedef struct edge_cache_waiter {
+    struct edge_cache_waiter *next;
+    void (*wake)(struct edge_cache_waiter *w);   /* called without cache locks held */
+} edge_cache_waiter;
+
+/* Creates a cache bounded to max_bytes in all. */
+edge_cache *edge_cache_new(size_t max_bytes);
+/* Frees the cache. No flight may be pending and no entry referenced. */
+void edge_cache_free(edge_cache *c);
+
+/* Looks key up; a fresh entry comes back referenced (release it), an expired
+ * one is dropped. Counts a hit or a miss. */
+edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now);
+/* Gives back a reference from edge_cache_get. */
+void edge_cache_release(edge_cache_entry *e);
+/* Stores resp under key for ttl seconds, replacing an older entry and evicting
+ * the least recently used ones to stay in bounds. EDGE_ERROR when the entry
+ * alone is larger than a shard's share of the bound (not stored). */
+int edge_cache_put(edge_cache *c, const char *key, size_t klen, const edge_response *resp,
+                   double now, double ttl);
+/* Removes key; 1 when it was there. */
+int edge_cache_purge(edge_cache *c, const char *key, size_t klen);
+void edge_cache_get_stats(edge_cache *c, edge_cache_stats *st);
+
+/* Entry accessors. */
+static inline const char *edge_cache_entry_key(const edge_cache_entry *e)
+{
+    return e->data;
+}
+static inline const edge_header *edge_cache_entry_headers(const edge_cache_entry *e)
+{
+    return (const edge_header *)(const void *)(e->data + ((e->key_len + 7) & ~7u));
+}
+static inline const char *edge_cache_entry_header_data(const edge_cache_entry *e)
+{
+    return (const char *)(edge_cache_entry_headers(e) + e->n_headers);
+}
+static inline const char *edge_cache_entry_body(const edge_cache_entry *e)
+{
+    return edge_cache_entry_header_data(e) + e->header_bytes;
+}
+/* Copies an entry into a response (status, headers, body). */
+void edge_cache_entry_to_response(const edge_cache_entry *e, edge_response *resp);
+
+/* Coalescing. Returns EDGE_OK when the caller now leads a flight for key (it
+ * must end it with edge_cache_flight_done), or EDGE_AGAIN when w joined the
+ * flight already running (w->wake follows). */
+int edge_cache_flight_join(edge_cache *c, const char *key, size_t klen, edge_cache_waiter *w);
+/* Ends the caller's flight: wakes every waiter (outside the lock). */
+void edge_cache_flight_done(edge_cache *c, const char *key, size_t klen);
+/* Takes w off its flight. 1 when it was still waiting there; 0 when the flight
+ * already ended and w->wake was (or is being) called. */
+int edge_cache_flight_leave(edge_cache *c, const char *key, size_t klen, edge_cache_waiter *w);
+
+#endif
