@@ -8,7 +8,6 @@
 #include "script.h"
 #include "worker.h"
 
-#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,9 +69,10 @@ static int serve_hit(edge_request *req)
     if (e == NULL) return 0;
     edge_cache_entry_to_response(e, &req->resp);
     char age[24];
-    int n = snprintf(age, sizeof(age), "%.0f", floor(now - e->stored_at < 0 ? 0 : now - e->stored_at));
+    double secs = now - e->stored_at;
+    size_t n = edge_format_u64(age, secs > 0 ? (unsigned long long)secs : 0);
     edge_cache_release(e);
-    edge_response_add_header(&req->resp, "age", 3, age, (size_t)n);
+    edge_response_add_header(&req->resp, "age", 3, age, n);
     edge_response_add_header(&req->resp, "x-cache", 7, "HIT", 3);
     return 1;
 }

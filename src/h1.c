@@ -253,13 +253,14 @@ static void encode_response(edge_h1 *h)
 {
     const edge_response *resp = &h->req.resp;
     edge_buf *out = &h->c->out;
-    char line[64];
+    char num[24];
     const char *reason = edge_http_reason(resp->status);
     size_t reason_len = strlen(reason);
     edge_buf_reserve(out, 160 + reason_len + resp->data.len + resp->n_headers * 4 + resp->body.len);
 
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d ", resp->status);
-    put(out, line, (size_t)n);
+    PUT_LIT(out, "HTTP/1.1 ");
+    put(out, num, edge_format_u64(num, (unsigned)resp->status));
+    PUT_LIT(out, " ");
     put(out, reason, reason_len);
     PUT_LIT(out, "\r\n");
     if (!resp->has_server) PUT_LIT(out, "Server: " EDGE_SERVER "\r\n");
@@ -270,8 +271,9 @@ static void encode_response(edge_h1 *h)
     }
     int with_body = status_has_body(resp->status);
     if (with_body) {
-        n = snprintf(line, sizeof(line), "Content-Length: %zu\r\n", resp->body.len);
-        put(out, line, (size_t)n);
+        PUT_LIT(out, "Content-Length: ");
+        put(out, num, edge_format_u64(num, resp->body.len));
+        PUT_LIT(out, "\r\n");
     }
     if (!h->keep_alive) PUT_LIT(out, "Connection: close\r\n");
     else if (h->req.version[2] == '0') PUT_LIT(out, "Connection: keep-alive\r\n");

@@ -79,6 +79,9 @@ SSL_CTX *edge_tls_create(const edge_config *cfg, char *err, size_t errlen)
      * buffer; releasing buffers keeps idle connections small. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+    /* Read whole records (and whatever follows) in one read(2) instead of a
+     * 5-byte header read and then the body: one syscall less per request. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_num_tickets(ctx, 1);      /* stateless session tickets, one per handshake */
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
