@@ -14,6 +14,28 @@ int luaopen_edge(lua_State *L);
 
 static double virtual_now;
 
+/* edge._virtual_clock: what lua/edge/testing/clock.lua drives. */
+static int l_clock_get(lua_State *L)
+{
+    lua_pushnumber(L, virtual_now);
+    return 1;
+}
+
+static int l_clock_set(lua_State *L)
+{
+    virtual_now = luaL_checknumber(L, 1);
+    return 0;
+}
+
+static int l_clock_advance(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0, 1, "seconds must be >= 0");
+    virtual_now += s;
+    lua_pushnumber(L, virtual_now);
+    return 1;
+}
+
 static double module_now(void *ud)
 {
     return virtual_now;
@@ -45,5 +67,10 @@ int luaopen_edge(lua_State *L)
     }
     if (module_runtime.cache == NULL) module_runtime.cache = edge_cache_new(64u << 20);
     edge_lua_push_module(L, &module_runtime);
+    static const luaL_Reg clock_funcs[] = {
+        {"get", l_clock_get}, {"set", l_clock_set}, {"advance", l_clock_advance}, {NULL, NULL}
+    };
+    luaL_newlib(L, clock_funcs);
+    lua_setfield(L, -2, "_virtual_clock");
     return 1;
 }

@@ -11,6 +11,7 @@
 #include <lualib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- the server's runtime for the edge module ---- */
 
@@ -222,18 +223,40 @@ void edge_script_cancel(edge_request *req)
 
 /* ---- loading ---- */
 
-/* Lets the script require modules that sit beside it. */
-static void add_script_dir_to_path(lua_State *L, const char *path)
+/* The lua/ directory beside the edge binary (the repository's, or an
+ * installation's), where edge's own Lua libraries (edge.router, ...) live. */
+static void push_library_dir(lua_State *L)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) {
+        lua_pushliteral(L, "lua");
+        return;
+    }
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    char *build = strstr(exe, "/build/");   /* build/<kind>/edge: the repository's lua/ */
+    if (build) *build = '\0';
+    lua_pushfstring(L, "%s/lua", exe);
+}
+
+/* Lets the script require modules that sit beside it, then edge's own
+ * libraries, then whatever LUA_PATH or the default says. */
+static void set_package_path(lua_State *L, const char *path)
 {
     const char *slash = strrchr(path, '/');
     lua_getglobal(L, "package");
     if (slash) lua_pushlstring(L, path, (size_t)(slash - path));
     else lua_pushliteral(L, ".");
     const char *dir = lua_tostring(L, -1);
-    lua_getfield(L, -2, "path");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
-    lua_setfield(L, -4, "path");
-    lua_pop(L, 3);
+    push_library_dir(L);
+    const char *lib = lua_tostring(L, -1);
+    lua_getfield(L, -3, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;%s", dir, dir, lib, lib,
+                    lua_tostring(L, -1));
+    lua_setfield(L, -5, "path");
+    lua_pop(L, 4);
 }
 
 static void install_edge_module(edge_script *s)
@@ -287,7 +310,7 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
     luaL_openlibs(L);
     edge_lua_req_register(L);
     install_edge_module(s);
-    add_script_dir_to_path(L, path);
+    set_package_path(L, path);
 
     lua_pushcfunction(L, traceback);
     if (luaL_loadfilex(L, path, "t") != LUA_OK || lua_pcall(L, 0, 1, -2) != LUA_OK) {
