@@ -36,7 +36,9 @@ struct edge_cache {
     shard  shards[SHARDS];
 };
 
-/* FNV-1a: keys are short strings; good enough spread, no setup. */
+/* FNV-1a, then MurmurHash3's 64-bit finaliser: FNV alone leaves its top
+ * bits (which pick the shard) nearly equal for keys differing only at the
+ * end, such as /users/1 .. /users/512. */
 static uint64_t hash_key(const char *key, size_t n)
 {
     uint64_t h = 1469598103934665603ULL;
@@ -44,6 +46,11 @@ static uint64_t hash_key(const char *key, size_t n)
         h ^= (unsigned char)key[i];
         h *= 1099511628211ULL;
     }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb93fe53a87cdULL;
+    h ^= h >> 33;
     return h;
 }
 
@@ -132,7 +139,7 @@ static void grow_table(shard *s)
     s->n_buckets = n;
 }
 
-edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now)
+static edge_cache_entry *lookup(edge_cache *c, const char *key, size_t klen, double now, int count)
 {
     uint64_t hash = hash_key(key, klen);
     shard *s = shard_of(c, hash);
@@ -147,12 +154,22 @@ edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, do
         lru_unlink(e);
         lru_push_front(s, e);
         atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-        s->hits++;
+        s->hits += (uint64_t)count;
     } else {
-        s->misses++;
+        s->misses += (uint64_t)count;
     }
     pthread_mutex_unlock(&s->lock);
     return e;
+}
+
+edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now)
+{
+    return lookup(c, key, klen, now, 1);
+}
+
+edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, double now)
+{
+    return lookup(c, key, klen, now, 0);
 }
 
 /* Lays a response out in one allocation: key, header spans, header bytes, body. */

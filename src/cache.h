@@ -55,6 +55,8 @@ void edge_cache_free(edge_cache *c);
 /* Looks key up; a fresh entry comes back referenced (release it), an expired
  * one is dropped. Counts a hit or a miss. */
 edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now);
+/* The same, without counting a hit or a miss (a second look by the same request). */
+edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, double now);
 /* Gives back a reference from edge_cache_get. */
 void edge_cache_release(edge_cache_entry *e);
 /* Stores resp under key for ttl seconds, replacing an older entry and evicting

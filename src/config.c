@@ -40,6 +40,10 @@ static const char usage_text[] =
     "      --header-timeout S     time to receive a whole request (default 10)\n"
     "      --keepalive-timeout S  idle keep-alive connection timeout (default 75)\n"
     "      --drain-timeout S      on SIGTERM, time in-flight requests get (default 30)\n"
+    "      --admin ADDR:PORT      admin listener (plain HTTP: /metrics, /healthz), e.g.\n"
+    "                             127.0.0.1:9901 (default off)\n"
+    "      --access-log PATH      access log file, - for stdout, or off (default -)\n"
+    "      --access-log-format F  combined or json (default combined)\n"
     "  -h, --help                 this help\n"
     "  -V, --version              print the version\n";
 
@@ -47,7 +51,8 @@ enum {
     OPT_CERT = 256, OPT_KEY, OPT_TLS_MIN, OPT_LUA_BUDGET, OPT_LOG_LEVEL, OPT_MAX_BODY,
     OPT_MAX_LINE, OPT_MAX_HSIZE, OPT_MAX_HEADERS, OPT_HS_TIMEOUT, OPT_HDR_TIMEOUT,
     OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LISTEN_PLAIN, OPT_H2_STREAMS,
-    OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS
+    OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS,
+    OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN
 };
 
 static const struct option long_options[] = {
@@ -59,6 +64,9 @@ static const struct option long_options[] = {
     {"cache-ttl", required_argument, NULL, OPT_CACHE_TTL},
     {"coalesce-timeout", required_argument, NULL, OPT_COALESCE_TIMEOUT},
     {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
+    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
+    {"admin", required_argument, NULL, OPT_ADMIN},
+    {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"workers", required_argument, NULL, 'w'},
@@ -99,6 +107,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->cache_ttl = 60;
     cfg->coalesce_timeout = 5;
     cfg->max_requests = 25000;
+    cfg->access_log = "-";
 }
 
 static int bad_value(const char *opt, const char *val, const char *want)
@@ -176,6 +185,19 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
     case OPT_MAX_REQUESTS:
         if (parse_long(arg, 1, 10000000, &v)) return bad_value(name, arg, "1 to 10000000");
         cfg->max_requests = (int)v;
+        return EDGE_OK;
+    case OPT_ACCESS_LOG: cfg->access_log = arg; return EDGE_OK;
+    case OPT_ADMIN: {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (edge_listener_parse(arg, &ss, &len) != EDGE_OK) return bad_value(name, arg, "ADDR:PORT");
+        cfg->admin = arg;
+        return EDGE_OK;
+    }
+    case OPT_ACCESS_LOG_FORMAT:
+        if (strcmp(arg, "combined") == 0) cfg->access_log_json = 0;
+        else if (strcmp(arg, "json") == 0) cfg->access_log_json = 1;
+        else return bad_value(name, arg, "combined or json");
         return EDGE_OK;
     case OPT_H2_STREAMS:
         if (parse_long(arg, 1, 100000, &v)) return bad_value(name, arg, "1 to 100000");

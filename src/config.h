@@ -31,6 +31,9 @@ typedef struct edge_config {
     double      cache_ttl;          /* seconds, when neither the script nor Cache-Control says */
     double      coalesce_timeout;   /* seconds a miss waits for an identical one in progress */
     int         max_requests;       /* in flight across all workers; 503 past it */
+    const char *access_log;         /* "off", "-" (stdout) or a file */
+    int         access_log_json;
+    const char *admin;              /* admin listener address, NULL: off */
 } edge_config;
 
 /* Fills cfg with the defaults. */

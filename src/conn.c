@@ -64,6 +64,8 @@ void edge_conn_set_timeout(edge_conn *c, double seconds)
 static void attach_protocol(edge_conn *c, int h2)
 {
     c->state = EDGE_CONN_OPEN;
+    c->proto_kind = h2 ? EDGE_PROTO_H2 : EDGE_PROTO_H1;
+    edge_counter_add(&c->w->counters.open_conns[c->proto_kind], 1);
     edge_conn_set_timeout(c, 0);
     if (h2) edge_h2_attach(c);
     else edge_h1_attach(c);
@@ -76,6 +78,7 @@ static void do_handshake(edge_conn *c)
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
+        EDGE_COUNT(c->w->counters.tls_handshakes);
         attach_protocol(c, strcmp(edge_tls_protocol(c->ssl), "h2") == 0);
         if (c->state == EDGE_CONN_OPEN) read_input(c);   /* the first request may have come along */
         return;
@@ -90,6 +93,7 @@ static void do_handshake(edge_conn *c)
         return;
     }
     char why[256];
+    EDGE_COUNT(c->w->counters.tls_failures);
     edge_tls_error_string(why, sizeof(why));
     if (why[0]) edge_log(EDGE_LOG_INFO, c->id, "TLS handshake failed: %s", why);
     else if (err == SSL_ERROR_SYSCALL && errno) edge_log(EDGE_LOG_INFO, c->id, "TLS handshake failed: %s", strerror(errno));
@@ -309,8 +313,9 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
         read_input(c);
         if (c->state != EDGE_CONN_OPEN) return;
     }
-    if (edge_conn_pending(c) == 0) {
+    if (edge_conn_pending(c) == 0) {     /* woken to produce more (HTTP/2) */
         ev_io_stop(loop, &c->wio);
+        if (c->proto && c->proto->on_drained) c->proto->on_drained(c);
         return;
     }
     if (edge_conn_flush(c) == EDGE_OK && c->proto && c->proto->on_drained) c->proto->on_drained(c);
@@ -323,6 +328,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     edge_conn *c = edge_container_of(w, edge_conn, timer);
     ev_timer_stop(loop, w);
     if (c->state == EDGE_CONN_HANDSHAKE) {
+        if (c->ssl) EDGE_COUNT(c->w->counters.tls_failures);
         edge_log(EDGE_LOG_INFO, c->id, c->ssl ? "TLS handshake timed out" : "no request before the timeout");
         edge_conn_close(c);
     } else if (c->state == EDGE_CONN_LINGER) {
@@ -343,6 +349,7 @@ void edge_conn_close_after_flush(edge_conn *c)
 void edge_conn_close(edge_conn *c)
 {
     if (c->state == EDGE_CONN_CLOSED) return;
+    if (c->proto) edge_counter_add(&c->w->counters.open_conns[c->proto_kind], -1);
     c->state = EDGE_CONN_CLOSED;
     if (c->proto && c->proto->on_close) c->proto->on_close(c);
     struct ev_loop *loop = c->w->loop;

@@ -56,6 +56,7 @@ typedef struct edge_conn {
     const edge_proto *proto;
     void      *proto_data;
     struct sockaddr_storage peer;
+    unsigned   proto_kind : 2;         /* EDGE_PROTO_H1 / EDGE_PROTO_H2, once attached */
     unsigned   read_paused : 1;
     unsigned   close_when_flushed : 1;
     unsigned   read_wants_write : 1;   /* SSL_read returned WANT_WRITE */

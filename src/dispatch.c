@@ -61,11 +61,15 @@ static void complete(edge_request *req)
 
 /* ---- cache ---- */
 
-static int serve_hit(edge_request *req)
+/* Answers from the cache when it holds a fresh entry (count: a first look,
+ * counted as a hit or a miss). */
+static int serve_hit(edge_request *req, int count)
 {
     edge_worker *w = req->worker;
     double now = ev_now(w->loop);
-    edge_cache_entry *e = edge_cache_get(w->cache, key_ptr(req), req->cache_key.len, now);
+    const char *key = key_ptr(req);
+    size_t klen = req->cache_key.len;
+    edge_cache_entry *e = count ? edge_cache_get(w->cache, key, klen, now) : edge_cache_peek(w->cache, key, klen, now);
     if (e == NULL) return 0;
     edge_cache_entry_to_response(e, &req->resp);
     char age[24];
@@ -74,6 +78,7 @@ static int serve_hit(edge_request *req)
     edge_cache_release(e);
     edge_response_add_header(&req->resp, "age", 3, age, n);
     edge_response_add_header(&req->resp, "x-cache", 7, "HIT", 3);
+    req->cache_status = "HIT";
     return 1;
 }
 
@@ -84,13 +89,16 @@ static void store(edge_request *req)
     if (ttl > 0)
         edge_cache_put(w->cache, key_ptr(req), req->cache_key.len, &req->resp, ev_now(w->loop), ttl);
     edge_response_add_header(&req->resp, "x-cache", 7, "MISS", 4);
+    req->cache_status = "MISS";
 }
 
 /* ---- computing and coalescing ---- */
 
 static void compute(edge_request *req)
 {
-    int rc = edge_script_respond(&req->worker->script, req);
+    /* The VM that ran cache_key, even if a reload came since (the req userdata lives there). */
+    edge_script *s = req->lua.script ? req->lua.script : req->worker->script;
+    int rc = edge_script_respond(s, req);
     if (rc != EDGE_AGAIN) edge_dispatch_finish(req, rc);
 }
 
@@ -158,6 +166,7 @@ static int join_flight(edge_request *req)
         return EDGE_OK;
     }
     req->dispatch.waiter = wt;
+    EDGE_COUNT(w->counters.coalesced_waits);
     ev_timer_init(&req->dispatch.timer, on_wait_timeout, w->cfg->coalesce_timeout, 0.);
     ev_timer_start(w->loop, &req->dispatch.timer);
     return EDGE_AGAIN;
@@ -166,13 +175,13 @@ static int join_flight(edge_request *req)
 static void lookup_or_compute(edge_request *req)
 {
     if (req->has_cache_key) {
-        if (serve_hit(req)) {
+        if (serve_hit(req, 1)) {
             complete(req);
             return;
         }
         /* Look again after joining: the leader may have stored it meanwhile. */
         if (!req->dispatch.no_coalesce && join_flight(req) == EDGE_AGAIN) return;
-        if (req->dispatch.leader && serve_hit(req)) {
+        if (req->dispatch.leader && serve_hit(req, 0)) {
             complete(req);
             return;
         }
@@ -184,6 +193,7 @@ static void lookup_or_compute(edge_request *req)
 
 static void respond_overloaded(edge_request *req)
 {
+    EDGE_COUNT(req->worker->counters.overloaded);
     edge_response_error(&req->resp, 503);
     edge_response_add_header(&req->resp, "retry-after", 11, "1", 1);
     req->ops->respond(req);
@@ -201,7 +211,7 @@ void edge_dispatch_start(edge_request *req)
         return;
     }
     req->dispatch.counted = 1;
-    if (edge_script_cache_key(&w->script, req) != EDGE_OK) {
+    if (edge_script_cache_key(w->script, req) != EDGE_OK) {
         edge_dispatch_finish(req, EDGE_ERROR);
         return;
     }

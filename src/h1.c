@@ -1,5 +1,6 @@
 /* HTTP/1.1: llhttp callbacks fill an edge_request; responses are encoded here. */
 #include "h1.h"
+#include "access_log.h"
 #include "common.h"
 #include "conn.h"
 #include "dispatch.h"
@@ -101,6 +102,7 @@ static int on_message_begin(llhttp_t *p)
     h->state = H1_READING;
     h->url_len = h->header_bytes = 0;
     h->te_unsupported = 0;
+    h->req.start = ev_now(h->c->w->loop);
     /* Not reset by later reads: a client trickling bytes is still cut off. */
     edge_conn_set_timeout(h->c, h->c->w->cfg->header_timeout);
     return 0;
@@ -284,6 +286,8 @@ static void encode_response(edge_h1 *h)
     }
     PUT_LIT(out, "\r\n");
     if (with_body && !h->req.is_head) put(out, resp->body.base, resp->body.len);
+    h->req.peer = &h->c->peer;
+    edge_worker_on_response(h->c->w, &h->req);
 }
 
 /* ops->respond: the core finished the current request. */
@@ -401,6 +405,7 @@ void edge_h1_attach(edge_conn *c)
     h->keep_alive = 1;
     llhttp_init(&h->parser, HTTP_REQUEST, &parser_settings);
     edge_request_init(&h->req, &h1_request_ops, c->w, c->id);
+    h->req.scheme = c->ssl ? "https" : "http";
     c->proto = &h1_proto;
     c->proto_data = h;
     edge_conn_set_timeout(c, c->w->cfg->header_timeout);

@@ -6,6 +6,7 @@
  * be NULL) in every callback; nghttp2_session_mem_send is never called from
  * inside nghttp2_session_mem_recv. */
 #include "h2.h"
+#include "access_log.h"
 #include "common.h"
 #include "conn.h"
 #include "dispatch.h"
@@ -21,7 +22,9 @@
 #define OUT_HIGH        (256 * 1024)   /* queued output above which we stop producing frames */
 #define STREAM_WINDOW   (256 * 1024)   /* per-stream receive window for request bodies */
 #define CONN_WINDOW     (1024 * 1024)
-#define ABUSE_FACTOR    4              /* header lists this many times over the limit end the connection */
+#define ABUSE_FACTOR    4              /* header lists this many times over the limits end the connection */
+#define RESET_BURST     500            /* RST_STREAMs a client may send at once ... */
+#define RESET_RATE      50             /* ... and per second after that */
 
 typedef struct edge_h2 edge_h2;
 
@@ -32,6 +35,7 @@ typedef struct edge_h2_stream {
     size_t    header_bytes;
     size_t    body_sent;
     int       reject_status;        /* answer this without dispatching (413, 431) */
+    unsigned  abusive : 1;          /* its header list ended the connection: ignore the rest */
     unsigned  dispatched : 1;       /* handed to the core; respond pending */
     unsigned  responded : 1;
     edge_request req;               /* last: the protocol-neutral part */
@@ -40,6 +44,8 @@ typedef struct edge_h2_stream {
 struct edge_h2 {
     edge_conn       *c;
     nghttp2_session *session;
+    double           reset_tokens;  /* rapid-reset bucket: RST_STREAMs the client may still send */
+    double           reset_refilled_at;
     edge_h2_stream  *streams;       /* every open stream we track */
     int              n_streams;
     unsigned         in_recv : 1;   /* inside nghttp2_session_mem_recv */
@@ -114,6 +120,7 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
     int send_body = with_body && !st->req.is_head && resp->body.len > 0;
     int rv = nghttp2_submit_response(h->session, st->id, nva, n, send_body ? &prd : NULL);
     free(nva);
+    edge_worker_on_response(h->c->w, &st->req);
     if (rv != 0)
         nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 }
@@ -155,6 +162,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     st->req.version = "2";
     st->req.peer = &h->c->peer;
     st->req.scheme = h->c->ssl ? "https" : "http";
+    st->req.start = ev_now(h->c->w->loop);
     st->next = h->streams;
     if (h->streams) h->streams->prev = st;
     h->streams = st;
@@ -172,8 +180,12 @@ static int count_header(edge_h2 *h, edge_h2_stream *st, size_t bytes)
     st->header_bytes += bytes + 32;            /* RFC 9113 header list size accounting */
     size_t count = (size_t)st->req.n_headers;
     if (st->header_bytes > cfg->max_header_size * ABUSE_FACTOR || count > (size_t)cfg->max_headers * ABUSE_FACTOR) {
+        /* GOAWAY after this frame; the rest of the block is decoded but ignored. */
+        edge_log(EDGE_LOG_INFO, h->c->id, "http2 header list far over the limits: GOAWAY");
         nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+        st->abusive = 1;
+        st->responded = 1;      /* never answered */
+        return 0;
     }
     if (st->header_bytes > cfg->max_header_size || count >= (size_t)cfg->max_headers) st->reject_status = 431;
     return 0;
@@ -198,7 +210,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 {
     edge_h2 *h = user_data;
     edge_h2_stream *st = stream_of(h, frame->hd.stream_id);
-    if (st == NULL || st->dispatched || st->responded) return 0;
+    if (st == NULL || st->dispatched || st->responded || st->abusive) return 0;
     int rv = count_header(h, st, nlen + vlen);
     if (rv != 0 || st->reject_status) return rv;
     if (nlen && name[0] == ':') {
@@ -239,9 +251,23 @@ static void request_complete(edge_h2 *h, edge_h2_stream *st)
     edge_dispatch_start(&st->req);
 }
 
+/* Rapid reset (CVE-2023-44487): a token bucket of RST_STREAMs per
+ * connection, stricter than nghttp2's own (which answers INTERNAL_ERROR). */
+static void count_reset(edge_h2 *h)
+{
+    double now = ev_now(h->c->w->loop);
+    h->reset_tokens += (now - h->reset_refilled_at) * RESET_RATE;
+    if (h->reset_tokens > RESET_BURST) h->reset_tokens = RESET_BURST;
+    h->reset_refilled_at = now;
+    if (--h->reset_tokens >= 0) return;
+    edge_log(EDGE_LOG_INFO, h->c->id, "http2 rapid reset: GOAWAY");
+    nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     edge_h2 *h = user_data;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) count_reset(h);
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     edge_h2_stream *st = stream_of(h, frame->hd.stream_id);
     if (st == NULL) return 0;
@@ -279,24 +305,44 @@ static void finish_if_idle(edge_h2 *h)
 }
 
 /* Serialises what nghttp2 has queued into the connection's output, up to
- * OUT_HIGH (the rest follows on_drained), and sends it. */
-static void send_pending(edge_h2 *h)
+ * OUT_HIGH at a time. Returns EDGE_ERROR when the session failed. */
+static int produce(edge_h2 *h)
 {
     edge_conn *c = h->c;
-    if (h->in_recv || c->state != EDGE_CONN_OPEN) return;
     while (edge_conn_pending(c) < OUT_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(h->session, &data);
         if (n < 0) {
             edge_log(EDGE_LOG_INFO, c->id, "http2 send failed: %s", nghttp2_strerror((int)n));
-            edge_conn_close(c);
-            return;
+            return EDGE_ERROR;
         }
         if (n == 0) break;
         edge_conn_write(c, data, (size_t)n);
     }
-    if (edge_conn_flush(c) == EDGE_DONE) return;
-    finish_if_idle(h);
+    return EDGE_OK;
+}
+
+#define SEND_ROUNDS 4   /* OUT_HIGH-sized rounds per call, then the loop serves others */
+
+/* Sends what nghttp2 has queued: in rounds while the socket takes it all; when
+ * it does not, on_drained continues; after SEND_ROUNDS, the write watcher does. */
+static void send_pending(edge_h2 *h)
+{
+    edge_conn *c = h->c;
+    if (h->in_recv || c->state != EDGE_CONN_OPEN) return;
+    for (int round = 0; round < SEND_ROUNDS; round++) {
+        if (produce(h) != EDGE_OK) {
+            edge_conn_close(c);
+            return;
+        }
+        int rc = edge_conn_flush(c);
+        if (rc == EDGE_DONE || rc == EDGE_AGAIN) return;
+        if (!nghttp2_session_want_write(h->session)) {
+            finish_if_idle(h);
+            return;
+        }
+    }
+    ev_io_start(c->w->loop, &c->wio);   /* more to send: continue from the loop */
 }
 
 static void h2_on_data(edge_conn *c)
@@ -375,6 +421,8 @@ void edge_h2_attach(edge_conn *c)
     const edge_config *cfg = c->w->cfg;
     edge_h2 *h = edge_calloc(1, sizeof(*h));
     h->c = c;
+    h->reset_tokens = RESET_BURST;
+    h->reset_refilled_at = ev_now(c->w->loop);
     if (nghttp2_session_server_new2(&h->session, callbacks, h, options) != 0) {
         free(h);
         edge_conn_close(c);

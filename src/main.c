@@ -1,6 +1,8 @@
 /* edge: parse the command line, check the script and certificate, open the
  * listeners, run the workers, and stop them on SIGTERM/SIGINT. */
 #include "common.h"
+#include "access_log.h"
+#include "admin.h"
 #include "cache.h"
 #include "config.h"
 #include "h2.h"
@@ -151,7 +153,7 @@ static void handled_signals(sigset_t *set)
 }
 
 /* The main thread only waits for signals; workers never see them. */
-static void wait_for_stop(void)
+static void wait_for_stop(edge_server *srv)
 {
     sigset_t set;
     handled_signals(&set);
@@ -163,8 +165,13 @@ static void wait_for_stop(void)
                      sig == SIGTERM ? "SIGTERM" : "SIGINT");
             return;
         }
-        edge_log(EDGE_LOG_WARN, 0, "%s ignored: script reload and log reopening are not "
-                 "implemented yet", sig == SIGHUP ? "SIGHUP" : "SIGUSR1");
+        if (sig == SIGHUP) {
+            edge_log(EDGE_LOG_NOTICE, 0, "SIGHUP: reloading %s in every worker", srv->cfg.script);
+            for (int i = 0; i < srv->n_workers; i++) edge_worker_request_reload(&srv->workers[i]);
+        } else {
+            edge_log(EDGE_LOG_NOTICE, 0, "SIGUSR1: reopening the log files");
+            edge_access_log_reopen();
+        }
     }
 }
 
@@ -192,6 +199,7 @@ static void shutdown_server(edge_server *srv, int started)
     free(srv->fds);
     SSL_CTX_free(srv->ssl_ctx);
     edge_h2_global_free();
+    edge_access_log_close();
 }
 
 int main(int argc, char **argv)
@@ -213,6 +221,10 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (edge_access_log_open(srv.cfg.access_log, srv.cfg.access_log_json, err, sizeof(err)) != EDGE_OK) {
+        fprintf(stderr, "edge: %s\n", err);
+        return 1;
+    }
     edge_h2_global_init();
     srv.cache = edge_cache_new(srv.cfg.cache_size);
     srv.n_workers = srv.cfg.workers ? srv.cfg.workers : default_workers();
@@ -222,7 +234,13 @@ int main(int argc, char **argv)
             if (srv.fds[i] >= 0) close(srv.fds[i]);
         exit(1);
     }
-    wait_for_stop();
+    if (srv.cfg.admin &&
+        edge_admin_start(srv.cfg.admin, srv.workers, srv.n_workers, srv.cache, err, sizeof(err)) != EDGE_OK) {
+        fprintf(stderr, "edge: %s\n", err);
+        exit(1);
+    }
+    wait_for_stop(&srv);
+    edge_admin_stop();
     shutdown_server(&srv, srv.n_workers);
     edge_log(EDGE_LOG_NOTICE, 0, "exited cleanly");
     return 0;

@@ -62,6 +62,8 @@ typedef struct edge_request {
     struct edge_worker *worker;
     uint64_t  conn_id;          /* for log lines */
     uint64_t  id_num;           /* worker id << 48 | sequence: unique per process */
+    double    start;            /* when the request began arriving (loop time) */
+    const char *cache_status;   /* "HIT", "MISS" or NULL, for the access log */
     char      id[17];           /* id_num in hex, formatted on first use */
 
     edge_buf  data;             /* method, target and headers, copied off the wire */

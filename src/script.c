@@ -5,11 +5,13 @@
 #include "log.h"
 #include "lua_req.h"
 #include "lua_response.h"
+#include "metrics.h"
 #include "request.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -71,6 +73,14 @@ static void arm_budget(edge_script *s, lua_State *L)
     lua_sethook(L, on_budget, LUA_MASKCOUNT, count);
 }
 
+/* Counts a failed hook run: any error, and budget kills apart. */
+static void count_error(edge_script *s, const char *msg)
+{
+    if (s == NULL || s->counters == NULL) return;
+    EDGE_COUNT(s->counters->lua_errors);
+    if (msg && strstr(msg, "instruction budget exceeded")) EDGE_COUNT(s->counters->lua_budget_kills);
+}
+
 static void log_hook_error(edge_request *req, const char *hook, const char *msg)
 {
     edge_log(EDGE_LOG_ERR, req->conn_id, "lua error in %s (request %s): %s", hook,
@@ -83,6 +93,7 @@ static void push_req(edge_script *s, edge_request *req)
     edge_lua_ctx *ctx = &req->lua;
     if (ctx->ud == NULL) {
         ctx->script = s;
+        s->refs++;
         ctx->ud = edge_lua_req_push(s->L, req);
         ctx->ud_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
     }
@@ -102,8 +113,10 @@ void edge_script_release(edge_request *req)
     if (ctx->ud) {
         ctx->ud->req = NULL;               /* a kept reference now says "finished" */
         luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->ud_ref);
+        s->refs--;
     }
     memset(ctx, 0, sizeof(*ctx));
+    if (s->retired && s->refs == 0) edge_script_retire(s);
 }
 
 /* ---- hooks ---- */
@@ -125,6 +138,7 @@ int edge_script_cache_key(edge_script *s, edge_request *req)
     int status = EDGE_OK;
     if (rc != LUA_OK) {
         log_hook_error(req, "cache_key", lua_tostring(L, -1));
+        count_error(s, lua_tostring(L, -1));
         status = EDGE_ERROR;
     } else if (lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
@@ -135,6 +149,7 @@ int edge_script_cache_key(edge_script *s, edge_request *req)
         edge_log(EDGE_LOG_ERR, req->conn_id,
                  "cache_key (request %s) returned %s: expected a string, or nil to bypass the cache",
                  edge_request_id(req), luaL_typename(L, -1));
+        count_error(s, NULL);
         status = EDGE_ERROR;
     }
     lua_settop(L, base);
@@ -154,6 +169,7 @@ static int take_response(edge_request *req, lua_State *co, int nres)
     }
     edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) returned a bad value: %s",
              edge_request_id(req), err);
+    count_error(req->lua.script, NULL);
     return EDGE_ERROR;
 }
 
@@ -175,6 +191,7 @@ static int resume(edge_script *s, edge_request *req, int nargs)
     } else if (rc == LUA_YIELD) {
         edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) yielded outside an edge "
                  "API call (coroutine.yield in respond is not allowed)", edge_request_id(req));
+        count_error(s, NULL);
         status = EDGE_ERROR;
     } else if (rc == LUA_OK) {
         status = take_response(req, co, nres);
@@ -183,6 +200,7 @@ static int resume(edge_script *s, edge_request *req, int nargs)
         if (msg == NULL) msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
         luaL_traceback(s->L, co, msg, 0);
         log_hook_error(req, "respond", lua_tostring(s->L, -1));
+        count_error(s, msg);
         lua_pop(s->L, 1);
         status = EDGE_ERROR;
     }
@@ -328,4 +346,12 @@ void edge_script_close(edge_script *s)
 {
     if (s->L) lua_close(s->L);
     s->L = NULL;
+}
+
+void edge_script_retire(edge_script *s)
+{
+    s->retired = 1;
+    if (s->refs > 0) return;
+    edge_script_close(s);
+    free(s);
 }

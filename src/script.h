@@ -14,6 +14,7 @@
 #include "lua_edge.h"
 
 struct edge_cache;
+struct edge_counters;
 
 struct edge_request;
 
@@ -25,6 +26,9 @@ typedef struct edge_script {
     struct ev_loop *loop;         /* NULL outside a worker (edge -t) */
     struct edge_request *current; /* the request whose Lua is running now */
     edge_lua_runtime rt;
+    int        refs;              /* requests holding Lua state in this VM */
+    struct edge_counters *counters;   /* the worker's, or NULL (edge -t) */
+    unsigned   retired : 1;       /* replaced by a reload: closed when refs reaches 0 */
 } edge_script;
 
 /* Creates the VM and loads the script at path. On failure returns EDGE_ERROR
@@ -33,6 +37,9 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
                      int worker_id, struct edge_cache *cache, double cache_ttl, char *err, size_t errlen);
 /* Closes the VM. No request may still use it. */
 void edge_script_close(edge_script *s);
+/* For a heap-allocated VM replaced by a reload (or at exit): closes and frees
+ * it now if no request uses it, else when the last one releases it. */
+void edge_script_retire(edge_script *s);
 
 /* Runs cache_key(req): EDGE_OK (req->cache_key set when the hook returned a
  * string) or EDGE_ERROR (logged). */

@@ -1,8 +1,10 @@
 /* Worker threads: accept, connection bookkeeping, graceful stop. */
 #include "worker.h"
 #include "common.h"
+#include "access_log.h"
 #include "conn.h"
 #include "log.h"
+#include "request.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -127,6 +129,30 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
     run_inbox(a->data);
 }
 
+/* ---- reloading ---- */
+
+/* New requests go to the new VM; requests in flight finish on the old one,
+ * which is closed when the last of them releases it. */
+static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
+{
+    edge_worker *w = a->data;
+    char err[1024];
+    edge_script *s = edge_calloc(1, sizeof(*s));
+    if (edge_script_open(s, w->cfg->script, w->cfg->lua_budget, loop, w->id, w->cache, w->cfg->cache_ttl,
+                         err, sizeof(err)) != EDGE_OK) {
+        free(s);
+        EDGE_COUNT(w->counters.reload_failures);
+        edge_log(EDGE_LOG_ERR, 0, "reload failed, still serving the previous script: %s", err);
+        return;
+    }
+    edge_script *old = w->script;
+    w->script = s;
+    edge_script_retire(old);
+    w->script->counters = &w->counters;
+    EDGE_COUNT(w->counters.reloads);
+    edge_log(EDGE_LOG_NOTICE, 0, "script %s reloaded", w->cfg->script);
+}
+
 /* ---- stopping ---- */
 
 static void close_all(edge_worker *w)
@@ -166,6 +192,11 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     ev_prepare_start(loop, &w->reaper);   /* checks for "no connections left" */
 }
 
+void edge_worker_request_reload(edge_worker *w)
+{
+    ev_async_send(w->loop, &w->reload_async);
+}
+
 void edge_worker_request_stop(edge_worker *w)
 {
     ev_async_send(w->loop, &w->stop_async);
@@ -188,12 +219,16 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
         snprintf(err, errlen, "cannot create an event loop");
         return EDGE_ERROR;
     }
-    if (edge_script_open(&w->script, cfg->script, cfg->lua_budget, w->loop, id, cache, cfg->cache_ttl,
+    w->script = edge_calloc(1, sizeof(*w->script));
+    if (edge_script_open(w->script, cfg->script, cfg->lua_budget, w->loop, id, cache, cfg->cache_ttl,
                          err, errlen) != EDGE_OK) {
+        free(w->script);
+        w->script = NULL;
         ev_loop_destroy(w->loop);
         w->loop = NULL;
         return EDGE_ERROR;
     }
+    w->script->counters = &w->counters;
     w->n_listen = n_fds;
     for (int i = 0; i < n_fds; i++) {
         w->listen_fds[i] = fds[i];
@@ -210,6 +245,9 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     ev_prepare_init(&w->reaper, on_reap);
     w->reaper.data = w;
     ev_async_start(w->loop, &w->stop_async);
+    ev_async_init(&w->reload_async, on_reload);
+    w->reload_async.data = w;
+    ev_async_start(w->loop, &w->reload_async);
     ev_async_init(&w->inbox_async, on_inbox);
     w->inbox_async.data = w;
     ev_async_start(w->loop, &w->inbox_async);
@@ -224,6 +262,8 @@ static void *worker_main(void *arg)
     ev_run(w->loop, 0);
     close_all(w);
     on_reap(w->loop, &w->reaper, 0);
+    ev_timer_stop(w->loop, &w->access_timer);
+    edge_access_log_flush(w);
     return NULL;
 }
 
@@ -243,8 +283,15 @@ void edge_worker_free(edge_worker *w)
     pthread_mutex_destroy(&w->inbox_lock);
     for (int i = 0; i < w->n_listen; i++)
         if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
-    edge_script_close(&w->script);
+    edge_script_retire(w->script);
+    edge_buf_free(&w->access_buf);
     ev_loop_destroy(w->loop);
+}
+
+void edge_worker_on_response(edge_worker *w, edge_request *req)
+{
+    edge_metrics_response(&w->counters, req, ev_now(w->loop));
+    edge_access_log_request(w, req);
 }
 
 const char *edge_worker_http_date(edge_worker *w)

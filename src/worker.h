@@ -10,9 +10,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "buf.h"
 #include "config.h"
 
 #define EDGE_MAX_LISTENERS (EDGE_MAX_LISTEN * 2)   /* TLS + cleartext */
+#include "metrics.h"
 #include "script.h"
 
 struct edge_conn;
@@ -31,7 +33,7 @@ typedef struct edge_worker {
     const edge_config *cfg;
     SSL_CTX   *ssl_ctx;
     struct edge_cache *cache;     /* shared by all workers */
-    edge_script script;
+    edge_script *script;          /* new requests run here; a reload replaces it */
     int        n_listen;
     int        listen_fds[EDGE_MAX_LISTENERS];
     unsigned char listen_plain[EDGE_MAX_LISTENERS];   /* 1: cleartext listener */
@@ -39,6 +41,7 @@ typedef struct edge_worker {
     ev_timer   accept_backoff;    /* re-enables accept after EMFILE/ENFILE */
     ev_tstamp  accept_warned_at;  /* when the EMFILE warning was last logged */
     ev_async   stop_async;        /* the main thread asks for a graceful stop */
+    ev_async   reload_async;      /* the main thread asks for a script reload (SIGHUP) */
     ev_timer   drain_timer;       /* bounds the graceful stop */
     ev_prepare reaper;            /* frees closed connections before each poll */
     ev_async   inbox_async;       /* messages from other threads arrived */
@@ -49,8 +52,11 @@ typedef struct edge_worker {
     int        n_conns;
     int        stopping;
     uint64_t   request_seq;
+    edge_counters counters;
     char       date[40];          /* the cached Date header value */
     ev_tstamp  date_second;
+    edge_buf   access_buf;        /* access log lines not yet written */
+    ev_timer   access_timer;      /* writes them within a second */
     char       scratch[16384];    /* read buffer shared by the worker's connections */
 } edge_worker;
 
@@ -61,6 +67,8 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
                      char *err, size_t errlen);
 /* Runs the worker on a new thread. */
 int edge_worker_start(edge_worker *w);
+/* From any thread: reload the script (a failure keeps the old one, logged). */
+void edge_worker_request_reload(edge_worker *w);
 /* From any thread: stop accepting, finish in-flight requests (bounded by
  * --drain-timeout), then leave the loop. */
 void edge_worker_request_stop(edge_worker *w);
@@ -77,6 +85,8 @@ uint64_t edge_worker_next_conn_id(void);
 /* Connection bookkeeping for conn.c. */
 void edge_worker_add_conn(edge_worker *w, struct edge_conn *c);
 void edge_worker_retire_conn(edge_worker *w, struct edge_conn *c);
+/* A response was encoded: count it and write its access log line. */
+void edge_worker_on_response(edge_worker *w, struct edge_request *req);
 /* The current HTTP Date value ("Thu, 26 Nov 2026 06:30:00 GMT"). */
 const char *edge_worker_http_date(edge_worker *w);
 

@@ -1,0 +1,188 @@
+/* Access log lines, buffered per worker. */
+#include "access_log.h"
+#include "common.h"
+#include "log.h"
+#include "request.h"
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FLUSH_BYTES 16384
+#define FLUSH_SECONDS 1.0
+
+static int log_fd = -1;          /* -1: off */
+static int log_json;
+static char log_path[4096];
+
+int edge_access_log_open(const char *path, int json, char *err, size_t errlen)
+{
+    log_json = json;
+    if (strcmp(path, "off") == 0) return EDGE_OK;
+    if (strcmp(path, "-") == 0 || strcmp(path, "stdout") == 0) {
+        log_fd = STDOUT_FILENO;
+        return EDGE_OK;
+    }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open access log %s: %s", path, strerror(errno));
+        return EDGE_ERROR;
+    }
+    snprintf(log_path, sizeof(log_path), "%s", path);
+    log_fd = fd;
+    return EDGE_OK;
+}
+
+void edge_access_log_reopen(void)
+{
+    if (log_fd < 0 || log_path[0] == '\0') return;
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        edge_log(EDGE_LOG_ERR, 0, "cannot reopen access log %s: %s", log_path, strerror(errno));
+        return;
+    }
+    dup2(fd, log_fd);     /* atomic for the workers: they keep writing to the same number */
+    close(fd);
+}
+
+void edge_access_log_close(void)
+{
+    if (log_fd > STDERR_FILENO) close(log_fd);
+    log_fd = -1;
+    log_path[0] = '\0';
+}
+
+void edge_access_log_flush(edge_worker *w)
+{
+    edge_buf *b = &w->access_buf;
+    if (b->len && log_fd >= 0) {
+        size_t off = 0;
+        while (off < b->len) {
+            ssize_t n = write(log_fd, b->base + off, b->len - off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;           /* a full disk must not stop serving */
+            off += (size_t)n;
+        }
+    }
+    edge_buf_reset(b, FLUSH_BYTES * 2);
+}
+
+static void on_flush_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_access_log_flush(t->data);
+}
+
+/* ---- formatting ---- */
+
+/* Appends s, escaped for a quoted field: JSON rules, or nginx's \xHH. */
+static void put_escaped(edge_buf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            edge_buf_append(b, esc, 2);
+        } else if (c < 0x20 || c >= 0x7f) {
+            edge_buf_printf(b, log_json ? "\\u%04x" : "\\x%02X", c);
+        } else {
+            edge_buf_append(b, (const char *)&c, 1);
+        }
+    }
+}
+
+static void put_span(edge_buf *b, const edge_request *req, edge_span s)
+{
+    if (s.off == EDGE_SPAN_NONE || s.len == 0) edge_buf_append(b, "-", 1);
+    else put_escaped(b, edge_request_ptr(req, s), s.len);
+}
+
+static void put_header(edge_buf *b, const edge_request *req, const char *name, size_t n)
+{
+    const edge_header *h = edge_request_header(req, name, n);
+    if (h) put_escaped(b, edge_request_ptr(req, h->value), h->value.len);
+    else edge_buf_append(b, "-", 1);
+}
+
+static void format_addr(const edge_request *req, char *out, size_t n)
+{
+    const struct sockaddr_storage *ss = req->peer;
+    snprintf(out, n, "-");
+    if (ss && ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)n);
+    else if (ss && ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)n);
+}
+
+static size_t body_bytes(const edge_request *req)
+{
+    int st = req->resp.status;
+    return req->is_head || st == 204 || st == 304 ? 0 : req->resp.body.len;
+}
+
+static void put_target(edge_buf *b, const edge_request *req)
+{
+    put_span(b, req, req->path);
+    if (req->query.off != EDGE_SPAN_NONE) {
+        edge_buf_append(b, "?", 1);
+        put_escaped(b, edge_request_ptr(req, req->query), req->query.len);
+    }
+}
+
+static void put_combined(edge_buf *b, const edge_request *req, const char *addr, double now)
+{
+    char when[64];
+    time_t t = (time_t)now;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    edge_buf_printf(b, "%s - - [%s] \"", addr, when);
+    put_span(b, req, req->method);
+    edge_buf_append(b, " ", 1);
+    put_target(b, req);
+    edge_buf_printf(b, " HTTP/%s\" %d %zu \"", req->version, req->resp.status, body_bytes(req));
+    put_header(b, req, "referer", 7);
+    edge_buf_append(b, "\" \"", 3);
+    put_header(b, req, "user-agent", 10);
+    edge_buf_append(b, "\"\n", 2);
+}
+
+static void put_json(edge_buf *b, edge_request *req, const char *addr, double now)
+{
+    char when[64];
+    time_t t = (time_t)now;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    edge_buf_printf(b, "{\"time\":\"%s.%03dZ\",\"id\":\"%s\",\"remote_addr\":\"%s\",\"protocol\":\"HTTP/%s\","
+                       "\"method\":\"", when, (int)((now - (double)t) * 1000), edge_request_id(req), addr,
+                    req->version);
+    put_span(b, req, req->method);
+    edge_buf_append_str(b, "\",\"path\":\"");
+    put_target(b, req);
+    edge_buf_printf(b, "\",\"status\":%d,\"bytes\":%zu,\"duration\":%.6f,\"cache\":\"%s\"}\n",
+                    req->resp.status, body_bytes(req), now - req->start > 0 ? now - req->start : 0,
+                    req->cache_status ? req->cache_status : "-");
+}
+
+void edge_access_log_request(edge_worker *w, edge_request *req)
+{
+    if (log_fd < 0) return;
+    char addr[64];
+    format_addr(req, addr, sizeof(addr));
+    double now = ev_now(w->loop);
+    if (log_json) put_json(&w->access_buf, req, addr, now);
+    else put_combined(&w->access_buf, req, addr, now);
+    if (w->access_buf.len >= FLUSH_BYTES) {
+        edge_access_log_flush(w);
+    } else if (!ev_is_active(&w->access_timer)) {
+        ev_timer_init(&w->access_timer, on_flush_timer, FLUSH_SECONDS, 0.);
+        w->access_timer.data = w;
+        ev_timer_start(w->loop, &w->access_timer);
+    }
+}

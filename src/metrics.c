@@ -1,0 +1,111 @@
+/* Prometheus text exposition of edge's counters. */
+#include "metrics.h"
+#include "buf.h"
+#include "cache.h"
+#include "dispatch.h"
+#include "request.h"
+#include "worker.h"
+
+static const double bucket_bounds[EDGE_DURATION_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10
+};
+static const char *const proto_names[EDGE_PROTO_COUNT] = {"http/1.1", "h2"};
+static const char *const class_names[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+void edge_metrics_response(edge_counters *m, const edge_request *req, double now)
+{
+    int proto = req->version[0] == '2' ? EDGE_PROTO_H2 : EDGE_PROTO_H1;
+    int cls = req->resp.status / 100;
+    EDGE_COUNT(m->requests[proto][cls >= 1 && cls <= 5 ? cls : 0]);
+    double d = req->start > 0 && now > req->start ? now - req->start : 0;
+    for (int i = 0; i < EDGE_DURATION_BUCKETS; i++) {
+        if (d <= bucket_bounds[i]) {
+            EDGE_COUNT(m->duration[i]);
+            break;
+        }
+    }
+    EDGE_COUNT(m->duration_count);
+    edge_counter_add(&m->duration_sum_us, (int64_t)(d * 1e6));
+}
+
+static uint64_t load(const edge_counter *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Sums one counter (at byte offset off in edge_counters) over the workers. */
+static uint64_t sum(edge_worker *w, int n, size_t off)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) total += load((const edge_counter *)((const char *)&w[i].counters + off));
+    return total;
+}
+#define SUM(field) sum(workers, n_workers, offsetof(edge_counters, field))
+
+static void metric(edge_buf *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+    edge_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+                    (unsigned long long)v);
+}
+
+static void render_requests(edge_buf *b, edge_worker *workers, int n_workers)
+{
+    edge_buf_append_str(b, "# HELP edge_requests_total Responses sent, by protocol and status class.\n"
+                           "# TYPE edge_requests_total counter\n");
+    for (int p = 0; p < EDGE_PROTO_COUNT; p++)
+        for (int c = 0; c < 6; c++)
+            edge_buf_printf(b, "edge_requests_total{protocol=\"%s\",status=\"%s\"} %llu\n", proto_names[p],
+                            class_names[c], (unsigned long long)SUM(requests[p][c]));
+
+    edge_buf_append_str(b, "# HELP edge_request_duration_seconds Time from the first byte of a request "
+                           "to its response.\n# TYPE edge_request_duration_seconds histogram\n");
+    uint64_t cumulative = 0;
+    for (int i = 0; i < EDGE_DURATION_BUCKETS; i++) {
+        cumulative += SUM(duration[i]);
+        edge_buf_printf(b, "edge_request_duration_seconds_bucket{le=\"%g\"} %llu\n", bucket_bounds[i],
+                        (unsigned long long)cumulative);
+    }
+    uint64_t count = SUM(duration_count);
+    edge_buf_printf(b, "edge_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)count);
+    edge_buf_printf(b, "edge_request_duration_seconds_sum %.6f\n", (double)SUM(duration_sum_us) / 1e6);
+    edge_buf_printf(b, "edge_request_duration_seconds_count %llu\n", (unsigned long long)count);
+
+    edge_buf_append_str(b, "# HELP edge_connections Open client connections, by protocol.\n"
+                           "# TYPE edge_connections gauge\n");
+    for (int p = 0; p < EDGE_PROTO_COUNT; p++)
+        edge_buf_printf(b, "edge_connections{protocol=\"%s\"} %llu\n", proto_names[p],
+                        (unsigned long long)SUM(open_conns[p]));
+}
+
+static void render_cache(edge_buf *b, edge_cache *cache)
+{
+    edge_cache_stats st;
+    edge_cache_get_stats(cache, &st);
+    metric(b, "edge_cache_hits_total", "counter", "Cache lookups that found a fresh entry.", st.hits);
+    metric(b, "edge_cache_misses_total", "counter", "Cache lookups that found nothing fresh.", st.misses);
+    metric(b, "edge_cache_evictions_total", "counter", "Entries evicted to stay within --cache-size.", st.evictions);
+    metric(b, "edge_cache_bytes", "gauge", "Bytes held by cache entries.", st.bytes);
+    metric(b, "edge_cache_max_bytes", "gauge", "The cache's bound (--cache-size).", st.max_bytes);
+    metric(b, "edge_cache_entries", "gauge", "Entries in the cache.", st.entries);
+}
+
+void edge_metrics_render(edge_buf *b, edge_worker *workers, int n_workers, edge_cache *cache)
+{
+    render_requests(b, workers, n_workers);
+    metric(b, "edge_requests_in_flight", "gauge", "Requests in progress across all workers.",
+           (uint64_t)edge_dispatch_inflight());
+    metric(b, "edge_requests_rejected_total", "counter", "Requests answered 503 by the in-flight limit.",
+           SUM(overloaded));
+    metric(b, "edge_coalesced_waits_total", "counter", "Misses that waited for an identical miss in progress.",
+           SUM(coalesced_waits));
+    metric(b, "edge_tls_handshakes_total", "counter", "TLS handshakes completed.", SUM(tls_handshakes));
+    metric(b, "edge_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.",
+           SUM(tls_failures));
+    metric(b, "edge_lua_errors_total", "counter", "Hook runs that raised, returned a bad value or ran out of budget.",
+           SUM(lua_errors));
+    metric(b, "edge_lua_budget_kills_total", "counter", "Hook runs stopped by --lua-budget.", SUM(lua_budget_kills));
+    metric(b, "edge_reloads_total", "counter", "Script reloads, counted per worker.", SUM(reloads));
+    metric(b, "edge_reload_failures_total", "counter", "Script reloads that failed (old script kept), per worker.",
+           SUM(reload_failures));
+    render_cache(b, cache);
+}
