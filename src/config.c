@@ -38,7 +38,13 @@ static const char usage_text[] =
     "      --max-requests N       requests in flight across all workers; 503 past it (default 25000)\n"
     "      --handshake-timeout S  TLS handshake timeout (default 10)\n"
     "      --header-timeout S     time to receive a whole request (default 10)\n"
-    "      --keepalive-timeout S  idle keep-alive connection timeout (default 75)\n"
+    "      --keepalive-timeout S  idle keep-alive (and HTTP/2) connection timeout (default 75)\n"
+    "      --body-timeout S       time between two reads of a request body (default 60)\n"
+    "      --send-timeout S       time a client may take to accept more of a response (default 60)\n"
+    "      --max-connections N    open client connections across workers; accepting pauses\n"
+    "                             at the limit (default 25000)\n"
+    "      --lua-memory BYTES     memory per Lua VM (one per worker), k/m/g suffixes; past it\n"
+    "                             the hook fails with 500 (default 0: no limit)\n"
     "      --drain-timeout S      on SIGTERM, time in-flight requests get (default 30)\n"
     "      --admin ADDR:PORT      admin listener (plain HTTP: /metrics, /healthz), e.g.\n"
     "                             127.0.0.1:9901 (default off)\n"
@@ -52,7 +58,8 @@ enum {
     OPT_MAX_LINE, OPT_MAX_HSIZE, OPT_MAX_HEADERS, OPT_HS_TIMEOUT, OPT_HDR_TIMEOUT,
     OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LISTEN_PLAIN, OPT_H2_STREAMS,
     OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS,
-    OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN
+    OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
+    OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY
 };
 
 static const struct option long_options[] = {
@@ -66,6 +73,10 @@ static const struct option long_options[] = {
     {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
     {"admin", required_argument, NULL, OPT_ADMIN},
+    {"body-timeout", required_argument, NULL, OPT_BODY_TIMEOUT},
+    {"send-timeout", required_argument, NULL, OPT_SEND_TIMEOUT},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
     {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
@@ -102,6 +113,9 @@ void edge_config_defaults(edge_config *cfg)
     cfg->handshake_timeout = 10;
     cfg->header_timeout = 10;
     cfg->keepalive_timeout = 75;
+    cfg->body_timeout = 60;
+    cfg->send_timeout = 60;
+    cfg->max_connections = 25000;
     cfg->drain_timeout = 30;
     cfg->cache_size = 64u << 20;
     cfg->cache_ttl = 60;
@@ -187,6 +201,16 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         cfg->max_requests = (int)v;
         return EDGE_OK;
     case OPT_ACCESS_LOG: cfg->access_log = arg; return EDGE_OK;
+    case OPT_BODY_TIMEOUT:
+        return parse_seconds(arg, &cfg->body_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_SEND_TIMEOUT:
+        return parse_seconds(arg, &cfg->send_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_MAX_CONNECTIONS:
+        if (parse_long(arg, 1, 10000000, &v)) return bad_value(name, arg, "1 to 10000000");
+        cfg->max_connections = (int)v;
+        return EDGE_OK;
+    case OPT_LUA_MEMORY:
+        return parse_size(arg, &cfg->lua_memory) ? bad_value(name, arg, "bytes, e.g. 64m") : EDGE_OK;
     case OPT_ADMIN: {
         struct sockaddr_storage ss;
         socklen_t len;

@@ -26,6 +26,10 @@ typedef struct edge_config {
     double      handshake_timeout;
     double      header_timeout;
     double      keepalive_timeout;
+    double      body_timeout;       /* between two reads of a request body */
+    double      send_timeout;       /* between two writes that make progress */
+    int         max_connections;    /* across all workers; accept pauses at it */
+    size_t      lua_memory;         /* bytes per Lua VM; 0: no limit */
     double      drain_timeout;
     size_t      cache_size;         /* bytes */
     double      cache_ttl;          /* seconds, when neither the script nor Cache-Control says */

@@ -24,6 +24,7 @@
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+static void on_send_timeout(struct ev_loop *loop, ev_timer *w, int revents);
 
 void edge_conn_accept(edge_worker *w, int fd, const struct sockaddr_storage *peer, int plain)
 {
@@ -44,6 +45,8 @@ void edge_conn_accept(edge_worker *w, int fd, const struct sockaddr_storage *pee
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     ev_init(&c->timer, on_timer);
+    ev_init(&c->send_timer, on_send_timeout);
+    c->send_timer.repeat = w->cfg->send_timeout;
     edge_worker_add_conn(w, c);
     ev_io_start(w->loop, &c->rio);
     edge_conn_set_timeout(c, w->cfg->handshake_timeout);
@@ -282,7 +285,12 @@ int edge_conn_flush(edge_conn *c)
     if (c->state != EDGE_CONN_OPEN) return c->state == EDGE_CONN_CLOSED ? EDGE_DONE : EDGE_OK;
     while (c->out_sent < c->out.len) {
         int n = send_some(c, c->out.base + c->out_sent, c->out.len - c->out_sent);
-        if (n == 0) return EDGE_AGAIN;
+        if (n == 0) {
+            /* Restarted on every write that made progress: the client has
+             * --send-timeout between two of them, as nginx's send_timeout. */
+            ev_timer_again(c->w->loop, &c->send_timer);
+            return EDGE_AGAIN;
+        }
         if (n < 0) {
             edge_log(EDGE_LOG_DEBUG, c->id, "write failed: client gone");
             edge_conn_close(c);
@@ -292,6 +300,7 @@ int edge_conn_flush(edge_conn *c)
     }
     c->out_sent = 0;
     edge_buf_reset(&c->out, OUT_KEEP);
+    ev_timer_stop(c->w->loop, &c->send_timer);
     ev_io_stop(c->w->loop, &c->wio);
     if (c->close_when_flushed) {
         start_linger(c);
@@ -338,6 +347,13 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+static void on_send_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    edge_conn *c = edge_container_of(w, edge_conn, send_timer);
+    edge_log(EDGE_LOG_INFO, c->id, "client stopped reading for %.0fs: closing", w->repeat);
+    edge_conn_close(c);
+}
+
 void edge_conn_close_after_flush(edge_conn *c)
 {
     if (c->state != EDGE_CONN_OPEN) return;
@@ -356,6 +372,7 @@ void edge_conn_close(edge_conn *c)
     ev_io_stop(loop, &c->rio);
     ev_io_stop(loop, &c->wio);
     ev_timer_stop(loop, &c->timer);
+    ev_timer_stop(loop, &c->send_timer);
     close(c->fd);
     c->fd = -1;
     edge_worker_retire_conn(c->w, c);

@@ -49,7 +49,8 @@ typedef struct edge_conn {
     enum edge_conn_state state;
     ev_io      rio;
     ev_io      wio;
-    ev_timer   timer;
+    ev_timer   timer;            /* the protocol's (or the handshake's) timeout */
+    ev_timer   send_timer;       /* the client stopped taking our output */
     edge_buf   in;               /* received, not yet consumed by the protocol */
     edge_buf   out;              /* queued for sending */
     size_t     out_sent;         /* bytes of out already written */

@@ -198,6 +198,7 @@ static int on_headers_complete(llhttp_t *p)
     int has_length = (p->flags & F_CONTENT_LENGTH) != 0;
     if (has_length && p->content_length > cfg->max_body) return fail(h, 413);
     req->has_body = chunked || (has_length && p->content_length > 0);
+    if (req->has_body) edge_conn_set_timeout(h->c, cfg->body_timeout);
     return handle_expect(h, req->has_body);
 }
 
@@ -206,6 +207,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     edge_h1 *h = h1_of(p);
     if (h->req.body.len + n > h->c->w->cfg->max_body) return fail(h, 413);
     edge_buf_append(&h->req.body, at, n);
+    edge_conn_set_timeout(h->c, h->c->w->cfg->body_timeout);   /* between two reads, as nginx */
     return 0;
 }
 

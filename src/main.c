@@ -212,6 +212,7 @@ int main(int argc, char **argv)
     if (srv.cfg.test_only) return run_test(&srv.cfg);
 
     block_signals();
+    edge_script_set_memory_limit(srv.cfg.lua_memory);
     if (check_script(&srv.cfg) != EDGE_OK) return 1;
     char err[512];
     if (srv.cfg.n_listen || uses_default_listeners(&srv.cfg)) {   /* only TLS listeners need the certificate */

@@ -195,6 +195,10 @@ static int resume(edge_script *s, edge_request *req, int nargs)
         status = EDGE_ERROR;
     } else if (rc == LUA_OK) {
         status = take_response(req, co, nres);
+    } else if (rc == LUA_ERRMEM) {
+        log_hook_error(req, "respond", "not enough memory: the VM reached --lua-memory");
+        count_error(s, NULL);
+        status = EDGE_ERROR;
     } else {
         const char *msg = lua_tostring(co, -1);
         if (msg == NULL) msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
@@ -237,6 +241,40 @@ void edge_script_cancel(edge_request *req)
         edge_log(EDGE_LOG_INFO, req->conn_id, "request %s cancelled: client closed while waiting",
                  edge_request_id(req));
     edge_script_release(req);
+}
+
+/* ---- memory ---- */
+
+static size_t memory_limit;
+
+void edge_script_set_memory_limit(size_t bytes)
+{
+    memory_limit = bytes;
+}
+
+/* Lua's allocator, with a bound: past it Lua gets NULL, collects garbage and
+ * retries, then raises "not enough memory" in the hook that asked, which
+ * fails that request with 500; the worker and its other requests go on. */
+static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    edge_script *s = ud;
+    size_t old = ptr ? osize : 0;     /* with ptr NULL, osize is a type tag */
+    if (nsize == 0) {
+        free(ptr);
+        s->mem_used -= old;
+        return NULL;
+    }
+    if (s->mem_limit && nsize > old && s->mem_used + (nsize - old) > s->mem_limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p == NULL) return NULL;
+    s->mem_used = s->mem_used - old + nsize;
+    return p;
+}
+
+static int on_panic(lua_State *L)
+{
+    edge_log(EDGE_LOG_ALERT, 0, "lua panic: %s", lua_tostring(L, -1));
+    abort();
 }
 
 /* ---- loading ---- */
@@ -320,7 +358,9 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
     s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .log = server_log,
                                .ud = s, .worker_id = worker_id, .cache = cache,
                                .cache_ttl = cache_ttl};
-    lua_State *L = s->L = luaL_newstate();
+    s->mem_limit = memory_limit;
+    lua_State *L = s->L = lua_newstate(lua_alloc, s);
+    if (L != NULL) lua_atpanic(L, on_panic);
     if (L == NULL) {
         snprintf(err, errlen, "cannot create a Lua state");
         return EDGE_ERROR;

@@ -27,6 +27,8 @@ typedef struct edge_script {
     struct edge_request *current; /* the request whose Lua is running now */
     edge_lua_runtime rt;
     int        refs;              /* requests holding Lua state in this VM */
+    size_t     mem_used;          /* bytes the VM allocated */
+    size_t     mem_limit;         /* --lua-memory; 0: no limit */
     struct edge_counters *counters;   /* the worker's, or NULL (edge -t) */
     unsigned   retired : 1;       /* replaced by a reload: closed when refs reaches 0 */
 } edge_script;
@@ -35,6 +37,8 @@ typedef struct edge_script {
  * with a message naming the file and line in err. */
 int edge_script_open(edge_script *s, const char *path, long budget, struct ev_loop *loop,
                      int worker_id, struct edge_cache *cache, double cache_ttl, char *err, size_t errlen);
+/* The memory bound for VMs opened from now on (--lua-memory; 0: none). */
+void edge_script_set_memory_limit(size_t bytes);
 /* Closes the VM. No request may still use it. */
 void edge_script_close(edge_script *s);
 /* For a heap-allocated VM replaced by a reload (or at exit): closes and frees

@@ -17,6 +17,7 @@
 #define ACCEPT_BACKOFF   0.1     /* seconds without accepting after EMFILE */
 
 static atomic_uint_fast64_t conn_seq;
+static atomic_int open_conns;         /* across workers, for --max-connections */
 
 uint64_t edge_worker_next_conn_id(void)
 {
@@ -33,10 +34,29 @@ static void set_accepting(edge_worker *w, int on)
     }
 }
 
+/* Stops accepting for ACCEPT_BACKOFF seconds (out of descriptors, or at
+ * --max-connections); a closing connection of this worker resumes it sooner. */
+static void pause_accepting(edge_worker *w)
+{
+    set_accepting(w, 0);
+    w->accept_paused = 1;
+    ev_timer_set(&w->accept_backoff, ACCEPT_BACKOFF, 0.);
+    ev_timer_start(w->loop, &w->accept_backoff);
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     edge_worker *w = io->data;
     for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
+        if (atomic_load_explicit(&open_conns, memory_order_relaxed) >= w->cfg->max_connections) {
+            if (ev_now(loop) - w->accept_warned_at >= 5) {
+                edge_log(EDGE_LOG_WARN, 0, "%d connections open (--max-connections): pausing accepts",
+                         w->cfg->max_connections);
+                w->accept_warned_at = ev_now(loop);
+            }
+            pause_accepting(w);
+            return;
+        }
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
         int fd = accept4(io->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -52,18 +72,22 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
                          ACCEPT_BACKOFF);
                 w->accept_warned_at = ev_now(loop);
             }
-            set_accepting(w, 0);
-            ev_timer_set(&w->accept_backoff, ACCEPT_BACKOFF, 0.);
-            ev_timer_start(loop, &w->accept_backoff);
+            pause_accepting(w);
         }
         return;   /* EAGAIN, or an error to retry on the next wake-up */
     }
 }
 
+static void resume_accepting(edge_worker *w)
+{
+    ev_timer_stop(w->loop, &w->accept_backoff);
+    w->accept_paused = 0;
+    if (!w->stopping) set_accepting(w, 1);
+}
+
 static void on_accept_backoff(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    edge_worker *w = t->data;
-    if (!w->stopping) set_accepting(w, 1);
+    resume_accepting(t->data);
 }
 
 /* ---- connections ---- */
@@ -75,6 +99,7 @@ void edge_worker_add_conn(edge_worker *w, edge_conn *c)
     if (w->conns) w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
+    atomic_fetch_add_explicit(&open_conns, 1, memory_order_relaxed);
 }
 
 static void on_reap(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -95,6 +120,10 @@ void edge_worker_retire_conn(edge_worker *w, edge_conn *c)
     else w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     w->n_conns--;
+    atomic_fetch_sub_explicit(&open_conns, 1, memory_order_relaxed);
+    if (w->accept_paused && !w->stopping &&
+        atomic_load_explicit(&open_conns, memory_order_relaxed) < w->cfg->max_connections)
+        resume_accepting(w);
     c->prev = NULL;
     c->next = w->closed;
     w->closed = c;

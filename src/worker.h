@@ -40,6 +40,7 @@ typedef struct edge_worker {
     ev_io      accept_io[EDGE_MAX_LISTENERS];
     ev_timer   accept_backoff;    /* re-enables accept after EMFILE/ENFILE */
     ev_tstamp  accept_warned_at;  /* when the EMFILE warning was last logged */
+    int        accept_paused;
     ev_async   stop_async;        /* the main thread asks for a graceful stop */
     ev_async   reload_async;      /* the main thread asks for a script reload (SIGHUP) */
     ev_timer   drain_timer;       /* bounds the graceful stop */
