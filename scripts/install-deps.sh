@@ -6,7 +6,8 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev libev-dev
-      node-llhttp lua-busted lua-socket lua-sec lua-cjson curl nghttp2-client wrk openssl)
+      node-llhttp lua-busted lua-socket lua-sec lua-cjson curl nghttp2-client wrk openssl
+      prometheus)   # prometheus: promtool validates /metrics in the specs
 [[ ${1:-} == --peer ]] && pkgs+=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 
 missing=()
