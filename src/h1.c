@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <strings.h>
 
+#define OUT_HIGH (256 * 1024)   /* queued output above which pipelined requests wait */
+
 enum h1_state {
     H1_IDLE,         /* between requests */
     H1_READING,      /* a request has begun arriving */
@@ -321,13 +323,20 @@ static void dispatch(edge_h1 *h)
     edge_dispatch_start(&h->req);
 }
 
-/* Parses buffered input, one request at a time, then sends what was queued. */
-static void process_input(edge_h1 *h)
+static int can_parse(const edge_h1 *h)
+{
+    return h->c->state == EDGE_CONN_OPEN && (h->state == H1_IDLE || h->state == H1_READING) &&
+           h->c->in.len > 0;
+}
+
+/* Parses buffered requests, one at a time, until one waits for the core or
+ * the output passes OUT_HIGH: a pipelining client that never reads cannot
+ * make us buffer without bound. */
+static void parse_some(edge_h1 *h)
 {
     edge_conn *c = h->c;
     h->in_parse = 1;
-    while (c->state == EDGE_CONN_OPEN && (h->state == H1_IDLE || h->state == H1_READING) &&
-           c->in.len > 0) {
+    while (can_parse(h) && edge_conn_pending(c) < OUT_HIGH) {
         llhttp_errno_t e = llhttp_execute(&h->parser, c->in.base, c->in.len);
         if (e == HPE_OK) {
             edge_buf_consume(&c->in, c->in.len);
@@ -341,8 +350,21 @@ static void process_input(edge_h1 *h)
         if (h->state == H1_DISPATCHED) dispatch(h);
     }
     h->in_parse = 0;
-    if (c->state != EDGE_CONN_OPEN) return;
-    edge_conn_flush(c);
+}
+
+#define PARSE_ROUNDS 4   /* OUT_HIGH-sized rounds per call, then the loop serves others */
+
+/* Parses and sends in rounds while the socket takes everything; when it
+ * does not, on_drained continues; after PARSE_ROUNDS, the write watcher does. */
+static void process_input(edge_h1 *h)
+{
+    edge_conn *c = h->c;
+    for (int round = 0; round < PARSE_ROUNDS; round++) {
+        parse_some(h);
+        if (c->state != EDGE_CONN_OPEN || edge_conn_flush(c) != EDGE_OK) return;
+        if (!can_parse(h)) break;
+    }
+    if (can_parse(h)) ev_feed_event(c->w->loop, &c->wio, EV_WRITE);
     if (c->state == EDGE_CONN_OPEN && h->state != H1_CLOSING) edge_conn_resume_read(c);
 }
 
@@ -355,7 +377,8 @@ static void h1_on_data(edge_conn *c)
 
 static void h1_on_drained(edge_conn *c)
 {
-    EDGE_UNUSED(c);
+    edge_h1 *h = c->proto_data;
+    if ((h->state == H1_IDLE || h->state == H1_READING) && c->in.len > 0) process_input(h);
 }
 
 static void h1_on_timeout(edge_conn *c)
