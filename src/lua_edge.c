@@ -2,6 +2,7 @@
  * Names follow OpenResty's ngx.* (ngx.sleep, ngx.now, ngx.log, ngx.ERR). */
 #include "lua_edge.h"
 #include "cache.h"
+#include "lua_req.h"
 #include "common.h"
 #include "log.h"
 #include "lua_response.h"
@@ -182,8 +183,36 @@ static const luaL_Reg cache_funcs[] = {
     {NULL, NULL}
 };
 
+/* edge.parse_args(query) -> table: the same C that fills req.args, for plain
+ * request tables in specs. */
+static int l_parse_args(lua_State *L)
+{
+    size_t n;
+    const char *q = luaL_optlstring(L, 1, "", &n);
+    lua_newtable(L);
+    edge_lua_parse_args(L, q, n);
+    return 1;
+}
+
+/* edge.router, edge.request and edge.response load their Lua modules on
+ * first use, so `edge.response.json(...)` works as the docs write it. */
+static int module_index(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    if (k == NULL || (strcmp(k, "router") != 0 && strcmp(k, "request") != 0 && strcmp(k, "response") != 0))
+        return 0;
+    lua_getglobal(L, "require");
+    lua_pushfstring(L, "edge.%s", k);
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
 static const luaL_Reg edge_funcs[] = {
     {"sleep", l_sleep},
+    {"parse_args", l_parse_args},
     {"now", l_now},
     {"log", l_log},
     {NULL, NULL}
@@ -216,4 +245,8 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     lua_pushlightuserdata(L, (void *)rt);
     luaL_setfuncs(L, cache_funcs, 1);
     lua_setfield(L, -2, "cache");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, module_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
 }
