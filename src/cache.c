@@ -41,7 +41,7 @@ struct edge_cache {
  * end, such as /users/1 .. /users/512. */
 static uint64_t hash_key(const char *key, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 14695981039346656037ULL;
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)key[i];
         h *= 1099511628211ULL;
