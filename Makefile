@@ -31,7 +31,7 @@ SRCS    := $(filter-out src/lua_module.c,$(wildcard src/*.c))
 OBJS    := $(SRCS:src/%.c=$(BUILD)/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 # The same Lua-facing C code, built as a Lua module (require "edge") for busted unit specs.
-MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c
+MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c
 MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o)
 
 ifeq ($(V),1)
@@ -74,6 +74,22 @@ build/lua-obj/%.o: src/%.c
 	@echo "  CC      $< (module)"
 	$(Q)$(CC) $(CFLAGS_BASE) $(WARN) -fPIC -DEDGE_LUA_MODULE -c -o $@ $<
 
+# The cache stress test (spec/c/cache_stress.c, run by spec/cache_stress_spec.lua):
+# 8 threads on one shard, built under ThreadSanitizer and under ASan + UBSan.
+.PHONY: cache-stress
+STRESS_SRCS := spec/c/cache_stress.c src/cache.c src/request.c src/buf.c src/alloc.c
+STRESS_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -pthread -O1 -g -fno-omit-frame-pointer \
+                 $(shell pkg-config --cflags lua5.4 2>/dev/null) $(WARN)
+cache-stress: build/test/cache_stress_tsan build/test/cache_stress_asan
+build/test/cache_stress_tsan: $(STRESS_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=thread -o $@ $(STRESS_SRCS)
+build/test/cache_stress_asan: $(STRESS_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(STRESS_SRCS)
+
 deps:
 	$(Q)scripts/install-deps.sh
 
@@ -86,9 +102,9 @@ run: deps
 	./edge -s lua/default.lua
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory edge asan lua-module
+	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress fuzz-build
 	$(Q)scripts/gen-certs.sh
-	$(Q)scripts/test.sh
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/test.sh
 
 bench: deps
 	$(Q)scripts/install-deps.sh --peer
@@ -100,3 +116,46 @@ clean:
 	rm -rf build edge
 
 -include $(OBJS:.o=.d) $(LLHTTP_OBJS:.o=.d) $(MOD_OBJS:.o=.d)
+
+# ---- Fuzzing (libFuzzer, clang; fuzz/README.md) ----
+#   make fuzz-build                 build/fuzz/fuzz_h1 and build/fuzz/fuzz_h2 (ASan + UBSan + libFuzzer)
+#   make fuzz [FUZZ_SECONDS=60]     run each target that long (scripts/fuzz.sh); fails on any finding
+# Every src/*.c but main.c and lua_module.c, and llhttp, instrumented; edge.sleep's
+# timer is shortened to 0 s through edge_script_sleep_scale (fuzz/fuzz_common.c).
+.PHONY: fuzz fuzz-build
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_DIR     := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -pthread -MMD -MP \
+                $(PKG_CFLAGS) -I$(LLHTTP_INC) -Isrc $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_SRCS    := $(filter-out src/main.c src/lua_module.c,$(wildcard src/*.c))
+FUZZ_OBJS    := $(FUZZ_SRCS:src/%.c=$(FUZZ_DIR)/obj/%.o) \
+                $(addprefix $(FUZZ_DIR)/llhttp/,api.o http.o llhttp.o)
+FUZZ_TARGETS := $(FUZZ_DIR)/fuzz_h1 $(FUZZ_DIR)/fuzz_h2
+
+fuzz-build: $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	$(Q)scripts/fuzz.sh $(FUZZ_SECONDS)
+
+$(FUZZ_TARGETS): $(FUZZ_DIR)/%: $(FUZZ_DIR)/harness/%.o $(FUZZ_DIR)/harness/fuzz_common.o $(FUZZ_OBJS)
+	@echo "  LD      $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LDLIBS)
+
+$(FUZZ_DIR)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (fuzz)"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter-out -Werror,$(WARN)) -Wno-gnu-variable-sized-type-not-at-end -c -o $@ $<
+
+$(FUZZ_DIR)/harness/%.o: fuzz/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (fuzz)"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(WARN) -c -o $@ $<
+
+$(FUZZ_DIR)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (fuzz)"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -DLLHTTP_STRICT_MODE=1 -w -c -o $@ $<
+
+-include $(wildcard $(FUZZ_DIR)/*/*.d)

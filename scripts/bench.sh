@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Benchmarks edge with wrk, optionally side by side with the nginx peers of ../shared/peers/.
-#   scripts/bench.sh [--duration S] [--connections N] [--scenarios hot,miss] [--peer] [--static]
-#                    [--rounds N] [--edge PATH]
+# Benchmarks edge with wrk and h2load, optionally side by side with the nginx peers of ../shared/peers/.
+#   scripts/bench.sh [--duration S] [--connections N] [--scenarios hot,miss,h2,streams25k] [--peer]
+#                    [--static] [--rounds N] [--edge PATH]
 # Each server is pinned to CPU 0 with one worker, the load to CPU 1. Servers listen on 127.0.0.1 only,
 # on free ports, and are stopped by PID on exit. Per scenario and server it prints req/s, p50, p99,
-# non-2xx/socket errors and requests per server CPU-second (requests completed / user+sys CPU of the
-# server over the run: the figure that survives a client-bound run). With --peer, edge and the peer
-# take turns within each scenario and the ratios edge/peer are printed at the end.
+# non-2xx/socket errors, requests per server CPU-second (requests completed / user+sys CPU of the
+# server over the run: the figure that survives a client-bound run) and the server's peak RSS over
+# the run. With --peer, edge and the peer take turns within each scenario and the ratios edge/peer
+# are printed at the end. Exits 1 if a run failed (streams25k: if a single request did not succeed).
 # Raw load-generator outputs and server logs: bench-results/<timestamp>/ (bench-results/latest).
 # shellcheck disable=SC2317  # scenario_* and cleanup are called indirectly
 set -euo pipefail
@@ -16,7 +17,7 @@ usage() {
 usage: scripts/bench.sh [options]
   --duration S        seconds per run (default 10)
   --connections N     wrk connections for hot/miss (default 400)
-  --scenarios LIST    comma-separated, from: $(list_scenarios) (default hot,miss)
+  --scenarios LIST    comma-separated, from: $(list_scenarios) (default $DEFAULT_SCENARIOS)
   --peer              also run the nginx + Lua peer (../shared/peers/nginx.sh lua), alternating
   --static            also run the nginx static peer (nginx.sh static): the ceiling
   --rounds N          repeat the whole alternation N times; ratios use the medians (default 1)
@@ -24,9 +25,20 @@ usage: scripts/bench.sh [options]
   -h, --help          this text
 Scenarios: hot  = one URL, wrk -t1 -cN --latency
            miss = a unique path per request (scripts/bench/unique.lua), every request pays the 2 ms
-           h2   = HTTP/2, h2load -c\${H2_CLIENTS:-100} -m\${H2_STREAMS:-10}, percentiles from its log
+           h2   = HTTP/2 on the one URL, h2load -c\${H2_CLIENTS:-100} -m\${H2_STREAMS:-10} -D S,
+                  percentiles from its per-request log
+           streams25k = 25,000 concurrent HTTP/2 streams: \${STREAMS_CLIENTS:-250} connections x
+                  \${STREAMS_PER_CONN:-100} streams in flight, \${STREAMS_REQUESTS:-100000} requests, each on a
+                  path of its own (scripts/bench/h2fanout.sh: one h2load -c1 -m100 per connection);
+                  the server is held (SIGSTOP) until all the connections wait in its accept queue
+                  (at most \${STREAMS_START_TIMEOUT:-30} s), then released together (SIGCONT);
+                  bounded by the request count (not --duration), killed after \${STREAMS_TIMEOUT:-180} s;
+                  FAILS unless every request succeeds; reports the most requests in flight at once
+Peak RSS: VmHWM of the server, reset at the start of each run (/proc/PID/clear_refs), read at its
+          end; nginx: master + workers summed (their shared pages counted in each).
 Environment: EDGE_SCRIPT (default lua/default.lua), PEERS_DIR (default ../shared/peers next to the
-             repository), START_TIMEOUT (seconds, default 15), H2_CLIENTS, H2_STREAMS.
+             repository), START_TIMEOUT (seconds, default 15), H2_CLIENTS, H2_STREAMS,
+             STREAMS_CLIENTS, STREAMS_PER_CONN, STREAMS_REQUESTS, STREAMS_TIMEOUT, STREAMS_START_TIMEOUT.
 Results: one line per scenario and server, a table and the edge/peer ratios at the end;
          raw outputs and server logs in bench-results/<timestamp>/ (bench-results/latest).
 EOF
@@ -47,7 +59,9 @@ SERVER_CPU=0 LOAD_CPU=1
 # Scenarios. A scenario is one function, scenario_<name> URL OUT: it runs its load generator through
 # run_load (pinned to LOAD_CPU, bounded), keeps the raw output in OUT (and may add OUT.* files), and
 # sets R_REQS (requests completed), R_RPS, R_P50 and R_P99 (milliseconds), R_NON2XX and R_SOCKERR.
-# The caller measures the server's CPU around it. Adding a scenario = adding one such function.
+# A scenario that ran but must count as failed (streams25k: a request did not succeed) also sets
+# R_FAIL (why) and may add R_NOTE (a line for the summary). The caller measures the server's CPU and
+# peak RSS around it. Adding a scenario = adding one such function.
 # ---------------------------------------------------------------------------------------------
 
 scenario_hot() {
@@ -61,41 +75,137 @@ scenario_miss() {
   parse_wrk "$2"
 }
 
-# HTTP/2: h2load prints no percentiles, so they come from its per-request log (column 3: microseconds).
+# HTTP/2 on the one URL. h2load -D leaves the requests still in flight at the end out of its counts.
 scenario_h2() {
-  command -v h2load >/dev/null || die "h2load not found (apt-get install nghttp2-client)"
   local log=$2.log
   run_load "$2" h2load -t1 -c"${H2_CLIENTS:-100}" -m"${H2_STREAMS:-10}" -D "$DURATION" --npn-list=h2 \
     --log-file="$log" "$1" || return
   # h2load falls back to HTTP/1.1 silently when offered it; --npn-list=h2 forbids that, and this checks.
   grep -q '^Application protocol: h2$' "$2" || { echo "bench: $1 did not negotiate h2 (see $2)" >&2; return 1; }
   R_RPS=$(awk '/^finished in/ {print $4; exit}' "$2")
+  parse_h2load "$2"
+  read -r R_P50 R_P99 < <(log_percentiles "$log")
+  gzip -f "$log"
+}
+
+# 25,000 concurrent streams: STREAMS_CLIENTS connections keeping STREAMS_PER_CONN streams in flight
+# each, until STREAMS_REQUESTS requests, every one on a path never used before (see h2fanout.sh for
+# why that takes one h2load per connection). The start is a barrier: the server is held (SIGSTOP,
+# no CPU of its own is spent meanwhile) while the h2load processes start and connect, and released
+# (SIGCONT) once all the connections wait in its accept queue (or after STREAMS_START_TIMEOUT s).
+# Every request must succeed.
+scenario_streams25k() {
+  local clients=${STREAMS_CLIENTS:-250} streams=${STREAMS_PER_CONN:-100} total=${STREAMS_REQUESTS:-100000}
+  local per=$((total / clients)) dir=$2.d base=${1%/} port k f n_out=0 n_h2=0 t0 t1 peak rc=0
+  local queued=0 deadline
+  local -a c
+  (( per * clients == total )) || die "STREAMS_REQUESTS ($total) must be a multiple of STREAMS_CLIENTS ($clients)"
+  port=${base##*:}
+  pause_server "$CUR_PID"
+  LOAD_LIMIT=${STREAMS_TIMEOUT:-180} load_start "$2" "$BENCH_DIR/h2fanout.sh" "$dir" "$clients" "$streams" \
+    "$per" "$base" "/s/$RUN_ID-$RUN_SEQ-"
+  deadline=$((SECONDS + ${STREAMS_START_TIMEOUT:-30}))
+  while (( SECONDS < deadline )) && alive "$LOAD_PID"; do
+    queued=$(accept_queue "$port")
+    (( queued >= clients )) && break
+    sleep 0.05
+  done
+  resume_server
+  load_wait "$2" || rc=$?
+  # Every h2load's summary, summed: "requests: N total, N started, N done, N succeeded, N failed,
+  # N errored, N timeout" and "status codes: N 2xx, N 3xx, N 4xx, N 5xx". A process that printed no
+  # summary (crashed, killed by the timeout) counts all its requests as missing.
+  read -r -a c < <(cat "$dir"/out.* 2>/dev/null | awk '
+    /^requests:/ { n++; d += $6; s += $8; f += $10; e += $12; t += $14 }
+    /^status codes:/ { x4 += $7; x5 += $9 }
+    END { print n + 0, d + 0, s + 0, f + 0, e + 0, t + 0, x4 + x5 }')
+  for f in "$dir"/out.*; do
+    [[ -e $f ]] || continue
+    n_out=$((n_out + 1))
+    grep -q '^Application protocol: h2$' "$f" && n_h2=$((n_h2 + 1))
+  done
+  local summaries=${c[0]} n_done=${c[1]} ok=${c[2]} failed=${c[3]} errored=${c[4]} tmo=${c[5]}
+  local missing=$((total - n_done)) why=()
+  R_REQS=$ok R_NON2XX=${c[6]} R_SOCKERR=$((errored + missing))
+  # req/s over the span of the requests themselves (first start to last end, from the logs);
+  # the processes' start-up and TLS handshakes are outside it.
+  cat "$dir"/log.* 2>/dev/null >"$2.log" || true
+  read -r t0 t1 < <(awk -F'\t' 'NR == 1 || $1 < a { a = $1 } $1 + $3 > b { b = $1 + $3 } END { printf "%.0f %.0f\n", a, b }' "$2.log")
+  R_RPS=$(awk -v n="$ok" -v a="$t0" -v b="$t1" 'BEGIN { if (b > a) printf "%.0f", n / ((b - a) / 1e6) }')
+  read -r R_P50 R_P99 < <(log_percentiles "$2.log")
+  # The most requests in flight at once, client side: +1 at each request's start, -1 at its end.
+  peak=$(awk -F'\t' '{ printf "%.0f 1\n%.0f -1\n", $1, $1 + $3 }' "$2.log" | sort -k1,1n -k2,2n |
+    awk '{ n += $2; if (n > m) m = n } END { print m + 0 }')
+  gzip -f "$2.log"
+  # Keep h2load's outputs in one file (out.<c> after a "== client c" line), drop the rest of the directory.
+  for (( k = 1; k <= clients; k++ )); do
+    [[ -e $dir/out.$k ]] && { echo "== client $k"; cat "$dir/out.$k"; }
+  done >>"$2"
+  rm -rf "$dir"
+
+  (( rc == 0 )) || why+=("h2fanout exited $rc")
+  (( n_out == clients )) || why+=("$((clients - n_out)) of $clients h2load outputs missing")
+  (( n_h2 == n_out )) || why+=("$((n_out - n_h2)) connections did not negotiate h2")
+  (( summaries == clients )) || why+=("$((clients - summaries)) h2load processes printed no summary")
+  (( ok == total && failed == 0 && errored == 0 && tmo == 0 )) || why+=("not every request succeeded")
+  R_NOTE="$total requests ($clients connections x $streams streams, $per each; $queued connections queued at the start): $ok succeeded, $failed failed, $errored errored, $tmo timeout, $missing missing; at most $peak in flight at once"
+  if (( ${#why[@]} )); then
+    R_FAIL=$(printf '%s; ' "${why[@]}") R_FAIL=${R_FAIL%; }
+  fi
+  # No summary at all: nothing to show in the table.
+  (( summaries > 0 )) || return 1
+}
+
+# parse_h2load OUT: R_REQS (succeeded), R_NON2XX (4xx + 5xx, like wrk's "Non-2xx or 3xx") and
+# R_SOCKERR (errored, timeouts included) from h2load's summary.
+parse_h2load() {
   # "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
-  R_REQS=$(awk '/^requests:/ {print $6; exit}' "$2")
-  R_SOCKERR=$(awk '/^requests:/ {print $12; exit}' "$2")        # errored (timeouts included)
-  # "status codes: N 2xx, N 3xx, N 4xx, N 5xx": like wrk's "Non-2xx or 3xx", count 4xx + 5xx.
-  R_NON2XX=$(awk '/^status codes:/ {print $7 + $9; exit}' "$2")
-  read -r R_P50 R_P99 < <(cut -f3 "$log" | sort -n | awk '{v[NR] = $1}
+  R_REQS=$(awk '/^requests:/ {print $8; exit}' "$1")
+  R_SOCKERR=$(awk '/^requests:/ {print $12; exit}' "$1")
+  # "status codes: N 2xx, N 3xx, N 4xx, N 5xx"
+  R_NON2XX=$(awk '/^status codes:/ {print $7 + $9; exit}' "$1")
+}
+
+# log_percentiles LOG: "p50 p99" in milliseconds from an h2load per-request log (column 3: microseconds).
+log_percentiles() {
+  cut -f3 "$1" | sort -n | awk '{v[NR] = $1}
     END { if (NR == 0) { print "", ""; exit }
           i50 = int(NR * 0.50); i99 = int(NR * 0.99); if (i50 < 1) i50 = 1; if (i99 < 1) i99 = 1
-          printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000 }')
-  gzip -f "$log"
+          printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000 }'
 }
 
 list_scenarios() { declare -F | awk '$3 ~ /^scenario_/ {sub(/^scenario_/, "", $3); print $3}' | paste -sd, -; }
 
-# run_load OUT CMD...: runs CMD pinned to LOAD_CPU with output in OUT, killed if it overruns.
-# Runs in the background so that the EXIT trap can stop it by PID.
-LOAD_PID=
-run_load() {
-  local out=$1 rc=0; shift
-  timeout -k 5 $((DURATION + 60)) taskset -c "$LOAD_CPU" "$@" >"$out" 2>&1 &
+# run_load OUT CMD...: runs CMD pinned to LOAD_CPU with output in OUT, killed if it overruns
+# (after LOAD_LIMIT seconds if set, else --duration + 60). timeout signals its whole process group,
+# so the children of CMD go too. Runs in the background so that the EXIT trap can stop it by PID.
+# load_start OUT CMD... and load_wait are its two halves, for a scenario that acts while it runs.
+LOAD_PID='' LOAD_CMD=''
+load_start() {
+  local out=$1; shift
+  LOAD_CMD=$1
+  timeout -k 5 "${LOAD_LIMIT:-$((DURATION + 60))}" taskset -c "$LOAD_CPU" "$@" >"$out" 2>&1 &
   LOAD_PID=$!
+}
+load_wait() {
+  local rc=0
   wait "$LOAD_PID" || rc=$?
   LOAD_PID=
-  [[ $rc -eq 0 ]] || echo "bench: $1 exited $rc (see $out)" >&2
+  [[ $rc -eq 0 ]] || echo "bench: $LOAD_CMD exited $rc (see $1)" >&2
   return "$rc"
 }
+run_load() { load_start "$@"; load_wait "$1"; }
+
+# Holding a server (streams25k's start barrier). PAUSED: the PIDs stopped, for the EXIT trap.
+PAUSED=()
+pause_server() { read -r -a PAUSED < <(server_pids "$1"); kill -STOP "${PAUSED[@]}"; }
+resume_server() {
+  if (( ${#PAUSED[@]} )); then kill -CONT "${PAUSED[@]}" 2>/dev/null || true; fi
+  PAUSED=()
+}
+
+# accept_queue PORT: connections waiting in the accept queue(s) of the listener(s) on PORT.
+accept_queue() { ss -Hltn "sport = :$1" 2>/dev/null | awk '{ n += $2 } END { print n + 0 }'; }
 
 # wrk's "2.81ms" / "850.00us" / "1.20s" / "1.00m" -> milliseconds.
 to_ms() {
@@ -128,7 +238,8 @@ USED_PORTS=" "
 # so the PID of the background job is the server's own (for nginx: the master).
 server_cmd() {
   case $1 in
-    edge) CMD=("$EDGE" -s "$SCRIPT" -w 1 -l "127.0.0.1:$2" --cert "$CERT" --key "$KEY" --log-level warn) ;;
+    edge) CMD=("$EDGE" -s "$SCRIPT" -w 1 -l "127.0.0.1:$2" --cert "$CERT" --key "$KEY" --log-level warn
+               "${EDGE_EXTRA[@]}") ;;
     nginx-lua) CMD=("$PEERS_DIR/nginx.sh" lua "$2" "$CERT" "$KEY" 1) ;;
     nginx-static) CMD=("$PEERS_DIR/nginx.sh" static "$2" "$CERT" "$KEY" 1) ;;
     *) die "unknown server $1" ;;
@@ -203,6 +314,7 @@ stop_server() {
 cleanup() {
   local rc=$? i
   trap - EXIT INT TERM
+  resume_server
   if [[ -n $LOAD_PID ]]; then
     kill -TERM "$LOAD_PID" 2>/dev/null || true
     wait "$LOAD_PID" 2>/dev/null || true
@@ -224,33 +336,69 @@ server_ticks() {
   echo "$total $(echo "$pids" | tr -s ' ' '\n' | sed '/^$/d' | sort -n | paste -sd, -)"
 }
 
+# server_pids PID: PID and its direct children (nginx: master + workers; edge: itself, threads share it).
+server_pids() { echo "$1 $(ps --ppid "$1" -o pid= 2>/dev/null | tr -s ' \n' ' ' || true)"; }
+
+# rss_reset PID: restarts the peak-RSS count (VmHWM) of the server's processes at their current RSS.
+# Prints 1 if that worked for all of them, 0 if not (then the peak is the one since start-up).
+rss_reset() {
+  local p ok=1
+  for p in $(server_pids "$1"); do echo 5 2>/dev/null >"/proc/$p/clear_refs" || ok=0; done
+  echo "$ok"
+}
+
+# rss_peak PID: "TOTAL_MiB DETAIL": VmHWM summed over the server's processes, and per process
+# ("pid:MiB,...") for the raw summary.
+rss_peak() {
+  local p kb total=0 detail=()
+  for p in $(server_pids "$1"); do
+    kb=$(awk '/^VmHWM:/ {print $2; exit}' "/proc/$p/status" 2>/dev/null) || continue
+    [[ -n $kb ]] || continue
+    total=$((total + kb))
+    detail+=("$p:$(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }')")
+  done
+  echo "$(awk -v k="$total" 'BEGIN { printf "%.1f", k / 1024 }') $(IFS=,; echo "${detail[*]}")"
+}
+
 # ---------------------------------------------------------------------------------------------
 # One run: scenario × server, with the server's CPU read just before and just after the load.
 # ---------------------------------------------------------------------------------------------
-declare -A RPC=() P99=()
-ROWS=() FAILED=0 RUN_SEQ=0
-row() { printf '%-9s %-13s %10s %8s %8s %14s %7s %10s\n' "$@"; }
+declare -A RPC=() P99=() RSS=()
+ROWS=() NOTES=() FAILED=0 RUN_SEQ=0
+row() { printf '%-13s %-13s %9s %8s %9s %14s %7s %10s %9s %s' "$@" | sed 's/ *$//'; }
 
 # run_one SCENARIO SERVER ROUND
 run_one() {
   local sc=$1 srv=$2 pid=${SRV_PID[$2]} out=$RESULTS/$1-$2.txt label=$1 url b0 b1 a0 a1 cpu rpc line
+  local reset rss rss_detail
   if (( ROUNDS > 1 )); then out=$RESULTS/$1-$2-r$3.txt label=$1/$3; fi
   url="https://127.0.0.1:${SRV_PORT[$srv]}/"
   RUN_SEQ=$((RUN_SEQ + 1))
-  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR=''
+  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR='' R_FAIL='' R_NOTE='' CUR_PID=$pid
   alive "$pid" || die "$srv (pid $pid) is no longer running (log: ${SRV_LOG[$srv]})"
+  reset=$(rss_reset "$pid")
   read -r b0 b1 < <(server_ticks "$pid")
   if ! "scenario_$sc" "$url" "$out" || [[ -z $R_REQS || -z $R_RPS ]]; then
-    line=$(row "$label" "$srv" FAILED - - - - "see ${out#"$ROOT"/}")
+    line=$(row "$label" "$srv" FAILED - - - - - - "see ${out#"$ROOT"/}")
     FAILED=1
+    [[ -n $R_FAIL ]] && NOTES+=("FAIL $label $srv: $R_FAIL")
   else
     read -r a0 a1 < <(server_ticks "$pid")
+    read -r rss rss_detail < <(rss_peak "$pid")
+    (( reset )) || { rss="$rss*"; echo "bench: could not reset $srv's peak RSS: the figure is the peak since start-up" >&2; }
     [[ $a1 == "$b1" ]] || echo "bench: $srv's processes changed during the run ($b1 -> $a1)" >&2
     cpu=$(awk -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
     rpc=$(awk -v n="$R_REQS" -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { if (d > 0) printf "%.0f", n / (d / hz); else print "n/a" }')
-    RPC[$sc/$srv]+="$rpc " P99[$sc/$srv]+="${R_P99:-n/a} "
+    RPC[$sc/$srv]+="$rpc " P99[$sc/$srv]+="${R_P99:-n/a} " RSS[$sc/$srv]+="${rss%\*} "
     line=$(row "$label" "$srv" "$(printf '%.0f' "$R_RPS")" "${R_P50:-n/a}" "${R_P99:-n/a}" \
-      "$R_NON2XX/$R_SOCKERR" "$cpu" "$rpc")
+      "$R_NON2XX/$R_SOCKERR" "$cpu" "$rpc" "$rss" "${R_FAIL:+FAIL}")
+    [[ -n $R_NOTE ]] && NOTES+=("$label $srv: $R_NOTE")
+    [[ $rss_detail == *,* ]] && NOTES+=("$label $srv: peak RSS $rss MiB = sum over pid:MiB $rss_detail")
+    if [[ -n $R_FAIL ]]; then
+      FAILED=1
+      NOTES+=("FAIL $label $srv: $R_FAIL")
+      echo "bench: FAIL: $label against $srv: $R_FAIL ($R_NOTE; see ${out#"$ROOT"/})" >&2
+    fi
   fi
   ROWS+=("$line")
   echo "$line"
@@ -268,7 +416,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" 
 # ---------------------------------------------------------------------------------------------
 # Main.
 # ---------------------------------------------------------------------------------------------
-ROUNDS=1 DURATION=10 CONNECTIONS=400 SCENARIO_LIST=hot,miss PEER=0 STATIC=0 EDGE=./edge
+DEFAULT_SCENARIOS=hot,miss,h2
+ROUNDS=1 DURATION=10 CONNECTIONS=400 SCENARIO_LIST=$DEFAULT_SCENARIOS PEER=0 STATIC=0 EDGE=./edge
 while (( $# )); do
   case $1 in
     --duration) DURATION=${2:-} ; shift 2 || die "--duration needs a value" ;;
@@ -306,6 +455,9 @@ cd "$ROOT"
 for tool in wrk taskset curl ss ps timeout; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps.sh installs the tools)"
 done
+H2=0
+for sc in "${SCENARIOS[@]}"; do [[ $sc == h2 || $sc == streams* ]] && H2=1; done
+(( H2 == 0 )) || command -v h2load >/dev/null || die "h2load not found (apt-get install nghttp2-client)"
 (( $(nproc --all) >= 2 )) || die "needs 2 CPUs (server on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
 [[ -s $CERT && -s $KEY ]] || die "no certificate in certs/ (make certs)"
 [[ -e $SCRIPT ]] || die "$SCRIPT not found"
@@ -320,6 +472,10 @@ if (( PEER || STATIC )); then
   (( PEER )) && SERVERS+=(nginx-lua)
   (( STATIC )) && SERVERS+=(nginx-static)
 fi
+# The peers run with access_log off; an edge that has an access log (--access-log, default stdout)
+# gets it off too, so that both do the same work (and the log does not fill the disk).
+EDGE_EXTRA=()
+if "$EDGE" --help 2>&1 | grep -q -- '--access-log '; then EDGE_EXTRA=(--access-log off); fi
 CLK_TCK=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -336,7 +492,8 @@ trap 'exit 143' TERM
 busy=$( { head -1 /proc/stat; sleep 1; head -1 /proc/stat; } | awk '{idle = $5 + $6; t = 0
   for (i = 2; i <= NF; i++) t += $i; if (NR == 1) { i0 = idle; t0 = t } else printf "%.0f", 100 * (1 - (idle - i0) / (t - t0)) }')
 {
-  echo "edge bench $RUN_ID: $EDGE, ${DURATION}s per run, wrk -c$CONNECTIONS, scenarios ${SCENARIOS[*]}, $ROUNDS round(s)"
+  echo "edge bench $RUN_ID: $EDGE ($(date -r "$EDGE" '+built %F %T')), ${DURATION}s per run, wrk -c$CONNECTIONS," \
+    "scenarios ${SCENARIOS[*]}, $ROUNDS round(s)"
   echo "servers ${SERVERS[*]} on CPU $SERVER_CPU (1 worker), load on CPU $LOAD_CPU;" \
     "$(nproc --all) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), ${busy}% busy before start"
 } | tee "$RESULTS/summary.txt"
@@ -344,12 +501,15 @@ busy=$( { head -1 /proc/stat; sleep 1; head -1 /proc/stat; } | awk '{idle = $5 +
 
 for srv in "${SERVERS[@]}"; do start_server "$srv"; done
 # One unmeasured second of the hot path per server, so first-touch costs land in no scenario.
+# With an HTTP/2 scenario, one second of h2load too.
 for srv in "${SERVERS[@]}"; do
   run_load "$RESULTS/warmup-$srv.txt" wrk -t1 -c"$CONNECTIONS" -d1s "https://127.0.0.1:${SRV_PORT[$srv]}/" ||
     die "warm-up against $srv failed (see $RESULTS/warmup-$srv.txt)"
+  (( H2 == 0 )) || run_load "$RESULTS/warmup-h2-$srv.txt" h2load -c10 -m10 -D 1 --npn-list=h2 \
+    "https://127.0.0.1:${SRV_PORT[$srv]}/" || die "h2 warm-up against $srv failed (see $RESULTS/warmup-h2-$srv.txt)"
 done
 
-HEADER=$(row scenario server req/s "p50 ms" "p99 ms" non2xx/sockerr cpu-s req/cpu-s)
+HEADER=$(row scenario server req/s "p50 ms" "p99 ms" non2xx/sockerr cpu-s req/cpu-s "RSS MiB")
 echo "$HEADER"
 for (( round = 1; round <= ROUNDS; round++ )); do
   for sc in "${SCENARIOS[@]}"; do
@@ -364,15 +524,25 @@ done
   echo
   echo "$HEADER"
   printf '%s\n' "${ROWS[@]}"
+  echo "(RSS MiB: the server's peak RSS over the run, VmHWM; nginx: master + workers summed)"
+  if (( ${#NOTES[@]} )); then
+    echo
+    printf '%s\n' "${NOTES[@]}"
+  fi
   for peer in "${SERVERS[@]:1}"; do
     echo
-    echo "edge / $peer$( (( ROUNDS > 1 )) && echo ", medians of $ROUNDS rounds")   (req/cpu-s: higher is better for edge; p99: lower is better)"
+    echo "edge / $peer$( (( ROUNDS > 1 )) && echo ", medians of $ROUNDS rounds")   (req/cpu-s: higher is better for edge; p99, peak RSS: lower is better)"
     for sc in "${SCENARIOS[@]}"; do
-      printf '  %-9s req/cpu-s %7s   p99 %7s\n' "$sc" \
+      printf '  %-11s req/cpu-s %7s   p99 %7s   peak RSS %7s\n' "$sc" \
         "$(ratio "$(median "${RPC[$sc/edge]:-}")" "$(median "${RPC[$sc/$peer]:-}")")" \
-        "$(ratio "$(median "${P99[$sc/edge]:-}")" "$(median "${P99[$sc/$peer]:-}")")"
+        "$(ratio "$(median "${P99[$sc/edge]:-}")" "$(median "${P99[$sc/$peer]:-}")")" \
+        "$(ratio "$(median "${RSS[$sc/edge]:-}")" "$(median "${RSS[$sc/$peer]:-}")")"
     done
   done
+  if (( FAILED )); then
+    echo
+    echo "FAILED: at least one run failed (rows marked FAILED or FAIL above); exit status 1"
+  fi
   echo
   echo "raw outputs: ${RESULTS#"$ROOT"/}/"
 } | tee -a "$RESULTS/summary.txt"

@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev libev-dev
       node-llhttp lua-busted lua-socket lua-sec lua-cjson curl nghttp2-client wrk openssl
-      prometheus)   # prometheus: promtool validates /metrics in the specs
+      prometheus clang libclang-rt-14-dev)   # promtool checks /metrics; clang + runtime: libFuzzer
 [[ ${1:-} == --peer ]] && pkgs+=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 
 missing=()

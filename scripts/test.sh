@@ -81,13 +81,33 @@ run_busted() {
   passed=$((passed + s)); failed=$((failed + f + e))
 }
 
+# Options go to busted; paths (spec files or folders) replace the default "spec".
+opts=() paths=()
+for a in "$@"; do
+  if [[ $a == -* ]]; then opts+=("$a"); else paths+=("$a"); fi
+done
+(( ${#paths[@]} )) || paths=(spec)
+
 for pass in $passes; do
   case $pass in
-    release) run_busted release "$release_bin" "$@" spec ;;
-    asan)    run_busted asan "$asan_bin" --tags=e2e "$@" spec ;;
+    release) run_busted release "$release_bin" "${opts[@]}" "${paths[@]}" ;;
+    asan)    run_busted asan "$asan_bin" --tags=e2e "${opts[@]}" "${paths[@]}" ;;
     *) echo "test.sh: unknown pass '$pass'" >&2; broken=$((broken + 1)) ;;
   esac
 done
+
+# Fuzzing: each libFuzzer target for FUZZ_SECONDS (make test: 60; 0 skips),
+# counted as one test per target; any crash, leak or sanitizer report fails.
+fuzz_seconds=${FUZZ_SECONDS:-0}
+if (( fuzz_seconds > 0 )); then
+  echo "== fuzz: scripts/fuzz.sh $fuzz_seconds"
+  if scripts/fuzz.sh "$fuzz_seconds"; then
+    passed=$((passed + 2))
+  else
+    echo "test.sh: fuzzing found a problem (build/fuzz/logs/, build/fuzz/artifacts/)" >&2
+    failed=$((failed + 1))
+  fi
+fi
 
 echo "$passed passed, $failed failed"
 (( failed == 0 && broken == 0 ))

@@ -53,13 +53,13 @@ static void client_close(admin_client *cl)
     free(cl);
 }
 
-static void send_response(admin_client *cl, int status, const char *type, const edge_buf *body)
+static void send_response(admin_client *cl, int status, const char *type, const edge_buf *body, int head)
 {
     edge_buf out = {0};
     edge_buf_printf(&out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                           "Connection: close\r\n\r\n", status, status == 200 ? "OK" : status == 404 ? "Not Found" :
                           status == 405 ? "Method Not Allowed" : "Bad Request", type, body->len);
-    edge_buf_append(&out, body->base, body->len);
+    if (!head) edge_buf_append(&out, body->base, body->len);
     /* Small replies on loopback: a blocking write bounded by SO_SNDTIMEO. */
     struct timeval tv = {5, 0};
     setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -98,7 +98,7 @@ static void handle(admin_client *cl)
         status = 404;
         edge_buf_append_str(&body, "try /metrics or /healthz\n");
     }
-    send_response(cl, status, type, &body);
+    send_response(cl, status, type, &body, strncmp(cl->buf, "HEAD ", 5) == 0);
     edge_buf_free(&body);
 }
 
@@ -119,7 +119,7 @@ static void on_client(struct ev_loop *loop, ev_io *io, int revents)
     } else if (cl->len >= sizeof(cl->buf) - 1) {
         edge_buf body = {0};
         edge_buf_append_str(&body, "request too large\n");
-        send_response(cl, 400, "text/plain", &body);
+        send_response(cl, 400, "text/plain", &body, 0);
         edge_buf_free(&body);
         client_close(cl);
     }

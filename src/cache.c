@@ -9,6 +9,7 @@
 
 #define SHARDS       16          /* a power of two */
 #define MIN_BUCKETS  64
+#define FLIGHT_BUCKETS 256        /* per shard */
 
 /* A miss being computed: its key and the requests waiting for it. */
 typedef struct flight {
@@ -27,7 +28,7 @@ typedef struct shard {
     size_t   bytes;
     size_t   max_bytes;
     edge_cache_entry lru;        /* sentinel: lru.lru_next is the most recently used */
-    flight  *flights;
+    flight  *flights[FLIGHT_BUCKETS];   /* misses in progress, hashed: 25,000 may run at once */
     uint64_t hits, misses, evictions;
 } shard;
 
@@ -268,7 +269,7 @@ void edge_cache_entry_to_response(const edge_cache_entry *e, edge_response *resp
 
 static flight **find_flight(shard *s, uint64_t hash, const char *key, size_t klen)
 {
-    flight **p = &s->flights;
+    flight **p = &s->flights[(hash >> 8) & (FLIGHT_BUCKETS - 1)];
     for (; *p; p = &(*p)->next)
         if ((*p)->hash == hash && (*p)->klen == klen && memcmp((*p)->key, key, klen) == 0) return p;
     return p;
@@ -339,10 +340,12 @@ void edge_cache_free(edge_cache *c)
     for (int i = 0; i < SHARDS; i++) {
         shard *s = &c->shards[i];
         while (s->lru.lru_next != &s->lru) remove_entry(s, s->lru.lru_next);
-        while (s->flights) {
-            flight *f = s->flights;
-            s->flights = f->next;
-            free(f);
+        for (int b = 0; b < FLIGHT_BUCKETS; b++) {
+            while (s->flights[b]) {
+                flight *f = s->flights[b];
+                s->flights[b] = f->next;
+                free(f);
+            }
         }
         free(s->buckets);
         pthread_mutex_destroy(&s->lock);

@@ -152,6 +152,7 @@ static int on_header_value_complete(llhttp_t *p)
     edge_h1 *h = h1_of(p);
     edge_request *req = &h->req;
     if (req->n_headers >= h->c->w->cfg->max_headers) return fail(h, 431);
+    if (h->field.len == 0) return fail(h, 400);   /* an empty field name, as nginx */
     size_t vlen = h->value.len;
     while (vlen && (h->value.base[vlen - 1] == ' ' || h->value.base[vlen - 1] == '\t')) vlen--;
     const char *name = h->field.base, *value = h->value.base ? h->value.base : "";
@@ -175,7 +176,8 @@ static int handle_expect(edge_h1 *h, int has_body)
     if (has_body) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         edge_conn_write(h->c, cont, sizeof(cont) - 1);
-        edge_conn_flush(h->c);
+        /* Not flushed here: process_input flushes after parsing, and a
+         * failed write must not close the connection under llhttp's feet. */
     }
     return 0;
 }
@@ -338,6 +340,7 @@ static void parse_some(edge_h1 *h)
     h->in_parse = 1;
     while (can_parse(h) && edge_conn_pending(c) < OUT_HIGH) {
         llhttp_errno_t e = llhttp_execute(&h->parser, c->in.base, c->in.len);
+        if (c->state != EDGE_CONN_OPEN) break;   /* never dispatch for a closed connection */
         if (e == HPE_OK) {
             edge_buf_consume(&c->in, c->in.len);
         } else if (e == HPE_PAUSED) {

@@ -355,7 +355,8 @@ static void h2_on_data(edge_conn *c)
     if (n < 0) {
         /* Fatal: a bad preface, a flood, a callback failure. Say GOAWAY if we can. */
         edge_log(EDGE_LOG_INFO, c->id, "http2 connection error: %s", nghttp2_strerror((int)n));
-        uint32_t code = n == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR;
+        uint32_t code = n == NGHTTP2_ERR_FLOODED || n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+                            ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR;
         if (n != NGHTTP2_ERR_BAD_CLIENT_MAGIC) nghttp2_session_terminate_session(h->session, code);
         edge_buf_consume(&c->in, c->in.len);
         send_pending(h);
@@ -363,6 +364,7 @@ static void h2_on_data(edge_conn *c)
         return;
     }
     edge_buf_consume(&c->in, (size_t)n);
+    edge_conn_resume_read(c);      /* fill_input pauses at IN_MAX; all of it was consumed */
     send_pending(h);
 }
 

@@ -74,8 +74,10 @@ void edge_request_add_header(edge_request *req, const char *name, size_t nlen,
 {
     edge_header *h = grow_headers(&req->headers, &req->n_headers, &req->cap_headers);
     h->name = edge_request_store(req, name, nlen);
-    char *lower = req->data.base + h->name.off;
-    for (size_t i = 0; i < nlen; i++) lower[i] = (char)tolower((unsigned char)lower[i]);
+    for (size_t i = 0; i < nlen; i++) {
+        char *ch = req->data.base + h->name.off + i;
+        *ch = (char)tolower((unsigned char)*ch);
+    }
     h->value = edge_request_store(req, value, vlen);
 }
 
@@ -110,8 +112,10 @@ void edge_request_set_host(edge_request *req, const char *p, size_t n)
         if (colon) end = (size_t)(colon - p);
     }
     req->host = edge_request_store(req, p, end);
-    char *h = req->data.base + req->host.off;
-    for (size_t i = 0; i < end; i++) h[i] = (char)tolower((unsigned char)h[i]);
+    for (size_t i = 0; i < end; i++) {      /* end may be 0 with data.base still NULL */
+        char *ch = req->data.base + req->host.off + i;
+        *ch = (char)tolower((unsigned char)*ch);
+    }
 }
 
 const char *edge_request_id(edge_request *req)

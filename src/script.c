@@ -25,6 +25,8 @@ static double server_now(void *ud)
 
 static void on_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
 
+double edge_script_sleep_scale = 1.0;
+
 /* edge.sleep may only yield the respond coroutine itself: not cache_key (the
  * main thread), not a coroutine the script made (we could not resume it), and
  * not across a C call. */
@@ -35,7 +37,7 @@ static int server_sleep(lua_State *L, double seconds, void *ud)
     if (req == NULL || s->loop == NULL || L != req->lua.co || !lua_isyieldable(L))
         return luaL_error(L, "edge.sleep cannot wait here: only in respond, "
                              "not in cache_key, a nested coroutine or a C call");
-    ev_timer_init(&req->lua.timer, on_sleep_done, seconds, 0.);
+    ev_timer_init(&req->lua.timer, on_sleep_done, seconds * edge_script_sleep_scale, 0.);
     ev_timer_start(s->loop, &req->lua.timer);
     req->lua.state = EDGE_LUA_SLEEPING;
     return lua_yield(L, 0);

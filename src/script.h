@@ -37,6 +37,10 @@ typedef struct edge_script {
  * with a message naming the file and line in err. */
 int edge_script_open(edge_script *s, const char *path, long budget, struct ev_loop *loop,
                      int worker_id, struct edge_cache *cache, double cache_ttl, char *err, size_t errlen);
+/* Multiplies edge.sleep's durations: 1 in the server, 0 under the fuzzer
+ * (the same yield and resume, without waiting). */
+extern double edge_script_sleep_scale;
+
 /* The memory bound for VMs opened from now on (--lua-memory; 0: none). */
 void edge_script_set_memory_limit(size_t bytes);
 /* Closes the VM. No request may still use it. */

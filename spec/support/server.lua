@@ -6,6 +6,9 @@
 --                             args = { "--lua-budget", "1000" }, workers = 1 }
 --   srv.port, srv.pid, srv:url("/x"), srv:log(), srv:stop(), srv:sanitizer_report()
 --   srv:stop_and_check()   -- in teardown: asserts exit code 0 and no sanitizer report
+--   server.start{ ..., plain = true }   -- also a cleartext listener (--listen-plain):
+--   srv.plain_port, srv:plain_url("/x")
+--   srv:rss_kb()           -- the process's resident set size (VmRSS), in KiB
 --
 -- The binary is $EDGE_BIN (default ./edge). Its stderr (the error log) goes to
 -- a temp file, its stdout to another; its exit code is captured by a wrapper
@@ -44,12 +47,20 @@ end
 -- port (default: a free ephemeral port), cert/key (default certs/server.*),
 -- env (table of extra environment variables), nofile (a lower `ulimit -n`
 -- for the process), stop_timeout (seconds between SIGTERM and SIGKILL,
--- default 10), wait (default true: wait until the port accepts connections;
--- raises with the log if edge exits first).
+-- default 10), plain (true: also listen in cleartext on another free port,
+-- srv.plain_port, with --listen-plain), wait (default true: wait until the
+-- ports accept connections; raises with the log if edge exits first).
 function server.start(opts)
   assert(opts and opts.script, "server.start: script is required")
   local self = setmetatable({}, Server)
   self.port = opts.port or util.free_port()
+  if opts.plain then
+    for _ = 1, 20 do
+      self.plain_port = util.free_port()
+      if self.plain_port ~= self.port then break end
+    end
+    assert(self.plain_port ~= self.port, "no second free port")
+  end
   self.dir = util.tmpdir("edge")
   self.logfile = self.dir .. "/stderr.log"
   self.outfile = self.dir .. "/stdout.log"
@@ -61,6 +72,10 @@ function server.start(opts)
                  "-w", tostring(opts.workers or 1),
                  "--cert", opts.cert or "certs/server.crt",
                  "--key", opts.key or "certs/server.key" }
+  if self.plain_port then
+    argv[#argv + 1] = "--listen-plain"
+    argv[#argv + 1] = "127.0.0.1:" .. self.plain_port
+  end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   self.argv = argv
 
@@ -98,13 +113,16 @@ function server.start(opts)
   return self
 end
 
---- Polls (every 50 ms, at most `timeout` s) until the port accepts a TCP
--- connection. Returns true, or false and a reason.
+--- Polls (every 50 ms, at most `timeout` s) until the port (and the
+-- cleartext port, if any) accepts a TCP connection. Returns true, or false
+-- and a reason.
 function Server:wait_ready(timeout)
   local deadline = util.now() + (timeout or START_TIMEOUT)
   repeat
     if self:exit_code() then return false, "exited with " .. self:exit_code() end
-    if can_connect(self.port) then return true end
+    if can_connect(self.port) and (not self.plain_port or can_connect(self.plain_port)) then
+      return true
+    end
     util.sleep(POLL)
   until util.now() >= deadline
   return false, "timeout"
@@ -113,6 +131,19 @@ end
 --- https URL for a path on this server.
 function Server:url(path)
   return string.format("https://127.0.0.1:%d%s", self.port, path or "/")
+end
+
+--- http URL for a path on the cleartext listener (server.start{ plain = true }).
+function Server:plain_url(path)
+  assert(self.plain_port, "server started without plain = true")
+  return string.format("http://127.0.0.1:%d%s", self.plain_port, path or "/")
+end
+
+--- The resident set size (VmRSS in /proc/PID/status) in KiB, or nil once
+-- the process is gone.
+function Server:rss_kb()
+  local status = util.read_file("/proc/" .. self.pid .. "/status")
+  return status and tonumber(status:match("VmRSS:%s*(%d+)"))
 end
 
 --- The error log (stderr) so far.
