@@ -202,8 +202,7 @@ static void respond_overloaded(edge_request *req)
 void edge_dispatch_start(edge_request *req)
 {
     edge_worker *w = req->worker;
-    req->id_num = ((uint64_t)w->id << 48) | ++w->request_seq;
-    req->id[0] = '\0';
+    edge_worker_assign_id(w, req);
     req->dispatch = (edge_dispatch_ctx){0};
     if (atomic_fetch_add_explicit(&inflight, 1, memory_order_relaxed) >= w->cfg->max_requests) {
         atomic_fetch_sub_explicit(&inflight, 1, memory_order_relaxed);

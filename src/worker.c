@@ -317,8 +317,15 @@ void edge_worker_free(edge_worker *w)
     ev_loop_destroy(w->loop);
 }
 
+void edge_worker_assign_id(edge_worker *w, edge_request *req)
+{
+    req->id_num = ((uint64_t)w->id << 48) | ++w->request_seq;
+    req->id[0] = '\0';
+}
+
 void edge_worker_on_response(edge_worker *w, edge_request *req)
 {
+    if (req->id_num == 0) edge_worker_assign_id(w, req);   /* rejected before dispatch */
     edge_metrics_response(&w->counters, req, ev_now(w->loop));
     edge_access_log_request(w, req);
 }

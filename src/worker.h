@@ -86,6 +86,8 @@ uint64_t edge_worker_next_conn_id(void);
 /* Connection bookkeeping for conn.c. */
 void edge_worker_add_conn(edge_worker *w, struct edge_conn *c);
 void edge_worker_retire_conn(edge_worker *w, struct edge_conn *c);
+/* Gives req the next request id of this worker (unique per process). */
+void edge_worker_assign_id(edge_worker *w, struct edge_request *req);
 /* A response was encoded: count it and write its access log line. */
 void edge_worker_on_response(edge_worker *w, struct edge_request *req);
 /* The current HTTP Date value ("Thu, 26 Nov 2026 06:30:00 GMT"). */
