@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static atomic_int inflight;
 
@@ -155,13 +156,16 @@ static void on_wait_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 static int join_flight(edge_request *req)
 {
     edge_worker *w = req->worker;
-    edge_dispatch_waiter *wt = edge_calloc(1, sizeof(*wt));
+    /* Most joins lead and need no waiter: the worker keeps the unused one. */
+    edge_dispatch_waiter *wt = w->spare_waiter ? w->spare_waiter : edge_malloc(sizeof(*wt));
+    w->spare_waiter = NULL;
+    memset(wt, 0, sizeof(*wt));
     wt->base.wake = on_flight_done;
     wt->msg.run = on_woken;
     wt->w = w;
     wt->req = req;
     if (edge_cache_flight_join(w->cache, key_ptr(req), req->cache_key.len, &wt->base) == EDGE_OK) {
-        free(wt);
+        w->spare_waiter = wt;
         req->dispatch.leader = 1;
         return EDGE_OK;
     }

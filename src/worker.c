@@ -314,6 +314,7 @@ void edge_worker_free(edge_worker *w)
         if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
     edge_script_retire(w->script);
     edge_buf_free(&w->access_buf);
+    free(w->spare_waiter);
     ev_loop_destroy(w->loop);
 }
 

@@ -54,6 +54,7 @@ typedef struct edge_worker {
     int        stopping;
     uint64_t   request_seq;
     edge_counters counters;
+    struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
     char       date[40];          /* the cached Date header value */
     ev_tstamp  date_second;
     edge_buf   access_buf;        /* access log lines not yet written */
