@@ -11,21 +11,8 @@ local client = {}
 -- HTTP/1.x response parsing
 ---------------------------------------------------------------------------
 
---- Parses a header block ("Name: value" lines) into a table keyed by
--- lower-case name; repeated names are joined with ", ".
-local function parse_header_lines(block)
-  local headers, list = {}, {}
-  for line in block:gmatch("[^\r\n]+") do
-    local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
-    if name then
-      name = name:lower()
-      list[#list + 1] = { name, value }
-      if headers[name] then headers[name] = headers[name] .. ", " .. value
-      else headers[name] = value end
-    end
-  end
-  return headers, list
-end
+-- One header parser for the specs and for users' edge.testing.server.
+local parse_header_lines = require("edge.testing.server").parse_header_lines
 client.parse_header_lines = parse_header_lines
 
 --- Decodes a chunked body starting at `pos`. Returns body, next position,
