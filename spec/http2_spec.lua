@@ -39,14 +39,7 @@ local function assert_ok(c, st, what)
 end
 
 --- Parses echo.lua's "key=value" lines.
-local function echo_fields(body)
-  local t = {}
-  for line in (body or ""):gmatch("[^\n]+") do
-    local k, v = line:match("^([^=]+)=(.*)$")
-    if k then t[k] = v end
-  end
-  return t
-end
+local echo_fields = require("support.client").echo_fields
 
 --- The body big4m.lua sends, built the same way.
 local big4m_body

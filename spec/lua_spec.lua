@@ -9,14 +9,7 @@ local curl = client.curl
 local request = client.request
 
 --- Parses echo.lua's "key=value" lines into a table.
-local function echo_fields(body)
-  local t = {}
-  for line in (body or ""):gmatch("[^\n]+") do
-    local k, v = line:match("^([^=]+)=(.*)$")
-    if k then t[k] = v end
-  end
-  return t
-end
+local echo_fields = require("support.client").echo_fields
 
 --- One raw request on a fresh connection; returns the response (or nil).
 local function fetch(srv, path, opts)

@@ -4,14 +4,7 @@
 local server = require "edge.testing.server"
 
 --- Parses echo.lua's "key=value" lines.
-local function fields(body)
-  local t = {}
-  for line in (body or ""):gmatch("[^\n]+") do
-    local k, v = line:match("^([^=]+)=(.*)$")
-    if k then t[k] = v end
-  end
-  return t
-end
+local fields = require("support.client").echo_fields
 
 describe("edge.testing.server #e2e", function()
   local srv

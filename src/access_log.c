@@ -121,8 +121,7 @@ static void format_addr(const edge_request *req, char *out, size_t n)
 
 static size_t body_bytes(const edge_request *req)
 {
-    int st = req->resp.status;
-    return req->is_head || st == 204 || st == 304 ? 0 : req->resp.body.len;
+    return req->is_head || !edge_http_status_has_body(req->resp.status) ? 0 : req->resp.body.len;
 }
 
 static void put_target(edge_buf *b, const edge_request *req)

@@ -17,6 +17,7 @@
 
 #define REQUEST_MAX 8192
 #define CLIENT_TIMEOUT 5.0
+#define MAX_CLIENTS 64          /* scrapers are few; more is a misbehaving client */
 
 typedef struct admin {
     struct ev_loop *loop;
@@ -28,6 +29,7 @@ typedef struct admin {
     int       n_workers;
     struct edge_cache *cache;
     struct admin_client *clients;   /* open ones, freed at stop */
+    int       n_clients;
 } admin;
 
 typedef struct admin_client {
@@ -47,6 +49,7 @@ static void client_close(admin_client *cl)
     if (cl->prev) cl->prev->next = cl->next;
     else cl->a->clients = cl->next;
     if (cl->next) cl->next->prev = cl->prev;
+    cl->a->n_clients--;
     ev_io_stop(cl->a->loop, &cl->io);
     ev_timer_stop(cl->a->loop, &cl->timer);
     close(cl->fd);
@@ -136,6 +139,11 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
     for (int i = 0; i < 16; i++) {
         int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return;
+        if (a->n_clients >= MAX_CLIENTS) {
+            close(fd);
+            continue;
+        }
+        a->n_clients++;
         admin_client *cl = edge_calloc(1, sizeof(*cl));
         cl->a = a;
         cl->fd = fd;

@@ -173,13 +173,21 @@ edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, d
     return lookup(c, key, klen, now, 0);
 }
 
+/* The bytes an entry for resp takes: what is allocated and what counts
+ * against the bound. */
+static size_t entry_size(size_t klen, const edge_response *resp)
+{
+    size_t key_space = (klen + 7) & ~(size_t)7;     /* keeps the header spans aligned */
+    return sizeof(edge_cache_entry) + key_space + (size_t)resp->n_headers * sizeof(edge_header) +
+           resp->data.len + resp->body.len;
+}
+
 /* Lays a response out in one allocation: key, header spans, header bytes, body. */
 static edge_cache_entry *make_entry(const char *key, size_t klen, const edge_response *resp,
                                     uint64_t hash, double now, double ttl)
 {
-    size_t key_space = (klen + 7) & ~(size_t)7;
     size_t spans = (size_t)resp->n_headers * sizeof(edge_header);
-    size_t size = sizeof(edge_cache_entry) + key_space + spans + resp->data.len + resp->body.len;
+    size_t size = entry_size(klen, resp);
     edge_cache_entry *e = edge_malloc(size);
     memset(e, 0, sizeof(*e));
     atomic_init(&e->refs, 1);
@@ -204,9 +212,7 @@ int edge_cache_put(edge_cache *c, const char *key, size_t klen, const edge_respo
 {
     uint64_t hash = hash_key(key, klen);
     shard *s = shard_of(c, hash);
-    size_t need = sizeof(edge_cache_entry) + klen + 8 + (size_t)resp->n_headers * sizeof(edge_header) +
-                  resp->data.len + resp->body.len;
-    if (need > s->max_bytes || ttl <= 0) return EDGE_ERROR;
+    if (entry_size(klen, resp) > s->max_bytes || ttl <= 0) return EDGE_ERROR;
     edge_cache_entry *e = make_entry(key, klen, resp, hash, now, ttl);   /* outside the lock */
 
     pthread_mutex_lock(&s->lock);

@@ -68,14 +68,7 @@ static void reject(edge_h1 *h, int status)
 static int unknown_method_status(const edge_conn *c)
 {
     size_t i = 0;
-    static const char tchar[] = "!#$%&'*+-.^_`|~";
-    while (i < c->in.len && i < 32) {
-        char ch = c->in.base[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              (ch && strchr(tchar, ch))))
-            break;
-        i++;
-    }
+    while (i < c->in.len && i < 32 && edge_http_is_tchar((unsigned char)c->in.base[i])) i++;
     return i > 0 && i < c->in.len && c->in.base[i] == ' ' ? 501 : 400;
 }
 
@@ -251,11 +244,6 @@ static void put_header(edge_buf *b, const char *name, size_t nlen, const char *v
     PUT_LIT(b, "\r\n");
 }
 
-static int status_has_body(int status)
-{
-    return !(status == 204 || status == 304 || (status >= 100 && status < 200));
-}
-
 /* Encodes req->resp into the connection's output. */
 static void encode_response(edge_h1 *h)
 {
@@ -277,7 +265,7 @@ static void encode_response(edge_h1 *h)
         edge_buf_append_str(out, edge_worker_http_date(h->c->w));
         PUT_LIT(out, "\r\n");
     }
-    int with_body = status_has_body(resp->status);
+    int with_body = edge_http_status_has_body(resp->status);
     if (with_body) {
         PUT_LIT(out, "Content-Length: ");
         put(out, num, edge_format_u64(num, resp->body.len));
@@ -292,7 +280,6 @@ static void encode_response(edge_h1 *h)
     }
     PUT_LIT(out, "\r\n");
     if (with_body && !h->req.is_head) put(out, resp->body.base, resp->body.len);
-    h->req.peer = &h->c->peer;
     edge_worker_on_response(h->c->w, &h->req);
 }
 
@@ -321,7 +308,6 @@ static const edge_request_ops h1_request_ops = {.respond = h1_respond};
 static void dispatch(edge_h1 *h)
 {
     edge_conn_set_timeout(h->c, 0);
-    h->req.peer = &h->c->peer;
     edge_dispatch_start(&h->req);
 }
 
@@ -434,6 +420,7 @@ void edge_h1_attach(edge_conn *c)
     llhttp_init(&h->parser, HTTP_REQUEST, &parser_settings);
     edge_request_init(&h->req, &h1_request_ops, c->w, c->id);
     h->req.scheme = c->ssl ? "https" : "http";
+    h->req.peer = &c->peer;         /* the request is reused: set once per connection */
     c->proto = &h1_proto;
     c->proto_data = h;
     edge_conn_set_timeout(c, c->w->cfg->header_timeout);

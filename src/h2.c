@@ -95,9 +95,10 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
 {
     const edge_response *resp = &st->req.resp;
     char status[8], length[24];
-    int with_body = resp->status != 204 && resp->status != 304;
+    int with_body = edge_http_status_has_body(resp->status);
     size_t n = 0, max = 4 + (size_t)resp->n_headers;
-    nghttp2_nv *nva = edge_malloc(max * sizeof(*nva));
+    nghttp2_nv stack_nva[32];       /* no allocation for the usual response */
+    nghttp2_nv *nva = max <= EDGE_ARRAY_LEN(stack_nva) ? stack_nva : edge_malloc(max * sizeof(*nva));
 
     snprintf(status, sizeof(status), "%d", resp->status);
     nva[n++] = NV(":status", status, strlen(status));
@@ -119,7 +120,7 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
     int send_body = with_body && !st->req.is_head && resp->body.len > 0;
     int rv = nghttp2_submit_response(h->session, st->id, nva, n, send_body ? &prd : NULL);
-    free(nva);
+    if (nva != stack_nva) free(nva);
     edge_worker_on_response(h->c->w, &st->req);
     if (rv != 0)
         nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);

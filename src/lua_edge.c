@@ -76,24 +76,8 @@ static void push_entry(lua_State *L, const edge_cache_entry *e, double now)
     int t = lua_gettop(L);
     for (uint32_t i = 0; i < e->n_headers; i++) {      /* a repeated header becomes a list, as respond gave it */
         lua_pushlstring(L, data + h[i].name.off, h[i].name.len);
-        if (lua_rawget(L, t) == LUA_TNIL) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, data + h[i].name.off, h[i].name.len);
-            lua_pushlstring(L, data + h[i].value.off, h[i].value.len);
-            lua_rawset(L, t);
-            continue;
-        }
-        if (lua_type(L, -1) == LUA_TSTRING) {         /* second value: make a list */
-            lua_createtable(L, 2, 0);
-            lua_insert(L, -2);
-            lua_rawseti(L, -2, 1);
-            lua_pushlstring(L, data + h[i].name.off, h[i].name.len);
-            lua_pushvalue(L, -2);
-            lua_rawset(L, t);
-        }
         lua_pushlstring(L, data + h[i].value.off, h[i].value.len);
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-        lua_pop(L, 1);
+        edge_lua_add_repeatable(L, t);
     }
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, edge_cache_entry_body(e), e->body_len);

@@ -26,7 +26,7 @@ static void push_span(lua_State *L, const edge_request *req, edge_span s)
 
 /* Adds value (top of stack) under key (below it) in table t, turning a repeated
  * key into a list. Pops key and value. */
-static void add_repeatable(lua_State *L, int t)
+void edge_lua_add_repeatable(lua_State *L, int t)
 {
     lua_pushvalue(L, -2);
     lua_rawget(L, t);
@@ -59,7 +59,7 @@ static void push_headers(lua_State *L, const edge_request *req)
         const edge_header *h = &req->headers[i];
         push_span(L, req, h->name);
         push_span(L, req, h->value);
-        add_repeatable(L, t);
+        edge_lua_add_repeatable(L, t);
     }
 }
 
@@ -102,7 +102,7 @@ void edge_lua_parse_args(lua_State *L, const char *q, size_t n)
             push_decoded(L, q + i, klen);
             if (eq) push_decoded(L, eq + 1, (size_t)(q + end - eq - 1));
             else lua_pushboolean(L, 1);
-            add_repeatable(L, t);
+            edge_lua_add_repeatable(L, t);
         }
         i = end + 1;
     }

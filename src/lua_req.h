@@ -18,6 +18,10 @@ void edge_lua_req_register(lua_State *L);
 /* Pushes a new userdata for req and returns it. */
 edge_lua_req *edge_lua_req_push(lua_State *L, struct edge_request *req);
 
+/* Sets t[key] = value (key and value on top of the stack, popped); a key
+ * already there turns into a list of its values, in order. */
+void edge_lua_add_repeatable(lua_State *L, int t);
+
 /* Parses a query string into the table on top of the stack, like OpenResty's
  * ngx.req.get_uri_args: percent-decoding, '+' as space, repeated keys become
  * lists, a key without '=' is true. */

@@ -10,15 +10,11 @@
 
 #define SHAPE "{ status = integer, headers = table, body = string }"
 
-/* RFC 9110 token characters. */
 static int is_token(const char *s, size_t n)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
     if (n == 0) return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && (c == 0 || !strchr(extra, c))) return 0;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!edge_http_is_tchar((unsigned char)s[i])) return 0;
     return 1;
 }
 

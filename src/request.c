@@ -162,6 +162,12 @@ void edge_response_error(edge_response *resp, int status)
     edge_buf_printf(&resp->body, "%d %s\n", status, edge_http_reason(status));
 }
 
+int edge_http_is_tchar(int c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
 const char *edge_http_reason(int status)
 {
     switch (status) {

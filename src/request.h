@@ -128,6 +128,14 @@ void edge_response_add_header(edge_response *resp, const char *name, size_t nlen
 /* Replaces the response with a small text/plain error page for status. */
 void edge_response_error(edge_response *resp, int status);
 
+/* RFC 9110 tchar: a character allowed in a token (method, header name). */
+int edge_http_is_tchar(int c);
+/* Whether a response with this status carries a body (not 1xx, 204, 304). */
+static inline int edge_http_status_has_body(int status)
+{
+    return !(status == 204 || status == 304 || (status >= 100 && status < 200));
+}
+
 /* The standard reason phrase, or "Unknown". */
 const char *edge_http_reason(int status);
 

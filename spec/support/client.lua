@@ -38,6 +38,16 @@ local function parse_chunked(data, pos)
   return false, "too many chunks"
 end
 
+--- Parses the "key=value" lines spec/fixtures/echo.lua answers with.
+function client.echo_fields(body)
+  local t = {}
+  for line in (body or ""):gmatch("[^\n]+") do
+    local k, v = line:match("^([^=]+)=(.*)$")
+    if k then t[k] = v end
+  end
+  return t
+end
+
 --- Parses as many complete responses as `data` holds.
 -- opts.methods: list of request methods in order (a HEAD response has no
 -- body); opts.closed: the peer closed, so a body without length ends at the
