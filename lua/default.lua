@@ -11,7 +11,10 @@ local app = {}
 local BODY = "Hello from edge!"
 local HEADERS = { ["content-type"] = "text/plain" }
 
--- GET and HEAD are cached by path; everything else goes to respond every time.
+-- GET and HEAD are cached by path alone: this script answers one greeting
+-- whatever the host and the query, so they select nothing. A script whose
+-- response depends on req.host or the query must put them in its key (see
+-- edge.router's default key). Everything else goes to respond every time.
 function app.cache_key(req)
   local m = req.method
   if m == "GET" or m == "HEAD" then

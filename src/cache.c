@@ -34,6 +34,7 @@ typedef struct shard {
 
 struct edge_cache {
     size_t max_bytes;
+    size_t max_object;           /* the largest entry taken; at most a shard's share */
     shard  shards[SHARDS];
 };
 
@@ -64,6 +65,7 @@ edge_cache *edge_cache_new(size_t max_bytes)
 {
     edge_cache *c = edge_calloc(1, sizeof(*c));
     c->max_bytes = max_bytes;
+    c->max_object = max_bytes / SHARDS;
     for (int i = 0; i < SHARDS; i++) {
         shard *s = &c->shards[i];
         pthread_mutex_init(&s->lock, NULL);
@@ -73,6 +75,16 @@ edge_cache *edge_cache_new(size_t max_bytes)
         s->lru.lru_next = s->lru.lru_prev = &s->lru;
     }
     return c;
+}
+
+void edge_cache_set_max_object(edge_cache *c, size_t max_object)
+{
+    c->max_object = max_object < c->max_bytes / SHARDS ? max_object : c->max_bytes / SHARDS;
+}
+
+size_t edge_cache_max_object(const edge_cache *c)
+{
+    return c->max_object;
 }
 
 /* ---- entries ---- */
@@ -155,7 +167,7 @@ static edge_cache_entry *lookup(edge_cache *c, const char *key, size_t klen, dou
         lru_unlink(e);
         lru_push_front(s, e);
         atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-        s->hits += (uint64_t)count;
+        if (!edge_cache_entry_is_marker(e)) s->hits += (uint64_t)count;
     } else {
         s->misses += (uint64_t)count;
     }
@@ -175,7 +187,7 @@ edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, d
 
 /* The bytes an entry for resp takes: what is allocated and what counts
  * against the bound. */
-static size_t entry_size(size_t klen, const edge_response *resp)
+size_t edge_cache_object_size(size_t klen, const edge_response *resp)
 {
     size_t key_space = (klen + 7) & ~(size_t)7;     /* keeps the header spans aligned */
     return sizeof(edge_cache_entry) + key_space + (size_t)resp->n_headers * sizeof(edge_header) +
@@ -187,7 +199,7 @@ static edge_cache_entry *make_entry(const char *key, size_t klen, const edge_res
                                     uint64_t hash, double now, double ttl)
 {
     size_t spans = (size_t)resp->n_headers * sizeof(edge_header);
-    size_t size = entry_size(klen, resp);
+    size_t size = edge_cache_object_size(klen, resp);
     edge_cache_entry *e = edge_malloc(size);
     memset(e, 0, sizeof(*e));
     atomic_init(&e->refs, 1);
@@ -212,7 +224,7 @@ int edge_cache_put(edge_cache *c, const char *key, size_t klen, const edge_respo
 {
     uint64_t hash = hash_key(key, klen);
     shard *s = shard_of(c, hash);
-    if (entry_size(klen, resp) > s->max_bytes || ttl <= 0) return EDGE_ERROR;
+    if (edge_cache_object_size(klen, resp) > c->max_object || ttl <= 0) return EDGE_ERROR;
     edge_cache_entry *e = make_entry(key, klen, resp, hash, now, ttl);   /* outside the lock */
 
     pthread_mutex_lock(&s->lock);

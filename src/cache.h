@@ -47,13 +47,22 @@ typedef struct edge_cache_waiter {
     void (*wake)(struct edge_cache_waiter *w);   /* called without cache locks held */
 } edge_cache_waiter;
 
-/* Creates a cache bounded to max_bytes in all. */
+/* Creates a cache bounded to max_bytes in all; the largest entry it takes is
+ * a shard's share, max_bytes / 16, until edge_cache_set_max_object. */
 edge_cache *edge_cache_new(size_t max_bytes);
+/* Sets the largest entry (edge_cache_object_size) the cache takes; at most a
+ * shard's share. Call before the cache is shared. */
+void edge_cache_set_max_object(edge_cache *c, size_t max_object);
+/* The largest entry the cache takes, in bytes. */
+size_t edge_cache_max_object(const edge_cache *c);
+/* The bytes an entry for resp under a key of klen bytes counts against the bound. */
+size_t edge_cache_object_size(size_t klen, const edge_response *resp);
 /* Frees the cache. No flight may be pending and no entry referenced. */
 void edge_cache_free(edge_cache *c);
 
 /* Looks key up; a fresh entry comes back referenced (release it), an expired
- * one is dropped. Counts a hit or a miss. */
+ * one is dropped. Counts a hit or a miss; a Vary marker counts neither (the
+ * look-up of the variant it leads to does). */
 edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now);
 /* The same, without counting a hit or a miss (a second look by the same request). */
 edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, double now);
@@ -61,12 +70,21 @@ edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, d
 void edge_cache_release(edge_cache_entry *e);
 /* Stores resp under key for ttl seconds, replacing an older entry and evicting
  * the least recently used ones to stay in bounds. EDGE_ERROR when the entry
- * alone is larger than a shard's share of the bound (not stored). */
+ * alone is larger than the largest entry the cache takes (not stored). */
 int edge_cache_put(edge_cache *c, const char *key, size_t klen, const edge_response *resp,
                    double now, double ttl);
 /* Removes key; 1 when it was there. */
 int edge_cache_purge(edge_cache *c, const char *key, size_t klen);
 void edge_cache_get_stats(edge_cache *c, edge_cache_stats *st);
+
+/* A Vary marker: an entry at a response's key saying that the response
+ * varied, with one header, "vary", naming the request fields that select the
+ * variant (edge_cache_policy_variant_key gives the variant's key). */
+#define EDGE_CACHE_MARKER_STATUS 0
+static inline int edge_cache_entry_is_marker(const edge_cache_entry *e)
+{
+    return e->status == EDGE_CACHE_MARKER_STATUS;
+}
 
 /* Entry accessors. */
 static inline const char *edge_cache_entry_key(const edge_cache_entry *e)

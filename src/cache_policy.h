@@ -1,16 +1,34 @@
-/* Whether, and for how long, a response may be stored (RFC 9111, as far as a
- * shared cache in front of a script needs). */
+/* Whether, and for how long, a response may be stored, and under which
+ * variant (RFC 9111, as far as a shared cache in front of a script needs). */
 #ifndef EDGE_CACHE_POLICY_H
 #define EDGE_CACHE_POLICY_H
 
+#include "buf.h"
 #include "request.h"
 
-/* Seconds resp may be kept, or 0 when it must not be stored:
- *  - Cache-Control no-store, private or no-cache, or a Set-Cookie header: never
- *    (unless the script set ttl, which also overrides Set-Cookie);
- *  - else the script's ttl, else s-maxage, else max-age, else default_ttl;
- *  - without a script ttl, only statuses cacheable by default (200, 203, 204,
- *    300, 301, 404, 405, 410, 414, 501) are stored. */
-double edge_cache_policy_ttl(const edge_response *resp, double default_ttl);
+/* Seconds resp (the answer to req) may be kept, or 0 when it must not be stored:
+ *  - never for HEAD (a bodiless entry must not answer a later GET), for the
+ *    response field cache = false, or for Cache-Control no-store, private or
+ *    no-cache;
+ *  - unless the script set cache = "force": never with Set-Cookie, never with
+ *    Vary: *, never for a request with Authorization unless the response says
+ *    public, s-maxage or must-revalidate (RFC 9111 3.5), and only for the
+ *    heuristically cacheable statuses (200, 203, 204, 206, 300, 301, 308,
+ *    404, 405, 410, 414, 501) unless cache = "any-status";
+ *  - then for the script's ttl, else s-maxage, else max-age, else default_ttl. */
+double edge_cache_policy_ttl(const edge_request *req, const edge_response *resp, double default_ttl);
+
+/* Reads resp's Vary field names into names, lower-case, comma-separated,
+ * without spaces. Returns 0 when resp has no Vary (or the script forced the
+ * store: its key then says what selects the response), 1 when names holds
+ * the list, -1 for Vary: *. */
+int edge_cache_policy_vary(const edge_response *resp, edge_buf *names);
+
+/* Appends to out the key of req's variant under key: the key, then each
+ * field named in names (as edge_cache_policy_vary wrote them) with req's
+ * value for it, list elements trimmed of white space and joined with ",",
+ * an absent field told apart from an empty one. */
+void edge_cache_policy_variant_key(const edge_request *req, const char *key, size_t klen,
+                                   const char *names, size_t nlen, edge_buf *out);
 
 #endif

@@ -34,6 +34,8 @@ static const char usage_text[] =
     "      --cache-size BYTES     response cache bound, k/m/g suffixes (default 64m)\n"
     "      --cache-ttl S          cache lifetime when neither the script nor Cache-Control\n"
     "                             gives one (default 60)\n"
+    "      --cache-max-object BYTES  largest response stored; at most a sixteenth of\n"
+    "                             --cache-size (default: that sixteenth, 4m)\n"
     "      --coalesce-timeout S   how long a miss waits for an identical one in progress (default 5)\n"
     "      --max-requests N       requests in flight across all workers; 503 past it (default 25000)\n"
     "      --handshake-timeout S  TLS handshake timeout (default 10)\n"
@@ -59,7 +61,7 @@ enum {
     OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LISTEN_PLAIN, OPT_H2_STREAMS,
     OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS,
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
-    OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY
+    OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT
 };
 
 static const struct option long_options[] = {
@@ -69,6 +71,7 @@ static const struct option long_options[] = {
     {"h2-max-streams", required_argument, NULL, OPT_H2_STREAMS},
     {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
     {"cache-ttl", required_argument, NULL, OPT_CACHE_TTL},
+    {"cache-max-object", required_argument, NULL, OPT_CACHE_MAX_OBJECT},
     {"coalesce-timeout", required_argument, NULL, OPT_COALESCE_TIMEOUT},
     {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
@@ -192,6 +195,10 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
     }
     case OPT_CACHE_SIZE:
         return parse_size(arg, &cfg->cache_size) ? bad_value(name, arg, "bytes, e.g. 64m") : EDGE_OK;
+    case OPT_CACHE_MAX_OBJECT:
+        if (parse_size(arg, &cfg->cache_max_object) || cfg->cache_max_object == 0)
+            return bad_value(name, arg, "bytes > 0, e.g. 1m");
+        return EDGE_OK;
     case OPT_CACHE_TTL:
         return parse_seconds(arg, &cfg->cache_ttl) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
     case OPT_COALESCE_TIMEOUT:
@@ -276,6 +283,18 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
     return EDGE_ERROR;
 }
 
+/* An entry lives in one of the cache's 16 shards, so none can be larger than
+ * a shard's share of --cache-size. Unset: that share. */
+static int check_cache_max_object(edge_config *cfg)
+{
+    size_t share = cfg->cache_size / 16;
+    if (cfg->cache_max_object == 0) cfg->cache_max_object = share;
+    if (cfg->cache_max_object <= share) return EDGE_OK;
+    fprintf(stderr, "edge: --cache-max-object %zu is larger than a sixteenth of --cache-size (%zu bytes): "
+            "the cache could not store such a response\n", cfg->cache_max_object, share);
+    return EDGE_ERROR;
+}
+
 int edge_config_parse(edge_config *cfg, int argc, char **argv)
 {
     int opt;
@@ -302,6 +321,7 @@ int edge_config_parse(edge_config *cfg, int argc, char **argv)
         fprintf(stderr, "edge: unexpected argument '%s' (see edge -h)\n", argv[optind]);
         return EDGE_ERROR;
     }
+    if (check_cache_max_object(cfg) != EDGE_OK) return EDGE_ERROR;
     if (cfg->script == NULL) {
         fprintf(stderr, "edge: no script given: edge -s SCRIPT (see edge -h)\n");
         return EDGE_ERROR;

@@ -43,12 +43,43 @@ static const char *key_ptr(const edge_request *req)
     return req->cache_key.base ? req->cache_key.base : "";
 }
 
+/* The key of the flight the request leads or waits for: its Vary variant's
+ * when a marker sent it there, else its cache key. */
+static const char *flight_key(const edge_request *req, size_t *klen)
+{
+    if (req->dispatch.flight_key) {
+        *klen = req->dispatch.flight_klen;
+        return req->dispatch.flight_key;
+    }
+    *klen = req->cache_key.len;
+    return key_ptr(req);
+}
+
+/* Takes ownership of a variant key (empty: none) as the flight's key. */
+static void set_flight_key(edge_request *req, edge_buf *variant)
+{
+    free(req->dispatch.flight_key);
+    req->dispatch.flight_key = variant->len ? variant->base : NULL;
+    req->dispatch.flight_klen = variant->len;
+    if (variant->len == 0) edge_buf_free(variant);
+    *variant = (edge_buf){0};
+}
+
+static void forget_flight_key(edge_request *req)
+{
+    edge_buf none = {0};
+    set_flight_key(req, &none);
+}
+
 /* Wakes the requests that waited for this one's response. */
 static void end_flight(edge_request *req)
 {
     if (!req->dispatch.leader) return;
     req->dispatch.leader = 0;
-    edge_cache_flight_done(req->worker->cache, key_ptr(req), req->cache_key.len);
+    size_t klen;
+    const char *key = flight_key(req, &klen);
+    edge_cache_flight_done(req->worker->cache, key, klen);
+    forget_flight_key(req);
 }
 
 /* The end of every dispatched request that gets an answer. */
@@ -56,25 +87,44 @@ static void complete(edge_request *req)
 {
     edge_script_release(req);
     end_flight(req);
+    forget_flight_key(req);
     release_slot(req);
     req->ops->respond(req);
 }
 
 /* ---- cache ---- */
 
-/* Answers from the cache when it holds a fresh entry (count: a first look,
- * counted as a hit or a miss). */
-static int serve_hit(edge_request *req, int count)
+/* Finds the request's entry at its key or, when a Vary marker is there, at
+ * its variant's key (written to variant). count: a first look, counted as a
+ * hit or a miss. */
+static edge_cache_entry *find_entry(edge_request *req, int count, edge_buf *variant)
 {
-    edge_worker *w = req->worker;
-    double now = ev_now(w->loop);
+    edge_cache *c = req->worker->cache;
+    double now = ev_now(req->worker->loop);
     const char *key = key_ptr(req);
     size_t klen = req->cache_key.len;
-    edge_cache_entry *e = count ? edge_cache_get(w->cache, key, klen, now) : edge_cache_peek(w->cache, key, klen, now);
+    edge_cache_entry *e = count ? edge_cache_get(c, key, klen, now) : edge_cache_peek(c, key, klen, now);
+    if (e == NULL || !edge_cache_entry_is_marker(e)) return e;
+    if (e->n_headers == 1) {
+        const edge_header *h = edge_cache_entry_headers(e);
+        const char *names = edge_cache_entry_header_data(e) + h->value.off;
+        edge_cache_policy_variant_key(req, key, klen, names, h->value.len, variant);
+    }
+    edge_cache_release(e);
+    if (variant->len == 0) return NULL;
+    return count ? edge_cache_get(c, variant->base, variant->len, now)
+                 : edge_cache_peek(c, variant->base, variant->len, now);
+}
+
+/* Answers from the cache when it holds a fresh entry for the request. On a
+ * miss, variant holds the key of the variant it missed (or stays empty). */
+static int serve_hit(edge_request *req, int count, edge_buf *variant)
+{
+    edge_cache_entry *e = find_entry(req, count, variant);
     if (e == NULL) return 0;
     edge_cache_entry_to_response(e, &req->resp);
     char age[24];
-    double secs = now - e->stored_at;
+    double secs = ev_now(req->worker->loop) - e->stored_at;
     size_t n = edge_format_u64(age, secs > 0 ? (unsigned long long)secs : 0);
     edge_cache_release(e);
     edge_response_add_header(&req->resp, "age", 3, age, n);
@@ -83,12 +133,52 @@ static int serve_hit(edge_request *req, int count)
     return 1;
 }
 
-static void store(edge_request *req)
+/* Stores resp under key unless it is larger than --cache-max-object, which
+ * is logged (at info: an operator asks why a response is never a HIT). */
+static int put(edge_request *req, const char *key, size_t klen, const edge_response *resp, double ttl)
 {
     edge_worker *w = req->worker;
-    double ttl = edge_cache_policy_ttl(&req->resp, w->cfg->cache_ttl);
-    if (ttl > 0)
-        edge_cache_put(w->cache, key_ptr(req), req->cache_key.len, &req->resp, ev_now(w->loop), ttl);
+    size_t size = edge_cache_object_size(klen, resp), limit = edge_cache_max_object(w->cache);
+    if (size > limit) {
+        edge_log(EDGE_LOG_INFO, req->conn_id,
+                 "request %s: response not cached: %zu bytes, more than --cache-max-object %zu",
+                 edge_request_id(req), size, limit);
+        return EDGE_ERROR;
+    }
+    return edge_cache_put(w->cache, key, klen, resp, ev_now(w->loop), ttl);
+}
+
+/* Leaves at the request's key a marker naming the fields the response varied by. */
+static void put_marker(edge_request *req, const edge_buf *names, double ttl)
+{
+    edge_response marker = {.status = EDGE_CACHE_MARKER_STATUS};
+    edge_response_add_header(&marker, "vary", 4, names->base, names->len);
+    put(req, key_ptr(req), req->cache_key.len, &marker, ttl);
+    edge_buf_free(&marker.data);
+    edge_buf_free(&marker.body);
+    free(marker.headers);
+}
+
+/* Stores the response at its key, or (Vary) at its variant's key with a marker at its key. */
+static void store_entry(edge_request *req, double ttl)
+{
+    edge_buf names = {0}, variant = {0};
+    const char *key = key_ptr(req);
+    size_t klen = req->cache_key.len;
+    if (edge_cache_policy_vary(&req->resp, &names) > 0) {
+        edge_cache_policy_variant_key(req, key, klen, names.base, names.len, &variant);
+        if (put(req, variant.base, variant.len, &req->resp, ttl) == EDGE_OK) put_marker(req, &names, ttl);
+    } else {
+        put(req, key, klen, &req->resp, ttl);
+    }
+    edge_buf_free(&names);
+    edge_buf_free(&variant);
+}
+
+static void store(edge_request *req)
+{
+    double ttl = edge_cache_policy_ttl(req, &req->resp, req->worker->cfg->cache_ttl);
+    if (ttl > 0) store_entry(req, ttl);
     edge_response_add_header(&req->resp, "x-cache", 7, "MISS", 4);
     req->cache_status = "MISS";
 }
@@ -114,7 +204,9 @@ static void on_woken(edge_worker_msg *m)
     if (req == NULL) return;        /* the request gave up meanwhile */
     req->dispatch.waiter = NULL;
     ev_timer_stop(req->worker->loop, &req->dispatch.timer);
-    req->dispatch.no_coalesce = 1;  /* a miss now (leader failed, or uncacheable): compute */
+    forget_flight_key(req);
+    /* A miss now (leader failed, uncacheable, or another variant): compute. */
+    req->dispatch.no_coalesce = 1;
     lookup_or_compute(req);
 }
 
@@ -133,7 +225,11 @@ static int stop_waiting(edge_request *req)
     if (wt == NULL) return 0;
     req->dispatch.waiter = NULL;
     ev_timer_stop(req->worker->loop, &req->dispatch.timer);
-    if (edge_cache_flight_leave(req->worker->cache, key_ptr(req), req->cache_key.len, &wt->base)) {
+    size_t klen;
+    const char *key = flight_key(req, &klen);
+    int left = edge_cache_flight_leave(req->worker->cache, key, klen, &wt->base);
+    forget_flight_key(req);
+    if (left) {
         free(wt);
         return 1;
     }
@@ -164,7 +260,9 @@ static int join_flight(edge_request *req)
     wt->msg.run = on_woken;
     wt->w = w;
     wt->req = req;
-    if (edge_cache_flight_join(w->cache, key_ptr(req), req->cache_key.len, &wt->base) == EDGE_OK) {
+    size_t klen;
+    const char *key = flight_key(req, &klen);
+    if (edge_cache_flight_join(w->cache, key, klen, &wt->base) == EDGE_OK) {
         w->spare_waiter = wt;
         req->dispatch.leader = 1;
         return EDGE_OK;
@@ -176,20 +274,31 @@ static int join_flight(edge_request *req)
     return EDGE_AGAIN;
 }
 
+/* Serves a hit; on a miss joins the flight for the key (or the variant) missed. */
+static int hit_or_join(edge_request *req)
+{
+    edge_buf variant = {0};
+    if (serve_hit(req, 1, &variant)) {
+        edge_buf_free(&variant);
+        complete(req);
+        return EDGE_DONE;
+    }
+    set_flight_key(req, &variant);
+    /* HEAD is never stored (cache_policy.h), so it leads no flight others would wait on. */
+    if (req->dispatch.no_coalesce || req->is_head) return EDGE_OK;
+    if (join_flight(req) == EDGE_AGAIN) return EDGE_AGAIN;
+    /* Look again: a leader may have stored it between the look and the join. */
+    variant = (edge_buf){0};
+    int hit = serve_hit(req, 0, &variant);
+    edge_buf_free(&variant);
+    if (!hit) return EDGE_OK;
+    complete(req);
+    return EDGE_DONE;
+}
+
 static void lookup_or_compute(edge_request *req)
 {
-    if (req->has_cache_key) {
-        if (serve_hit(req, 1)) {
-            complete(req);
-            return;
-        }
-        /* Look again after joining: the leader may have stored it meanwhile. */
-        if (!req->dispatch.no_coalesce && join_flight(req) == EDGE_AGAIN) return;
-        if (req->dispatch.leader && serve_hit(req, 0)) {
-            complete(req);
-            return;
-        }
-    }
+    if (req->has_cache_key && hit_or_join(req) != EDGE_OK) return;
     compute(req);
 }
 
@@ -208,6 +317,7 @@ void edge_dispatch_start(edge_request *req)
     edge_worker *w = req->worker;
     edge_worker_assign_id(w, req);
     req->dispatch = (edge_dispatch_ctx){0};
+    req->resp.cache_mode = EDGE_CACHE_DEFAULT;
     if (atomic_fetch_add_explicit(&inflight, 1, memory_order_relaxed) >= w->cfg->max_requests) {
         atomic_fetch_sub_explicit(&inflight, 1, memory_order_relaxed);
         respond_overloaded(req);
@@ -233,5 +343,6 @@ void edge_dispatch_cancel(edge_request *req)
     edge_script_cancel(req);
     stop_waiting(req);
     end_flight(req);     /* waiters compute for themselves */
+    forget_flight_key(req);
     release_slot(req);
 }

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <lauxlib.h>
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 #define SHAPE "{ status = integer, headers = table, body = string }"
@@ -152,6 +153,27 @@ static int read_ttl(lua_State *L, int idx, edge_response *resp, char *err, size_
     return EDGE_ERROR;
 }
 
+/* cache = true (or nil): the cache's rules; false: never stored;
+ * "any-status": stored whatever the status; "force": also despite
+ * Set-Cookie, Authorization and Vary (the script's key selects it). */
+static int read_cache(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+{
+    int t = rawfield(L, idx, "cache");
+    const char *mode = t == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    int rc = EDGE_OK;
+    resp->cache_mode = EDGE_CACHE_DEFAULT;
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) resp->cache_mode = EDGE_CACHE_OFF;
+    else if (strcmp(mode, "force") == 0) resp->cache_mode = EDGE_CACHE_FORCE;
+    else if (strcmp(mode, "any-status") == 0) resp->cache_mode = EDGE_CACHE_ANY_STATUS;
+    else if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+        snprintf(err, errlen, "cache must be true, false, \"any-status\" or \"force\", got %s",
+                 t == LUA_TSTRING ? "another string" : lua_typename(L, t));
+        rc = EDGE_ERROR;
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 int edge_lua_to_response(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
 {
     idx = lua_absindex(L, idx);
@@ -162,7 +184,8 @@ int edge_lua_to_response(lua_State *L, int idx, edge_response *resp, char *err, 
     if (read_status(L, idx, resp, err, errlen) != EDGE_OK ||
         read_headers(L, idx, resp, err, errlen) != EDGE_OK ||
         read_body(L, idx, resp, err, errlen) != EDGE_OK ||
-        read_ttl(L, idx, resp, err, errlen) != EDGE_OK)
+        read_ttl(L, idx, resp, err, errlen) != EDGE_OK ||
+        read_cache(L, idx, resp, err, errlen) != EDGE_OK)
         return EDGE_ERROR;
     return EDGE_OK;
 }

@@ -7,7 +7,7 @@
 
 struct edge_response;
 
-/* Reads the table at idx ({ status =, headers =, body =, ttl = }) into resp.
+/* Reads the table at idx ({ status =, headers =, body =, ttl =, cache = }) into resp.
  * Returns EDGE_OK, or EDGE_ERROR with err saying what was expected. Header
  * names are stored lower-case; content-length, transfer-encoding and
  * connection are the core's to set and are ignored. Never raises. */

@@ -228,6 +228,7 @@ int main(int argc, char **argv)
     }
     edge_h2_global_init();
     srv.cache = edge_cache_new(srv.cfg.cache_size);
+    edge_cache_set_max_object(srv.cache, srv.cfg.cache_max_object);
     srv.n_workers = srv.cfg.workers ? srv.cfg.workers : default_workers();
     srv.workers = edge_calloc((size_t)srv.n_workers, sizeof(edge_worker));
     if (open_listeners(&srv) != EDGE_OK || start_workers(&srv) != EDGE_OK) {

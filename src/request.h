@@ -22,6 +22,8 @@ typedef struct edge_dispatch_ctx {
     unsigned  counted : 1;        /* holds a slot of the in-flight limit */
     unsigned  leader : 1;         /* computes the response others wait for */
     unsigned  no_coalesce : 1;    /* was woken from a flight: compute on a miss */
+    char     *flight_key;         /* the Vary variant's key the flight is for; NULL: the cache key */
+    size_t    flight_klen;
     struct edge_dispatch_waiter *waiter;   /* while waiting for a leader */
     ev_timer  timer;              /* bounds that wait */
 } edge_dispatch_ctx;
@@ -44,6 +46,9 @@ typedef struct edge_request_ops {
     void (*respond)(struct edge_request *req);
 } edge_request_ops;
 
+/* What a response's `cache` field asks of the cache (see cache_policy.h). */
+enum { EDGE_CACHE_DEFAULT, EDGE_CACHE_OFF, EDGE_CACHE_ANY_STATUS, EDGE_CACHE_FORCE };
+
 typedef struct edge_response {
     int       status;
     edge_buf  data;        /* header names and values */
@@ -53,6 +58,7 @@ typedef struct edge_response {
     edge_buf  body;
     double    ttl;         /* seconds in cache the script asked for (has_ttl) */
     unsigned  has_ttl : 1;
+    unsigned  cache_mode : 2;  /* EDGE_CACHE_* */
     unsigned  has_server : 1;
     unsigned  has_date : 1;
 } edge_response;

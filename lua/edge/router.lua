@@ -30,9 +30,15 @@
 --
 -- Cache keys (the cache_key hook): a route's opts.cache = false: never
 -- cached; opts.cache_key = function(req, params) -> string or nil: that key
--- (called for every method the route serves); otherwise GET and HEAD are keyed
--- by req.path and other methods are not cached. No route (404, 405, 400): not
--- cached. opts.ttl sets the response's ttl when the handler did not.
+-- (called for every method the route serves); otherwise GET and HEAD share
+-- router.default_key(req), "GET " .. host .. path [.. "?" .. query]: what
+-- selects the response (another Host or query is another entry), and other
+-- methods are not cached. No route (404, 405, 400): not cached. opts.ttl sets
+-- the response's ttl when the handler did not; edge applies it to the
+-- heuristically cacheable statuses only (200, 203, 204, 206, 300, 301, 308,
+-- 404, 405, 410, 414, 501). opts.cache_statuses = { 302, 503 } lists more
+-- statuses the route's responses are stored with (response.cache =
+-- "any-status", unless the handler set cache itself).
 --
 -- Matching: a hash table of the fully static routes first, then a segment
 -- tree (trie) walked once per request; no Lua patterns at request time.
@@ -170,12 +176,14 @@ local function parse_methods(methods, level)
   return list
 end
 
-local ROUTE_OPTS = { cache = true, cache_key = true, ttl = true, name = true }
+local ROUTE_OPTS = { cache = true, cache_key = true, ttl = true, name = true,
+                     cache_statuses = true }
 
 --- Adds a route. methods: "GET", { "GET", "POST" } or "*" (any method).
 -- handler(req, params) returns the response table. opts: cache (false: never
 -- cached), cache_key (function(req, params) -> key or nil), ttl (seconds, for
--- responses that set none), name (shown in errors). Returns the router.
+-- responses that set none), cache_statuses (a list of statuses stored besides
+-- the heuristically cacheable ones), name (shown in errors). Returns the router.
 function Router:route(methods, pattern, handler, opts)
   self:_add(methods, pattern, handler, opts, 3)
   return self
@@ -196,8 +204,8 @@ function Router:_add(methods, pattern, handler, opts, level)
   opts = opts or {}
   for k in pairs(opts) do
     if not ROUTE_OPTS[k] then
-      error(format("route %s: unknown option %q (known: cache, cache_key, ttl, name)", pattern,
-        tostring(k)), level)
+      error(format("route %s: unknown option %q (known: cache, cache_key, ttl, cache_statuses, "
+        .. "name)", pattern, tostring(k)), level)
     end
   end
   if opts.cache ~= nil and opts.cache ~= false and opts.cache ~= true then
@@ -213,10 +221,25 @@ function Router:_add(methods, pattern, handler, opts, level)
   if opts.ttl ~= nil and (type(opts.ttl) ~= "number" or opts.ttl <= 0) then
     error(format("route %s: opts.ttl must be a number > 0", pattern), level)
   end
+  local statuses = nil
+  if opts.cache_statuses ~= nil then
+    if type(opts.cache_statuses) ~= "table" or #opts.cache_statuses == 0 then
+      error(format("route %s: opts.cache_statuses must be a non-empty list of statuses", pattern),
+        level)
+    end
+    statuses = {}
+    for _, st in ipairs(opts.cache_statuses) do
+      if math.type(st) ~= "integer" or st < 200 or st > 599 then
+        error(format("route %s: opts.cache_statuses: %s is not a status from 200 to 599", pattern,
+          tostring(st)), level)
+      end
+      statuses[st] = true
+    end
+  end
 
   local route = {
     methods = list, pattern = pattern, handler = handler, name = opts.name,
-    cache = opts.cache ~= false, cache_key = opts.cache_key, ttl = opts.ttl,
+    cache = opts.cache ~= false, cache_key = opts.cache_key, ttl = opts.ttl, statuses = statuses,
     pidx = pidx, pname = pname, nparams = #pidx, wild_index = wild_index, wild_name = wild_name,
   }
 
@@ -411,6 +434,16 @@ local function describe(route, method)
   return format("%s %s%s", method, route.pattern, route.name and (" (" .. route.name .. ")") or "")
 end
 
+--- The key GET and HEAD share by default: the method class, the host, the
+-- path and the query as sent. A script's own cache_key (or edge.cache.purge)
+-- can build the same key from a plain table { host =, path =, query = }.
+function router.default_key(req)
+  local q = req.query
+  local key = "GET " .. (req.host or "") .. req.path
+  if q then key = key .. "?" .. q end
+  return key
+end
+
 --- The cache key for req (see the header comment), or nil.
 function Router:cache_key(req)
   local method = req.method
@@ -425,7 +458,7 @@ function Router:cache_key(req)
     end
     return key
   end
-  if method == "GET" or method == "HEAD" then return req.path end
+  if method == "GET" or method == "HEAD" then return router.default_key(req) end
   return nil
 end
 
@@ -453,8 +486,14 @@ function Router:respond(req)
       .. "{ status = integer, headers = table, body = string }", describe(route, method),
       where(route.handler), type(resp)), 0)
   end
-  if route.ttl and resp.ttl == nil then
-    resp = { status = resp.status, headers = resp.headers, body = resp.body, ttl = route.ttl }
+  local ttl = route.ttl and resp.ttl == nil
+  local any_status = route.statuses and resp.cache == nil and route.statuses[resp.status or 200]
+  if ttl or any_status then
+    local copy = {}                 -- the handler's table may be shared (a constant)
+    for k, v in pairs(resp) do copy[k] = v end
+    if ttl then copy.ttl = route.ttl end
+    if any_status then copy.cache = "any-status" end
+    resp = copy
   end
   return resp
 end

@@ -3,11 +3,12 @@
 -- spec/examples/api_spec.lua (in-process and against a real server).
 --
 --   GET    /health            never cached (cache = false)
---   GET    /users/:id         one cache entry per id (the default key: the path), 30 s
+--   GET    /users/:id         one cache entry per id (the default key: host, path
+--                             and query), 30 s
 --   GET    /u/:id             301 to /users/:id
 --   GET    /search?q=...      keyed by the q argument only (other arguments ignored), 10 s
 --   POST   /users             creates a user from a JSON body: 201, never cached
---   DELETE /cache/users/:id   purges /users/:id from edge's shared cache
+--   DELETE /cache/users/:id   purges /users/:id (this host's) from edge's shared cache
 --                             (needs the header X-Purge-Token: $EDGE_PURGE_TOKEN,
 --                             default "dev-token")
 -- The users are a fixed table here; a real script would ask a backend, which
@@ -54,12 +55,12 @@ app:get("/u/:id", function(req, params)
   return response.redirect("/users/" .. params.id, 301)
 end)
 
--- One entry per q, whatever else the query holds (?q=lua&utm_source=x is
--- /search?q=lua): the key is built from the argument, not from req.query.
+-- One entry per host and q, whatever else the query holds (?q=lua&utm_source=x
+-- is ?q=lua): the key is built from the argument, not from req.query.
 local function search_key(req)
   local q = request.arg(req, "q")
   if type(q) ~= "string" or q == "" then return nil end   -- a 400: not cached
-  return req.path .. "?q=" .. q
+  return router.default_key { host = req.host, path = req.path, query = "q=" .. q }
 end
 
 app:get("/search", function(req)
@@ -100,7 +101,8 @@ app:delete("/cache/users/:id", function(req, params)
   if request.header(req, "X-Purge-Token") ~= PURGE_TOKEN then
     return response.json({ error = "forbidden" }, 403)
   end
-  local purged = edge.cache.purge("/users/" .. params.id)
+  -- The key edge stored GET /users/:id under (the router's default key).
+  local purged = edge.cache.purge(router.default_key { host = req.host, path = "/users/" .. params.id })
   return response.json { purged = purged }
 end)
 

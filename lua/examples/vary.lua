@@ -5,10 +5,12 @@
 --   curl -k -H 'Accept-Language: fr-CH, fr;q=0.9, en;q=0.8' https://localhost:8443/
 --   -> "Bonjour !", Content-Language: fr, cached under "/?lang=fr"
 --
--- The key holds the negotiated language, never the raw header: browsers
--- send thousands of Accept-Language spellings, and keying by the raw value
--- would store one copy per spelling (and let anyone fill the cache). Each
--- response says `Vary: Accept-Language` for caches downstream.
+-- The key holds the host, the path and the negotiated language, never the raw
+-- header: browsers send thousands of Accept-Language spellings, and keying by
+-- the raw value would store one copy per spelling (and let anyone fill the
+-- cache). Each response says `Vary: Accept-Language` for caches downstream.
+-- edge honours Vary too (each spelling would be its own variant), so the
+-- response says cache = "force": this key already holds what selects it.
 local edge = require "edge"
 local request = require "edge.request"
 local response = require "edge.response"
@@ -47,7 +49,7 @@ local app = {}
 function app.cache_key(req)
   local m = req.method
   if m ~= "GET" and m ~= "HEAD" then return nil end
-  return req.path .. "?lang=" .. negotiate(request.header(req, "accept-language"))
+  return "GET " .. (req.host or "") .. req.path .. "?lang=" .. negotiate(request.header(req, "accept-language"))
 end
 
 function app.respond(req)
@@ -61,6 +63,7 @@ function app.respond(req)
     ["vary"] = "Accept-Language",
   })
   res.ttl = 60
+  res.cache = "force"      -- stored despite Vary: the key holds the language
   return res
 end
 
