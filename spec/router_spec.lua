@@ -268,11 +268,26 @@ describe("edge.router cache keys", function()
     return app:cache_key(fake.new { method = method, path = path, headers = headers })
   end
 
-  it("keys GET and HEAD by the path by default", function()
-    assert.are.equal("/users/1", key("GET", "/users/1"))
-    assert.are.equal("/users/1", key("HEAD", "/users/1"))
-    assert.are.equal("/users/2", key("GET", "/users/2?x=1"))
-    assert.are.equal("/static/a/b", key("GET", "/static/a/b"))
+  it("keys GET and HEAD together by host, path and query by default", function()
+    assert.are.equal("GET localhost/users/1", key("GET", "/users/1"))
+    assert.are.equal("GET localhost/users/1", key("HEAD", "/users/1"))
+    assert.are.equal("GET localhost/users/2?x=1", key("GET", "/users/2?x=1"))
+    assert.are.equal("GET localhost/static/a/b", key("GET", "/static/a/b"))
+  end)
+
+  it("gives another query and another host another default key", function()
+    assert.are_not.equal(key("GET", "/users/1?q=a"), key("GET", "/users/1?q=b"))
+    assert.are_not.equal(key("GET", "/users/1", { Host = "a.example" }),
+      key("GET", "/users/1", { Host = "b.example" }))
+    assert.are.equal("GET b.example/users/1", key("GET", "/users/1", { Host = "B.example:8443" }))
+  end)
+
+  it("builds the default key from a plain table with router.default_key (for purges)", function()
+    assert.are.equal("GET h/users/1", router.default_key { host = "h", path = "/users/1" })
+    assert.are.equal("GET h/s?q=a", router.default_key { host = "h", path = "/s", query = "q=a" })
+    assert.are.equal("GET /x", router.default_key { path = "/x" })
+    assert.are.equal(key("GET", "/users/1?a=1"),
+      router.default_key { host = "localhost", path = "/users/1", query = "a=1" })
   end)
 
   it("does not cache other methods by default", function()
@@ -322,6 +337,39 @@ describe("edge.router cache keys", function()
     assert.are.equal(30, r:respond(fake.get("/a")).ttl)
     assert.are.equal(5, r:respond(fake.get("/b")).ttl)
   end)
+
+  it("keeps the handler's other fields (cache) when it adds the route's ttl", function()
+    local r = router.new()
+    local shared = { body = "c", cache = "force", headers = { ["set-cookie"] = "a=1" } }
+    r:get("/c", function() return shared end, { ttl = 30 })
+    local res = r:respond(fake.get("/c"))
+    assert.are.equal("force", res.cache)
+    assert.are.equal(30, res.ttl)
+    assert.are.equal("a=1", res.headers["set-cookie"])
+    assert.is_nil(shared.ttl, "the handler's own table was changed")
+  end)
+
+  it("marks the statuses a route lists in cache_statuses cache = \"any-status\"", function()
+    local r = router.new()
+    r:get("/s/:code", function(req, p) return { status = tonumber(p.code), body = "" } end,
+      { ttl = 30, cache_statuses = { 500, 302 } })
+    r:get("/own", function() return { status = 500, cache = false } end, { cache_statuses = { 500 } })
+    assert.are.equal("any-status", r:respond(fake.get("/s/500")).cache)
+    assert.are.equal("any-status", r:respond(fake.get("/s/302")).cache)
+    assert.is_nil(r:respond(fake.get("/s/503")).cache)
+    assert.is_nil(r:respond(fake.get("/s/200")).cache)
+    assert.are.equal(30, r:respond(fake.get("/s/503")).ttl)
+    assert.are.equal(false, r:respond(fake.get("/own")).cache, "the handler's cache field was overridden")
+  end)
+
+  it("rejects a cache_statuses that is not a list of statuses", function()
+    local h = function() return {} end
+    for _, bad in ipairs { {}, 500, { "500" }, { 99 }, { 600 }, { 500.5 } } do
+      local ok, err = pcall(function() router.new():get("/x", h, { cache_statuses = bad }) end)
+      assert.is_false(ok, tostring(bad))
+      assert.matches("cache_statuses", err, 1, true)
+    end
+  end)
 end)
 
 describe("edge.router hooks", function()
@@ -332,7 +380,7 @@ describe("edge.router hooks", function()
     assert.is_function(hooks.cache_key)
     assert.is_function(hooks.respond)
     local req = fake.get("/x/1")
-    assert.are.equal("/x/1", hooks.cache_key(req))
+    assert.are.equal("GET localhost/x/1", hooks.cache_key(req))
     assert.are.equal("x1", hooks.respond(req).body)
   end)
 
@@ -347,7 +395,7 @@ describe("edge.router hooks", function()
     local app = router.new()
     app:get("/m", tag("m"))
     assert.are.equal("m", app:respond { method = "GET", path = "/m" }.body)
-    assert.are.equal("/m", app:cache_key { method = "GET", path = "/m" })
+    assert.are.equal("GET /m", app:cache_key { method = "GET", path = "/m" })
   end)
 
   it("lets a handler's error through (edge reports it with file:line)", function()

@@ -49,10 +49,12 @@ describe("examples/api.lua in-process", function()
     local res, key, json = call { path = "/users/1" }
     assert.are.equal(200, res.status)
     assert.are.equal("Ada Lovelace", json.name)
-    assert.are.equal("/users/1", key)
+    assert.are.equal("GET localhost/users/1", key)
     assert.are.equal(30, res.ttl)
     local _, key2 = call { path = "/users/2" }
-    assert.are.equal("/users/2", key2)
+    assert.are.equal("GET localhost/users/2", key2)
+    local _, key3 = call { path = "/users/2", host = "other.example" }
+    assert.are.equal("GET other.example/users/2", key3)
   end)
 
   it("GET /users/:id waits for the backend on the virtual clock, not for real", function()
@@ -74,21 +76,21 @@ describe("examples/api.lua in-process", function()
   it("HEAD is keyed like GET (edge serves both from one entry)", function()
     local res, key = call { method = "HEAD", path = "/users/3" }
     assert.are.equal(200, res.status)
-    assert.are.equal("/users/3", key)
+    assert.are.equal("GET localhost/users/3", key)
   end)
 
-  it("GET /search is keyed by the q argument only", function()
+  it("GET /search is keyed by the host and the q argument only", function()
     local _, k1, json = call { path = "/search?q=ada" }
-    assert.are.equal("/search?q=ada", k1)
+    assert.are.equal("GET localhost/search?q=ada", k1)
     assert.are.equal(1, json.count)
     assert.are.equal("Ada Lovelace", json.results[1].name)
     local _, k2 = call { path = "/search?utm_source=x&q=ada" }
     assert.are.equal(k1, k2)
     local _, k3 = call { path = "/search?q=Grace+Hopper" }
-    assert.are.equal("/search?q=Grace Hopper", k3)
+    assert.are.equal("GET localhost/search?q=Grace Hopper", k3)
     local res, k4 = call { path = "/search?q=nobody" }
     assert.are.equal(0, cjson.decode(res.body).count)
-    assert.are.equal("/search?q=nobody", k4)
+    assert.are.equal("GET localhost/search?q=nobody", k4)
   end)
 
   it("GET /search without q is a 400 that is not cached", function()
@@ -131,14 +133,14 @@ describe("examples/api.lua in-process", function()
     -- Store what edge would store for GET /users/1, with the route's ttl.
     local res, key = call { path = "/users/1" }
     assert.is_true(edge.cache.set(key, res))
-    assert.is_table(edge.cache.get("/users/1"))
+    assert.is_table(edge.cache.get(key))
     local denied = call { method = "DELETE", path = "/cache/users/1" }
     assert.are.equal(403, denied.status)
-    assert.is_table(edge.cache.get("/users/1"))
+    assert.is_table(edge.cache.get(key))
     local _, _, json = call { method = "DELETE", path = "/cache/users/1",
                               headers = { ["X-Purge-Token"] = "dev-token" } }
     assert.is_true(json.purged)
-    assert.is_nil(edge.cache.get("/users/1"))
+    assert.is_nil(edge.cache.get(key))
     _, _, json = call { method = "DELETE", path = "/cache/users/1",
                         headers = { ["X-Purge-Token"] = "dev-token" } }
     assert.is_false(json.purged)
@@ -192,13 +194,16 @@ describe("examples/api.lua against the real server #e2e", function()
     assert.are.equal("Alan Turing", json_of(other).name)
   end)
 
-  it("HEAD /users/:id answers from the same entry, without a body", function()
+  it("HEAD /users/:id answers from the GET entry, without a body; a HEAD miss stores nothing", function()
     local res = srv:request { method = "HEAD", path = "/users/3" }
     assert.are.equal(200, res.status)
     assert.are.equal("", res.body)
     res = srv:get("/users/3")
-    assert.are.equal("HIT", res.headers["x-cache"])
+    assert.are.equal("MISS", res.headers["x-cache"])
     assert.are.equal("Grace Hopper", json_of(res).name)
+    res = srv:request { method = "HEAD", path = "/users/3" }
+    assert.are.equal("HIT", res.headers["x-cache"])
+    assert.are.equal("", res.body)
   end)
 
   it("GET /search is cached by q only", function()
