@@ -1,6 +1,7 @@
 /* Access log lines, buffered per worker. */
 #include "access_log.h"
 #include "common.h"
+#include "config.h"
 #include "log.h"
 #include "request.h"
 #include "worker.h"
@@ -18,12 +19,12 @@
 #define FLUSH_SECONDS 1.0
 
 static int log_fd = -1;          /* -1: off */
-static int log_json;
+static int log_format;      /* EDGE_LOG_FORMAT_* */
 static char log_path[4096];
 
-int edge_access_log_open(const char *path, int json, char *err, size_t errlen)
+int edge_access_log_open(const char *path, int format, char *err, size_t errlen)
 {
-    log_json = json;
+    log_format = format;
     if (strcmp(path, "off") == 0) return EDGE_OK;
     if (strcmp(path, "-") == 0 || strcmp(path, "stdout") == 0) {
         log_fd = STDOUT_FILENO;
@@ -89,7 +90,7 @@ static void put_escaped(edge_buf *b, const char *s, size_t n)
             char esc[2] = {'\\', (char)c};
             edge_buf_append(b, esc, 2);
         } else if (c < 0x20 || c >= 0x7f) {
-            edge_buf_printf(b, log_json ? "\\u%04x" : "\\x%02X", c);
+            edge_buf_printf(b, log_format == EDGE_LOG_FORMAT_JSON ? "\\u%04x" : "\\x%02X", c);
         } else {
             edge_buf_append(b, (const char *)&c, 1);
         }
@@ -133,50 +134,97 @@ static void put_target(edge_buf *b, const edge_request *req)
     }
 }
 
-static void put_combined(edge_buf *b, const edge_request *req, const char *addr, double now)
+static void put_time(edge_buf *b, double now, const char *format)
 {
     char when[64];
     time_t t = (time_t)now;
     struct tm tm;
     gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
-    edge_buf_printf(b, "%s - - [%s] \"", addr, when);
+    strftime(when, sizeof(when), format, &tm);
+    edge_buf_append_str(b, when);
+}
+
+/* nginx's combined format; combined_id adds ` "request id" ` before the
+ * request time that finish_line appends. */
+static void put_combined(edge_buf *b, edge_request *req, const char *addr, double now)
+{
+    edge_buf_append_str(b, addr);
+    edge_buf_append_str(b, " - - [");
+    put_time(b, now, "%d/%b/%Y:%H:%M:%S +0000");
+    edge_buf_append_str(b, "] \"");
     put_span(b, req, req->method);
     edge_buf_append(b, " ", 1);
     put_target(b, req);
-    edge_buf_printf(b, " HTTP/%s\" %d %zu \"", req->version, req->resp.status, body_bytes(req));
+    edge_buf_printf(b, " HTTP/%s\" %d %zu \"", req->version ? req->version : "1.1", req->resp.status, body_bytes(req));
     put_header(b, req, "referer", 7);
     edge_buf_append(b, "\" \"", 3);
     put_header(b, req, "user-agent", 10);
-    edge_buf_append(b, "\"\n", 2);
+    edge_buf_append(b, "\"", 1);
+    if (log_format == EDGE_LOG_FORMAT_COMBINED_ID) {
+        edge_buf_append(b, " \"", 2);
+        put_escaped(b, edge_request_id(req), strlen(edge_request_id(req)));
+        edge_buf_append(b, "\" ", 2);
+    }
 }
 
+static void put_json_field(edge_buf *b, const char *name, const char *value, size_t n)
+{
+    edge_buf_printf(b, ",\"%s\":\"", name);
+    put_escaped(b, value, n);
+    edge_buf_append(b, "\"", 1);
+}
+
+static void put_json_header(edge_buf *b, const edge_request *req, const char *field, const char *name, size_t n)
+{
+    const edge_header *h = edge_request_header(req, name, n);
+    if (h) put_json_field(b, field, edge_request_ptr(req, h->value), h->value.len);
+    else edge_buf_printf(b, ",\"%s\":null", field);
+}
+
+/* One JSON object; "duration" is last, appended by finish_line. */
 static void put_json(edge_buf *b, edge_request *req, const char *addr, double now)
 {
-    char when[64];
-    time_t t = (time_t)now;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    edge_buf_printf(b, "{\"time\":\"%s.%03dZ\",\"id\":\"%s\",\"remote_addr\":\"%s\",\"protocol\":\"HTTP/%s\","
-                       "\"method\":\"", when, (int)((now - (double)t) * 1000), edge_request_id(req), addr,
-                    req->version);
+    edge_buf_append_str(b, "{\"time\":\"");
+    put_time(b, now, "%Y-%m-%dT%H:%M:%S");
+    edge_buf_printf(b, ".%03dZ\"", (int)((now - (double)(time_t)now) * 1000));
+    put_json_field(b, "id", edge_request_id(req), strlen(edge_request_id(req)));
+    put_json_field(b, "remote_addr", addr, strlen(addr));
+    if (req->host.off != EDGE_SPAN_NONE) put_json_field(b, "host", edge_request_ptr(req, req->host), req->host.len);
+    else edge_buf_append_str(b, ",\"host\":null");
+    edge_buf_printf(b, ",\"protocol\":\"HTTP/%s\"", req->version ? req->version : "1.1");
+    if (req->tls_version) put_json_field(b, "tls_version", req->tls_version, strlen(req->tls_version));
+    else edge_buf_append_str(b, ",\"tls_version\":null");
+    edge_buf_append_str(b, ",\"method\":\"");
     put_span(b, req, req->method);
     edge_buf_append_str(b, "\",\"path\":\"");
     put_target(b, req);
-    edge_buf_printf(b, "\",\"status\":%d,\"bytes\":%zu,\"duration\":%.6f,\"cache\":\"%s\"}\n",
-                    req->resp.status, body_bytes(req), now - req->start > 0 ? now - req->start : 0,
-                    req->cache_status ? req->cache_status : "-");
+    edge_buf_printf(b, "\",\"status\":%d,\"bytes\":%zu,\"bytes_received\":%llu", req->resp.status,
+                    body_bytes(req), (unsigned long long)req->bytes_in);
+    put_json_header(b, req, "referer", "referer", 7);
+    put_json_header(b, req, "user_agent", "user-agent", 10);
+    edge_buf_printf(b, ",\"cache\":\"%s\",\"duration\":", req->cache_status ? req->cache_status : "-");
 }
 
-void edge_access_log_request(edge_worker *w, edge_request *req)
+/* Formats req's line up to (not including) its request time. */
+static void format_line(edge_buf *b, edge_request *req, double now)
 {
-    if (log_fd < 0) return;
     char addr[64];
     format_addr(req, addr, sizeof(addr));
-    double now = ev_now(w->loop);
-    if (log_json) put_json(&w->access_buf, req, addr, now);
-    else put_combined(&w->access_buf, req, addr, now);
+    if (log_format == EDGE_LOG_FORMAT_JSON) put_json(b, req, addr, now);
+    else put_combined(b, req, addr, now);
+}
+
+/* Ends a line begun by format_line, with the request time in seconds. */
+static void finish_line(edge_buf *b, double seconds)
+{
+    if (seconds < 0) seconds = 0;
+    if (log_format == EDGE_LOG_FORMAT_JSON) edge_buf_printf(b, "%.6f}\n", seconds);
+    else if (log_format == EDGE_LOG_FORMAT_COMBINED_ID) edge_buf_printf(b, "%.3f\n", seconds);
+    else edge_buf_append(b, "\n", 1);
+}
+
+static void line_written(edge_worker *w)
+{
     if (w->access_buf.len >= FLUSH_BYTES) {
         edge_access_log_flush(w);
     } else if (!ev_is_active(&w->access_timer)) {
@@ -184,4 +232,31 @@ void edge_access_log_request(edge_worker *w, edge_request *req)
         w->access_timer.data = w;
         ev_timer_start(w->loop, &w->access_timer);
     }
+}
+
+int edge_access_log_enabled(void)
+{
+    return log_fd >= 0;
+}
+
+void edge_access_log_format(edge_worker *w, edge_request *req, edge_buf *out)
+{
+    format_line(out, req, ev_now(w->loop));
+}
+
+void edge_access_log_commit(edge_worker *w, const char *line, size_t n, double seconds)
+{
+    if (log_fd < 0) return;
+    edge_buf_append(&w->access_buf, line, n);
+    finish_line(&w->access_buf, seconds);
+    line_written(w);
+}
+
+void edge_access_log_request(edge_worker *w, edge_request *req)
+{
+    if (log_fd < 0) return;
+    double now = ev_now(w->loop);
+    format_line(&w->access_buf, req, now);
+    finish_line(&w->access_buf, now - req->start);
+    line_written(w);
 }

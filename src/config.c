@@ -51,7 +51,11 @@ static const char usage_text[] =
     "      --admin ADDR:PORT      admin listener (plain HTTP: /metrics, /healthz), e.g.\n"
     "                             127.0.0.1:9901 (default off)\n"
     "      --access-log PATH      access log file, - for stdout, or off (default -)\n"
-    "      --access-log-format F  combined or json (default combined)\n"
+    "      --access-log-format F  combined, combined_id (combined + request id and request\n"
+    "                             time) or json (default combined)\n"
+    "      --request-id-header    send the request id as X-Request-Id in every response\n"
+    "      --trusted-proxies LIST addresses/CIDRs (comma-separated, repeatable) whose\n"
+    "                             X-Request-Id is kept as the request id\n"
     "  -h, --help                 this help\n"
     "  -V, --version              print the version\n";
 
@@ -61,7 +65,8 @@ enum {
     OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LISTEN_PLAIN, OPT_H2_STREAMS,
     OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS,
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
-    OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT
+    OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER,
+    OPT_TRUSTED_PROXIES
 };
 
 static const struct option long_options[] = {
@@ -81,6 +86,8 @@ static const struct option long_options[] = {
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
     {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
+    {"request-id-header", no_argument, NULL, OPT_REQUEST_ID_HEADER},
+    {"trusted-proxies", required_argument, NULL, OPT_TRUSTED_PROXIES},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"workers", required_argument, NULL, 'w'},
@@ -226,9 +233,15 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         return EDGE_OK;
     }
     case OPT_ACCESS_LOG_FORMAT:
-        if (strcmp(arg, "combined") == 0) cfg->access_log_json = 0;
-        else if (strcmp(arg, "json") == 0) cfg->access_log_json = 1;
-        else return bad_value(name, arg, "combined or json");
+        if (strcmp(arg, "combined") == 0) cfg->access_log_format = EDGE_LOG_FORMAT_COMBINED;
+        else if (strcmp(arg, "combined_id") == 0) cfg->access_log_format = EDGE_LOG_FORMAT_COMBINED_ID;
+        else if (strcmp(arg, "json") == 0) cfg->access_log_format = EDGE_LOG_FORMAT_JSON;
+        else return bad_value(name, arg, "combined, combined_id or json");
+        return EDGE_OK;
+    case OPT_REQUEST_ID_HEADER: cfg->request_id_header = 1; return EDGE_OK;
+    case OPT_TRUSTED_PROXIES:
+        if (edge_cidr_list_add(&cfg->trusted_proxies, arg) != EDGE_OK)
+            return bad_value(name, arg, "addresses or CIDRs, e.g. 10.0.0.0/8,::1 (at most 64)");
         return EDGE_OK;
     case OPT_H2_STREAMS:
         if (parse_long(arg, 1, 100000, &v)) return bad_value(name, arg, "1 to 100000");

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "cidr.h"
+
 #define EDGE_MAX_LISTEN 16
 
 typedef struct edge_config {
@@ -37,9 +39,17 @@ typedef struct edge_config {
     double      coalesce_timeout;   /* seconds a miss waits for an identical one in progress */
     int         max_requests;       /* in flight across all workers; 503 past it */
     const char *access_log;         /* "off", "-" (stdout) or a file */
-    int         access_log_json;
+    int         access_log_format;  /* EDGE_LOG_FORMAT_* */
+    int         request_id_header;  /* add X-Request-Id to every response */
+    edge_cidr_list trusted_proxies; /* peers whose X-Request-Id is reused */
     const char *admin;              /* admin listener address, NULL: off */
 } edge_config;
+
+enum edge_log_format {
+    EDGE_LOG_FORMAT_COMBINED = 0,      /* nginx's combined */
+    EDGE_LOG_FORMAT_JSON = 1,
+    EDGE_LOG_FORMAT_COMBINED_ID = 2    /* combined, then "request id" and the request time */
+};
 
 /* Fills cfg with the defaults. */
 void edge_config_defaults(edge_config *cfg);

@@ -280,15 +280,22 @@ static int send_some(edge_conn *c, const char *buf, size_t n)
     return -1;
 }
 
+static void notify_sent(edge_conn *c)
+{
+    if (c->proto && c->proto->on_sent) c->proto->on_sent(c);
+}
+
 int edge_conn_flush(edge_conn *c)
 {
     if (c->state != EDGE_CONN_OPEN) return c->state == EDGE_CONN_CLOSED ? EDGE_DONE : EDGE_OK;
+    size_t sent_before = c->out_sent;
     while (c->out_sent < c->out.len) {
         int n = send_some(c, c->out.base + c->out_sent, c->out.len - c->out_sent);
         if (n == 0) {
             /* Restarted on every write that made progress: the client has
              * --send-timeout between two of them, as nginx's send_timeout. */
             ev_timer_again(c->w->loop, &c->send_timer);
+            if (c->out_sent > sent_before) notify_sent(c);
             return EDGE_AGAIN;
         }
         if (n < 0) {
@@ -298,8 +305,11 @@ int edge_conn_flush(edge_conn *c)
         }
         c->out_sent += (size_t)n;
     }
+    int progress = c->out_sent > sent_before;
+    c->out_flushed += c->out.len;
     c->out_sent = 0;
     edge_buf_reset(&c->out, OUT_KEEP);
+    if (progress) notify_sent(c);
     ev_timer_stop(c->w->loop, &c->send_timer);
     ev_io_stop(c->w->loop, &c->wio);
     if (c->close_when_flushed) {

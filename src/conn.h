@@ -23,6 +23,9 @@ typedef struct edge_proto {
     void (*on_data)(struct edge_conn *c);
     /* Everything queued was written. */
     void (*on_drained)(struct edge_conn *c);
+    /* Some output was written (c->out_flushed + c->out_sent grew); optional.
+     * Must not write or flush. */
+    void (*on_sent)(struct edge_conn *c);
     /* The timer set with edge_conn_set_timeout fired. */
     void (*on_timeout)(struct edge_conn *c);
     /* The server is shutting down: finish what is in progress, then close. */
@@ -54,6 +57,9 @@ typedef struct edge_conn {
     edge_buf   in;               /* received, not yet consumed by the protocol */
     edge_buf   out;              /* queued for sending */
     size_t     out_sent;         /* bytes of out already written */
+    uint64_t   out_flushed;      /* bytes written before out's last reset: out_flushed +
+                                    out_sent counts every byte written, out_flushed +
+                                    out.len every byte queued */
     const edge_proto *proto;
     void      *proto_data;
     struct sockaddr_storage peer;

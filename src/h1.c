@@ -35,8 +35,19 @@ typedef struct edge_h1 {
     unsigned       keep_alive : 1;
     unsigned       te_unsupported : 1;
     unsigned       stop_after : 1;   /* server draining: close after this response */
+    edge_buf       log_lines;        /* access log lines of responses still being written */
+    edge_buf       log_marks;        /* one log_mark per line, in response order */
+    size_t         log_next;         /* the first mark not yet committed */
     edge_request   req;              /* last: the protocol-neutral part */
 } edge_h1;
+
+/* Where a response ends in the connection's output, so its access log line
+ * gets the time its last byte was written (nginx's $request_time). */
+typedef struct log_mark {
+    uint64_t done_at;      /* c->out_flushed + c->out.len after the response */
+    double   start;        /* the request's start */
+    size_t   line_end;     /* end of its line in log_lines */
+} log_mark;
 
 static void process_input(edge_h1 *h);
 static void encode_response(edge_h1 *h);
@@ -244,11 +255,50 @@ static void put_header(edge_buf *b, const char *name, size_t nlen, const char *v
     PUT_LIT(b, "\r\n");
 }
 
+/* ---- access log: lines committed when their response's last byte is written ---- */
+
+static void defer_log_line(edge_h1 *h)
+{
+    if (!edge_access_log_enabled()) return;
+    edge_access_log_format(h->c->w, &h->req, &h->log_lines);
+    log_mark m = {h->c->out_flushed + h->c->out.len, h->req.start, h->log_lines.len};
+    edge_buf_append(&h->log_marks, &m, sizeof(m));
+}
+
+/* Commits the lines of responses written by now (all: every line, the
+ * connection is closing). */
+static void commit_log_lines(edge_h1 *h, int all)
+{
+    edge_conn *c = h->c;
+    size_t n = h->log_marks.len / sizeof(log_mark);
+    if (h->log_next == n) return;
+    const log_mark *marks = (const log_mark *)h->log_marks.base;
+    uint64_t written = c->out_flushed + c->out_sent;
+    double now = ev_now(c->w->loop);
+    while (h->log_next < n && (all || marks[h->log_next].done_at <= written)) {
+        const log_mark *m = &marks[h->log_next];
+        size_t begin = h->log_next ? marks[h->log_next - 1].line_end : 0;
+        edge_access_log_commit(c->w, h->log_lines.base + begin, m->line_end - begin, now - m->start);
+        h->log_next++;
+    }
+    if (h->log_next == n) {
+        h->log_next = 0;
+        edge_buf_reset(&h->log_lines, 1024);
+        edge_buf_reset(&h->log_marks, 256);
+    }
+}
+
+static void h1_on_sent(edge_conn *c)
+{
+    commit_log_lines(c->proto_data, 0);
+}
+
 /* Encodes req->resp into the connection's output. */
 static void encode_response(edge_h1 *h)
 {
     const edge_response *resp = &h->req.resp;
     edge_buf *out = &h->c->out;
+    edge_worker_on_response(h->c->w, &h->req);
     char num[24];
     const char *reason = edge_http_reason(resp->status);
     size_t reason_len = strlen(reason);
@@ -273,6 +323,11 @@ static void encode_response(edge_h1 *h)
     }
     if (!h->keep_alive) PUT_LIT(out, "Connection: close\r\n");
     else if (h->req.version[2] == '0') PUT_LIT(out, "Connection: keep-alive\r\n");
+    if (h->c->w->cfg->request_id_header) {
+        PUT_LIT(out, "X-Request-Id: ");
+        edge_buf_append_str(out, edge_request_id(&h->req));
+        PUT_LIT(out, "\r\n");
+    }
     for (int i = 0; i < resp->n_headers; i++) {
         const edge_header *hd = &resp->headers[i];
         put_header(out, resp->data.base + hd->name.off, hd->name.len, resp->data.base + hd->value.off,
@@ -280,7 +335,7 @@ static void encode_response(edge_h1 *h)
     }
     PUT_LIT(out, "\r\n");
     if (with_body && !h->req.is_head) put(out, resp->body.base, resp->body.len);
-    edge_worker_on_response(h->c->w, &h->req);
+    defer_log_line(h);
 }
 
 /* ops->respond: the core finished the current request. */
@@ -328,9 +383,12 @@ static void parse_some(edge_h1 *h)
         llhttp_errno_t e = llhttp_execute(&h->parser, c->in.base, c->in.len);
         if (c->state != EDGE_CONN_OPEN) break;   /* never dispatch for a closed connection */
         if (e == HPE_OK) {
+            h->req.bytes_in += c->in.len;
             edge_buf_consume(&c->in, c->in.len);
         } else if (e == HPE_PAUSED) {
-            edge_buf_consume(&c->in, (size_t)(llhttp_get_error_pos(&h->parser) - c->in.base));
+            size_t used = (size_t)(llhttp_get_error_pos(&h->parser) - c->in.base);
+            h->req.bytes_in += used;
+            edge_buf_consume(&c->in, used);
             llhttp_resume(&h->parser);
         } else {
             reject(h, status_for_error(h, e));
@@ -376,6 +434,10 @@ static void h1_on_timeout(edge_conn *c)
     if (h->state == H1_READING) {
         edge_log(EDGE_LOG_INFO, c->id, "client timed out sending its request");
         reject(h, 408);
+    } else if (h->state == H1_IDLE && edge_conn_pending(c) > 0) {
+        /* Not idle: a response is still being written, which --send-timeout
+         * bounds; the keep-alive wait starts again from here. */
+        edge_conn_set_timeout(c, c->w->cfg->keepalive_timeout);
     } else if (h->state == H1_IDLE) {
         edge_conn_close(c);      /* keep-alive idle timeout */
     }
@@ -391,7 +453,12 @@ static void h1_on_shutdown(edge_conn *c)
 static void h1_on_close(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_DISPATCHED) edge_dispatch_cancel(&h->req);
+    commit_log_lines(h, 1);      /* responses cut short by the close: logged as they are */
+    if (h->state != H1_DISPATCHED) return;
+    edge_dispatch_cancel(&h->req);
+    /* The client left before its response: logged as nginx does, 499. */
+    edge_response_set_status(&h->req.resp, 499);
+    if (edge_access_log_enabled()) edge_access_log_request(c->w, &h->req);
 }
 
 static void h1_free(edge_conn *c)
@@ -400,12 +467,15 @@ static void h1_free(edge_conn *c)
     edge_request_free(&h->req);
     edge_buf_free(&h->field);
     edge_buf_free(&h->value);
+    edge_buf_free(&h->log_lines);
+    edge_buf_free(&h->log_marks);
     free(h);
 }
 
 static const edge_proto h1_proto = {
     .on_data = h1_on_data,
     .on_drained = h1_on_drained,
+    .on_sent = h1_on_sent,
     .on_timeout = h1_on_timeout,
     .on_shutdown = h1_on_shutdown,
     .on_close = h1_on_close,
@@ -421,6 +491,7 @@ void edge_h1_attach(edge_conn *c)
     edge_request_init(&h->req, &h1_request_ops, c->w, c->id);
     h->req.scheme = c->ssl ? "https" : "http";
     h->req.peer = &c->peer;         /* the request is reused: set once per connection */
+    h->req.tls_version = c->ssl ? SSL_get_version(c->ssl) : NULL;
     c->proto = &h1_proto;
     c->proto_data = h;
     edge_conn_set_timeout(c, c->w->cfg->header_timeout);

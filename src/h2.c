@@ -38,6 +38,7 @@ typedef struct edge_h2_stream {
     unsigned  abusive : 1;          /* its header list ended the connection: ignore the rest */
     unsigned  dispatched : 1;       /* handed to the core; respond pending */
     unsigned  responded : 1;
+    unsigned  submitted : 1;        /* a response was submitted: log it when the stream ends */
     edge_request req;               /* last: the protocol-neutral part */
 } edge_h2_stream;
 
@@ -62,6 +63,18 @@ static void send_pending(edge_h2 *h);
 static edge_h2_stream *stream_of(edge_h2 *h, int32_t id)
 {
     return nghttp2_session_get_stream_user_data(h->session, id);
+}
+
+/* The stream ended: its access log line, with the time its last frame was
+ * handed to the connection's output; a stream the client reset while edge
+ * was still computing its response is logged as 499, as nginx does. */
+static void log_stream(edge_h2 *h, edge_h2_stream *st)
+{
+    if (!edge_access_log_enabled()) return;
+    if (!st->submitted && !st->dispatched) return;     /* never a request edge answered */
+    if (!st->submitted) edge_response_set_status(&st->req.resp, 499);
+    edge_access_log_request(h->c->w, &st->req);
+    st->submitted = 0;
 }
 
 static void stream_free(edge_h2 *h, edge_h2_stream *st)
@@ -96,9 +109,12 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
     const edge_response *resp = &st->req.resp;
     char status[8], length[24];
     int with_body = edge_http_status_has_body(resp->status);
-    size_t n = 0, max = 4 + (size_t)resp->n_headers;
+    size_t n = 0, max = 5 + (size_t)resp->n_headers;
     nghttp2_nv stack_nva[32];       /* no allocation for the usual response */
     nghttp2_nv *nva = max <= EDGE_ARRAY_LEN(stack_nva) ? stack_nva : edge_malloc(max * sizeof(*nva));
+
+    edge_worker_on_response(h->c->w, &st->req);
+    st->submitted = 1;
 
     snprintf(status, sizeof(status), "%d", resp->status);
     nva[n++] = NV(":status", status, strlen(status));
@@ -111,6 +127,10 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
         snprintf(length, sizeof(length), "%zu", resp->body.len);
         nva[n++] = NV("content-length", length, strlen(length));
     }
+    if (h->c->w->cfg->request_id_header) {
+        const char *id = edge_request_id(&st->req);
+        nva[n++] = NV("x-request-id", id, strlen(id));
+    }
     for (int i = 0; i < resp->n_headers; i++) {
         const edge_header *hd = &resp->headers[i];
         nva[n++] = (nghttp2_nv){(uint8_t *)resp->data.base + hd->name.off,
@@ -121,7 +141,6 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
     int send_body = with_body && !st->req.is_head && resp->body.len > 0;
     int rv = nghttp2_submit_response(h->session, st->id, nva, n, send_body ? &prd : NULL);
     if (nva != stack_nva) free(nva);
-    edge_worker_on_response(h->c->w, &st->req);
     if (rv != 0)
         nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 }
@@ -163,6 +182,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     st->req.version = "2";
     st->req.peer = &h->c->peer;
     st->req.scheme = h->c->ssl ? "https" : "http";
+    st->req.tls_version = h->c->ssl ? SSL_get_version(h->c->ssl) : NULL;
     st->req.start = ev_now(h->c->w->loop);
     st->next = h->streams;
     if (h->streams) h->streams->prev = st;
@@ -272,6 +292,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     edge_h2_stream *st = stream_of(h, frame->hd.stream_id);
     if (st == NULL) return 0;
+    st->req.bytes_in += 9 + frame->hd.length;     /* frame header + payload */
     /* Headers too large for the limits get their 431 as soon as they end. */
     if (frame->hd.type == NGHTTP2_HEADERS && st->reject_status == 431 && !st->responded)
         reject_stream(h, st, 431);
@@ -285,6 +306,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     edge_h2_stream *st = stream_of(h, id);
     if (st == NULL) return 0;
     nghttp2_session_set_stream_user_data(session, id, NULL);
+    log_stream(h, st);
     if (st->dispatched) edge_dispatch_cancel(&st->req);   /* RST_STREAM while Lua waits */
     stream_free(h, st);
     return 0;
@@ -397,6 +419,7 @@ static void h2_on_close(edge_conn *c)
 {
     edge_h2 *h = c->proto_data;
     for (edge_h2_stream *st = h->streams; st; st = st->next) {
+        log_stream(h, st);
         if (st->dispatched) edge_dispatch_cancel(&st->req);
         st->dispatched = 0;
     }

@@ -222,7 +222,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (edge_access_log_open(srv.cfg.access_log, srv.cfg.access_log_json, err, sizeof(err)) != EDGE_OK) {
+    if (edge_access_log_open(srv.cfg.access_log, srv.cfg.access_log_format, err, sizeof(err)) != EDGE_OK) {
         fprintf(stderr, "edge: %s\n", err);
         return 1;
     }

@@ -37,6 +37,7 @@ void edge_request_reset(edge_request *req)
     req->has_body = req->is_head = req->has_cache_key = 0;
     req->cache_status = NULL;
     req->start = 0;
+    req->bytes_in = 0;
     req->id_num = 0;
     req->id[0] = '\0';
 }

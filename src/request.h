@@ -13,6 +13,8 @@
 #include "buf.h"
 #include "lua_ctx.h"
 
+#define EDGE_REQUEST_ID_MAX 64   /* longest X-Request-Id reused from a trusted proxy */
+
 struct edge_worker;
 struct edge_request;
 struct edge_dispatch_waiter;
@@ -70,7 +72,7 @@ typedef struct edge_request {
     uint64_t  id_num;           /* worker id << 48 | sequence: unique per process */
     double    start;            /* when the request began arriving (loop time) */
     const char *cache_status;   /* "HIT", "MISS" or NULL, for the access log */
-    char      id[17];           /* id_num in hex, formatted on first use */
+    char      id[EDGE_REQUEST_ID_MAX + 1];   /* id_num in hex, or a trusted X-Request-Id */
 
     edge_buf  data;             /* method, target and headers, copied off the wire */
     edge_span method;
@@ -85,6 +87,8 @@ typedef struct edge_request {
     unsigned  is_head : 1;
     const char *version;        /* "1.0", "1.1" or "2" */
     const char *scheme;         /* "https" or "http" */
+    const char *tls_version;    /* "TLSv1.3", ..., NULL on cleartext */
+    uint64_t  bytes_in;         /* request bytes read off the wire (access log) */
     const struct sockaddr_storage *peer;
 
     edge_buf  cache_key;        /* the cache_key hook's result */

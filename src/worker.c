@@ -6,6 +6,7 @@
 #include "log.h"
 #include "request.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -318,17 +319,42 @@ void edge_worker_free(edge_worker *w)
     ev_loop_destroy(w->loop);
 }
 
+/* A request id a proxy may hand us: 1 to 64 of [A-Za-z0-9._:-], so it is
+ * safe in a header, a log line and a JSON string as it is. */
+static int valid_request_id(const char *p, size_t n)
+{
+    if (n == 0 || n > EDGE_REQUEST_ID_MAX) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (!isalnum(c) && c != '.' && c != '_' && c != ':' && c != '-') return 0;
+    }
+    return 1;
+}
+
+/* Keeps the X-Request-Id of a request that came through a trusted proxy, so
+ * one id follows the request across the proxies' logs and ours. */
+static void adopt_request_id(edge_worker *w, edge_request *req)
+{
+    if (w->cfg->trusted_proxies.n == 0 || req->peer == NULL ||
+        !edge_cidr_list_match(&w->cfg->trusted_proxies, req->peer))
+        return;
+    const edge_header *h = edge_request_header(req, "x-request-id", 12);
+    if (h == NULL || !valid_request_id(edge_request_ptr(req, h->value), h->value.len)) return;
+    memcpy(req->id, edge_request_ptr(req, h->value), h->value.len);
+    req->id[h->value.len] = '\0';
+}
+
 void edge_worker_assign_id(edge_worker *w, edge_request *req)
 {
     req->id_num = ((uint64_t)w->id << 48) | ++w->request_seq;
     req->id[0] = '\0';
+    adopt_request_id(w, req);
 }
 
 void edge_worker_on_response(edge_worker *w, edge_request *req)
 {
     if (req->id_num == 0) edge_worker_assign_id(w, req);   /* rejected before dispatch */
     edge_metrics_response(&w->counters, req, ev_now(w->loop));
-    edge_access_log_request(w, req);
 }
 
 const char *edge_worker_http_date(edge_worker *w)

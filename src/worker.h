@@ -89,7 +89,9 @@ void edge_worker_add_conn(edge_worker *w, struct edge_conn *c);
 void edge_worker_retire_conn(edge_worker *w, struct edge_conn *c);
 /* Gives req the next request id of this worker (unique per process). */
 void edge_worker_assign_id(edge_worker *w, struct edge_request *req);
-/* A response was encoded: count it and write its access log line. */
+/* A response is about to be encoded: count it, and give it a request id if
+ * it was rejected before dispatch. The protocol writes the access log line
+ * once the response's last byte was written. */
 void edge_worker_on_response(edge_worker *w, struct edge_request *req);
 /* The current HTTP Date value ("Thu, 26 Nov 2026 06:30:00 GMT"). */
 const char *edge_worker_http_date(edge_worker *w);
