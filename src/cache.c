@@ -29,6 +29,7 @@ typedef struct shard {
     size_t   max_bytes;
     edge_cache_entry lru;        /* sentinel: lru.lru_next is the most recently used */
     flight  *flights[FLIGHT_BUCKETS];   /* misses in progress, hashed: 25,000 may run at once */
+    size_t   sweep_at;           /* the bucket the next sweep starts from */
     uint64_t hits, misses, evictions;
 } shard;
 
@@ -173,6 +174,35 @@ static edge_cache_entry *lookup(edge_cache *c, const char *key, size_t klen, dou
     }
     pthread_mutex_unlock(&s->lock);
     return e;
+}
+
+/* Drops the expired entries of up to n buckets of s, from where the last
+ * sweep stopped. Returns the entries dropped. */
+static size_t sweep_shard(shard *s, double now, size_t n)
+{
+    size_t dropped = 0;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < n && i < s->n_buckets; i++) {
+        size_t b = s->sweep_at++ & (s->n_buckets - 1);
+        edge_cache_entry **slot = &s->buckets[b];
+        while (*slot) {
+            if ((*slot)->expires_at <= now) {
+                remove_at(s, slot);
+                dropped++;
+            } else {
+                slot = &(*slot)->hnext;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return dropped;
+}
+
+size_t edge_cache_sweep(edge_cache *c, double now, size_t buckets_per_shard)
+{
+    size_t dropped = 0;
+    for (int i = 0; i < SHARDS; i++) dropped += sweep_shard(&c->shards[i], now, buckets_per_shard);
+    return dropped;
 }
 
 edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now)

@@ -73,6 +73,12 @@ void edge_cache_release(edge_cache_entry *e);
  * alone is larger than the largest entry the cache takes (not stored). */
 int edge_cache_put(edge_cache *c, const char *key, size_t klen, const edge_response *resp,
                    double now, double ttl);
+/* Drops expired entries, looking at up to buckets_per_shard hash buckets of
+ * each shard from where the last sweep stopped (a sweep a second covers a
+ * table of 16 x buckets_per_shard buckets in a second; larger ones over
+ * several). Returns the entries dropped. Expired entries are never served;
+ * the sweep frees their memory and keeps the entry gauges honest. */
+size_t edge_cache_sweep(edge_cache *c, double now, size_t buckets_per_shard);
 /* Removes key; 1 when it was there. */
 int edge_cache_purge(edge_cache *c, const char *key, size_t klen);
 void edge_cache_get_stats(edge_cache *c, edge_cache_stats *st);

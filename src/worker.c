@@ -2,6 +2,7 @@
 #include "worker.h"
 #include "common.h"
 #include "access_log.h"
+#include "cache.h"
 #include "conn.h"
 #include "log.h"
 #include "request.h"
@@ -159,6 +160,16 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
     run_inbox(a->data);
 }
 
+#define SWEEP_BUCKETS 4096   /* per shard and second: 65,536 buckets a second in all */
+
+/* Expired entries are never served, but until a sweep they hold memory and
+ * count in the cache gauges. One worker sweeps for all. */
+static void on_cache_sweep(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_worker *w = t->data;
+    edge_cache_sweep(w->cache, ev_now(loop), SWEEP_BUCKETS);
+}
+
 /* ---- reloading ---- */
 
 /* New requests go to the new VM; requests in flight finish on the old one,
@@ -282,6 +293,11 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     w->inbox_async.data = w;
     ev_async_start(w->loop, &w->inbox_async);
     set_accepting(w, 1);
+    if (id == 0) {
+        ev_timer_init(&w->cache_sweep, on_cache_sweep, 1., 1.);
+        w->cache_sweep.data = w;
+        ev_timer_start(w->loop, &w->cache_sweep);
+    }
     return EDGE_OK;
 }
 

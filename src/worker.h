@@ -59,6 +59,7 @@ typedef struct edge_worker {
     ev_tstamp  date_second;
     edge_buf   access_buf;        /* access log lines not yet written */
     ev_timer   access_timer;      /* writes them within a second */
+    ev_timer   cache_sweep;       /* worker 0: drops expired cache entries, every second */
     char       scratch[16384];    /* read buffer shared by the worker's connections */
 } edge_worker;
 
