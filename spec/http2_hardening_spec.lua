@@ -333,7 +333,7 @@ describe("HTTP/2 stream identifiers and CONNECT #e2e", function()
     assert.truthy(srv:log():find("below stream 5", 1, true), srv:log_tail())
   end)
 
-  it("still takes trailers on an older open stream after a newer one opened", function()
+  it("takes trailers on an older open stream after a newer one opened, not as request headers", function()
     local c = h2(srv)
     send_opening(c, 1, headers_frame(1, { method = "POST", path = "/t" }) .. h2raw.data(1, "body", false))
     local three = c:get({ stream = 3, path = "/three" }, 3)
