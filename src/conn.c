@@ -26,22 +26,40 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 static void on_send_timeout(struct ev_loop *loop, ev_timer *w, int revents);
 
+/* The TLS session for an accepted socket; NULL (logged) when OpenSSL cannot
+ * make one, out of memory: the caller drops that connection, not the worker. */
+static SSL *tls_new(edge_worker *w, int fd)
+{
+    SSL *ssl = SSL_new(w->ssl_ctx);
+    if (ssl && SSL_set_fd(ssl, fd) == 1) {
+        SSL_set_accept_state(ssl);
+        return ssl;
+    }
+    char why[256];
+    edge_tls_error_string(why, sizeof(why));
+    edge_log(EDGE_LOG_ERR, 0, "cannot start TLS on an accepted connection (%s): closing it",
+             why[0] ? why : "out of memory");
+    SSL_free(ssl);     /* NULL-safe */
+    return NULL;
+}
+
 void edge_conn_accept(edge_worker *w, int fd, const struct sockaddr_storage *peer, int plain)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
+    SSL *ssl = NULL;
+    if (!plain && (ssl = tls_new(w, fd)) == NULL) {
+        close(fd);
+        return;
+    }
     edge_conn *c = edge_calloc(1, sizeof(*c));
     c->w = w;
     c->id = edge_worker_next_conn_id();
     c->fd = fd;
     c->peer = *peer;
     c->state = EDGE_CONN_HANDSHAKE;
-    if (!plain) {
-        c->ssl = SSL_new(w->ssl_ctx);
-        SSL_set_fd(c->ssl, fd);
-        SSL_set_accept_state(c->ssl);
-    }
+    c->ssl = ssl;
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     ev_init(&c->timer, on_timer);
@@ -68,10 +86,12 @@ static void attach_protocol(edge_conn *c, int h2)
 {
     c->state = EDGE_CONN_OPEN;
     c->proto_kind = h2 ? EDGE_PROTO_H2 : EDGE_PROTO_H1;
-    edge_counter_add(&c->w->counters.open_conns[c->proto_kind], 1);
     edge_conn_set_timeout(c, 0);
     if (h2) edge_h2_attach(c);
     else edge_h1_attach(c);
+    /* Counted once attached: a set-up that failed closed the connection with
+     * c->proto NULL, and edge_conn_close uncounts only when c->proto is set. */
+    if (c->proto) edge_counter_add(&c->w->counters.open_conns[c->proto_kind], 1);
 }
 
 static void read_input(edge_conn *c);

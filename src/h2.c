@@ -4,7 +4,18 @@
  * Rules kept here: the session is only freed from the connection's free hook,
  * never inside its own callbacks; a stream's user data is re-fetched (and may
  * be NULL) in every callback; nghttp2_session_mem_send is never called from
- * inside nghttp2_session_mem_recv. */
+ * inside nghttp2_session_mem_recv.
+ *
+ * Deadlines: a stream that waits on the client (its header block, its body,
+ * or the client taking its response) has its own one-shot timer, armed only
+ * in that phase; a stream that waits on edge (dispatched, or its response
+ * being produced) counts as busy, and the connection's idle timer runs only
+ * while no stream is busy. Every stream therefore ends within a bound.
+ *
+ * Flow control: WINDOW_UPDATEs are ours (no automatic ones). Every DATA byte
+ * gives the connection window back; a stream's window is given back only
+ * while its body stays within --max-body, so a stream never takes more than
+ * --max-body plus one window of the client's data. */
 #include "h2.h"
 #include "access_log.h"
 #include "common.h"
@@ -28,16 +39,29 @@
 
 typedef struct edge_h2 edge_h2;
 
+/* What a stream waits for. HEADERS, BODY and SENDING wait on the client and
+ * have a deadline; DISPATCHED and SENDING are busy (edge has work to do). */
+enum stream_phase {
+    ST_NEW,
+    ST_HEADERS,      /* header block arriving: --header-timeout from the first HEADERS */
+    ST_BODY,         /* request body arriving: --body-timeout between DATA frames */
+    ST_DISPATCHED,   /* the core has it (Lua, cache): the core's own bounds */
+    ST_SENDING,      /* response submitted: --send-timeout between two of its DATA frames */
+    ST_SENT,         /* response ended; nghttp2 closes the stream (after our RST if need be) */
+    ST_RESET,        /* we submitted RST_STREAM; nghttp2 closes the stream once it is sent */
+    ST_CLOSED
+};
+
 typedef struct edge_h2_stream {
     edge_h2  *h2;
     int32_t   id;
+    enum stream_phase phase;        /* changed only through set_phase */
     struct edge_h2_stream *prev, *next;
+    ev_timer  deadline;             /* active only in a phase that waits on the client */
     size_t    header_bytes;
     size_t    body_sent;
     int       reject_status;        /* answer this without dispatching (413, 431) */
     unsigned  abusive : 1;          /* its header list ended the connection: ignore the rest */
-    unsigned  dispatched : 1;       /* handed to the core; respond pending */
-    unsigned  responded : 1;
     unsigned  submitted : 1;        /* a response was submitted: log it when the stream ends */
     edge_request req;               /* last: the protocol-neutral part */
 } edge_h2_stream;
@@ -49,6 +73,8 @@ struct edge_h2 {
     double           reset_refilled_at;
     edge_h2_stream  *streams;       /* every open stream we track */
     int              n_streams;
+    int              n_busy;        /* streams in ST_DISPATCHED or ST_SENDING */
+    int32_t          max_client_id; /* highest stream id a client HEADERS opened */
     unsigned         in_recv : 1;   /* inside nghttp2_session_mem_recv */
     unsigned         closing : 1;   /* GOAWAY sent: close once the streams finish */
 };
@@ -65,20 +91,83 @@ static edge_h2_stream *stream_of(edge_h2 *h, int32_t id)
     return nghttp2_session_get_stream_user_data(h->session, id);
 }
 
+static int phase_busy(enum stream_phase p)
+{
+    return p == ST_DISPATCHED || p == ST_SENDING;
+}
+
+/* The deadline of a phase that waits on the client; 0 for the others. */
+static double phase_timeout(const edge_config *cfg, enum stream_phase p)
+{
+    switch (p) {
+    case ST_HEADERS: return cfg->header_timeout;
+    case ST_BODY:    return cfg->body_timeout;
+    case ST_SENDING: return cfg->send_timeout;
+    default:         return 0;
+    }
+}
+
+/* The connection's idle (keep-alive) timer runs while no stream is busy:
+ * streams that wait on the client have deadlines of their own. */
+static void idle_update(edge_h2 *h)
+{
+    edge_conn *c = h->c;
+    if (c->state != EDGE_CONN_OPEN) return;
+    edge_conn_set_timeout(c, h->n_busy ? 0 : c->w->cfg->keepalive_timeout);
+}
+
+/* A stream made progress (new request, body bytes): restart the idle timer. */
+static void idle_touch(edge_h2 *h)
+{
+    if (h->n_busy == 0) idle_update(h);
+}
+
+/* Restarts the phase's deadline (progress in a phase that waits on the client). */
+static void deadline_restart(edge_h2_stream *st)
+{
+    if (!ev_is_active(&st->deadline)) return;
+    ev_timer_again(st->h2->c->w->loop, &st->deadline);
+}
+
+static void set_phase(edge_h2 *h, edge_h2_stream *st, enum stream_phase to)
+{
+    struct ev_loop *loop = h->c->w->loop;
+    int was_busy = phase_busy(st->phase), busy = phase_busy(to);
+    st->phase = to;
+    ev_timer_stop(loop, &st->deadline);
+    double t = h->c->state == EDGE_CONN_OPEN ? phase_timeout(h->c->w->cfg, to) : 0;
+    if (t > 0) {
+        st->deadline.repeat = t;
+        ev_timer_again(loop, &st->deadline);
+    }
+    if (busy == was_busy) return;
+    h->n_busy += busy ? 1 : -1;
+    if (h->n_busy == (busy ? 1 : 0)) idle_update(h);   /* the first busy stream, or the last */
+}
+
+static int answered(const edge_h2_stream *st)
+{
+    return st->phase >= ST_SENDING;
+}
+
 /* The stream ended: its access log line, with the time its last frame was
  * handed to the connection's output; a stream the client reset while edge
  * was still computing its response is logged as 499, as nginx does. */
 static void log_stream(edge_h2 *h, edge_h2_stream *st)
 {
     if (!edge_access_log_enabled()) return;
-    if (!st->submitted && !st->dispatched) return;     /* never a request edge answered */
+    if (!st->submitted && st->phase != ST_DISPATCHED) return;     /* never a request edge answered */
     if (!st->submitted) edge_response_set_status(&st->req.resp, 499);
     edge_access_log_request(h->c->w, &st->req);
     st->submitted = 0;
 }
 
+/* Unlinks and frees; the caller has cancelled a dispatched request. Touches
+ * no connection timer: it also runs from the free hook. */
 static void stream_free(edge_h2 *h, edge_h2_stream *st)
 {
+    ev_timer_stop(h->c->w->loop, &st->deadline);
+    if (phase_busy(st->phase)) h->n_busy--;
     if (st->prev) st->prev->next = st->next;
     else h->streams = st->next;
     if (st->next) st->next->prev = st->prev;
@@ -99,6 +188,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     if (n) memcpy(buf, body->base + st->body_sent, n);
     st->body_sent += n;
     if (st->body_sent == body->len) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (n) deadline_restart(st);    /* the client took more: its send deadline starts over */
     return (ssize_t)n;
 }
 
@@ -150,8 +240,7 @@ static void h2_respond(edge_request *req)
 {
     edge_h2_stream *st = edge_container_of(req, edge_h2_stream, req);
     edge_h2 *h = st->h2;
-    st->responded = 1;
-    st->dispatched = 0;
+    set_phase(h, st, ST_SENDING);
     submit_response(h, st);
     send_pending(h);       /* last: sending may close and free the stream */
 }
@@ -161,8 +250,43 @@ static const edge_request_ops h2_request_ops = {.respond = h2_respond};
 static void reject_stream(edge_h2 *h, edge_h2_stream *st, int status)
 {
     edge_response_error(&st->req.resp, status);
-    st->responded = 1;
+    set_phase(h, st, ST_SENDING);
     submit_response(h, st);
+}
+
+/* Ends the stream with RST_STREAM; nghttp2 closes (and we free) it once sent. */
+static void reset_stream(edge_h2 *h, edge_h2_stream *st, uint32_t code)
+{
+    set_phase(h, st, ST_RESET);
+    nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, code);
+}
+
+/* A stream waited on the client past its phase's deadline. */
+static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_h2_stream *st = edge_container_of(t, edge_h2_stream, deadline);
+    edge_h2 *h = st->h2;
+    ev_timer_stop(loop, t);
+    if (h->c->state != EDGE_CONN_OPEN) return;
+    switch (st->phase) {
+    case ST_HEADERS:
+        edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: header block incomplete after %.0fs: RST_STREAM",
+                 st->id, t->repeat);
+        reset_stream(h, st, NGHTTP2_CANCEL);
+        break;
+    case ST_BODY:
+        edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: no request body for %.0fs: 408", st->id, t->repeat);
+        reject_stream(h, st, 408);
+        break;
+    case ST_SENDING:
+        edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: client took none of the response for %.0fs: RST_STREAM",
+                 st->id, t->repeat);
+        reset_stream(h, st, NGHTTP2_CANCEL);
+        break;
+    default:
+        return;
+    }
+    send_pending(h);
 }
 
 /* ---- request assembly (nghttp2 callbacks) ---- */
@@ -178,6 +302,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     edge_h2_stream *st = edge_calloc(1, sizeof(*st));
     st->h2 = h;
     st->id = frame->hd.stream_id;
+    ev_init(&st->deadline, on_deadline);
     edge_request_init(&st->req, &h2_request_ops, h->c->w, h->c->id);
     st->req.version = "2";
     st->req.peer = &h->c->peer;
@@ -189,7 +314,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     h->streams = st;
     h->n_streams++;
     nghttp2_session_set_stream_user_data(session, st->id, st);
-    edge_conn_set_timeout(h->c, 0);
+    set_phase(h, st, ST_HEADERS);
+    idle_touch(h);
     return 0;
 }
 
@@ -204,8 +330,7 @@ static int count_header(edge_h2 *h, edge_h2_stream *st, size_t bytes)
         /* GOAWAY after this frame; the rest of the block is decoded but ignored. */
         edge_log(EDGE_LOG_INFO, h->c->id, "http2 header list far over the limits: GOAWAY");
         nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
-        st->abusive = 1;
-        st->responded = 1;      /* never answered */
+        st->abusive = 1;        /* never answered */
         return 0;
     }
     if (st->header_bytes > cfg->max_header_size || count >= (size_t)cfg->max_headers) st->reject_status = 431;
@@ -231,9 +356,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 {
     edge_h2 *h = user_data;
     edge_h2_stream *st = stream_of(h, frame->hd.stream_id);
-    if (st == NULL || st->dispatched || st->responded || st->abusive) return 0;
+    if (st == NULL || answered(st) || st->abusive) return 0;
     int rv = count_header(h, st, nlen + vlen);
     if (rv != 0 || st->reject_status) return rv;
+    if (st->phase != ST_HEADERS) return 0;     /* trailers: counted, never request headers */
     if (nlen && name[0] == ':') {
         take_pseudo(st, name, nlen, value, vlen);
         return 0;
@@ -249,27 +375,56 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 {
     edge_h2 *h = user_data;
     edge_h2_stream *st = stream_of(h, id);
-    if (st == NULL || st->responded || st->reject_status) return 0;
+    /* The connection window always comes back: a rejected or reset stream's
+     * bytes must not starve the others. */
+    if (st == NULL || st->phase != ST_BODY || st->reject_status) {
+        nghttp2_session_consume_connection(session, len);
+        return 0;
+    }
     if (st->req.body.len + len > h->c->w->cfg->max_body) {
+        nghttp2_session_consume_connection(session, len);
         st->reject_status = 413;
-        reject_stream(h, st, 413);
+        reject_stream(h, st, 413);     /* and no more window for this stream */
         return 0;
     }
     edge_buf_append(&st->req.body, data, len);
     st->req.has_body = 1;
+    nghttp2_session_consume(session, id, len);   /* within --max-body: the stream's window too */
+    deadline_restart(st);
+    idle_touch(h);
     return 0;
 }
 
 /* The request is complete (END_STREAM): answer a rejection or dispatch it. */
 static void request_complete(edge_h2 *h, edge_h2_stream *st)
 {
-    if (st->responded) return;
+    if (st->phase != ST_HEADERS && st->phase != ST_BODY) return;   /* answered or reset */
     if (st->reject_status) {
         reject_stream(h, st, st->reject_status);
         return;
     }
-    st->dispatched = 1;
+    set_phase(h, st, ST_DISPATCHED);
     edge_dispatch_start(&st->req);
+}
+
+static int is_connect(const edge_request *req)
+{
+    return req->method.len == 7 && memcmp(edge_request_ptr(req, req->method), "CONNECT", 7) == 0;
+}
+
+/* The request's header block ended: answer what cannot be served, or wait
+ * for the body. */
+static void headers_complete(edge_h2 *h, edge_h2_stream *st, int end_stream)
+{
+    if (st->phase != ST_HEADERS) return;        /* trailers */
+    if (st->reject_status == 431) {             /* too large: answered as soon as it ends */
+        reject_stream(h, st, 431);
+    } else if (is_connect(&st->req)) {          /* no tunnels, as over HTTP/1.1 */
+        st->reject_status = 501;
+        reject_stream(h, st, 501);
+    } else if (!end_stream) {
+        set_phase(h, st, ST_BODY);
+    }
 }
 
 /* Rapid reset (CVE-2023-44487): a token bucket of RST_STREAMs per
@@ -291,13 +446,48 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (frame->hd.type == NGHTTP2_RST_STREAM) count_reset(h);
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     edge_h2_stream *st = stream_of(h, frame->hd.stream_id);
-    if (st == NULL) return 0;
+    if (st == NULL || st->abusive) return 0;
     st->req.bytes_in += 9 + frame->hd.length;     /* frame header + payload */
-    /* Headers too large for the limits get their 431 as soon as they end. */
-    if (frame->hd.type == NGHTTP2_HEADERS && st->reject_status == 431 && !st->responded)
-        reject_stream(h, st, 431);
-    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) request_complete(h, st);
+    int end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (frame->hd.type == NGHTTP2_HEADERS) headers_complete(h, st, end_stream);
+    if (end_stream) request_complete(h, st);
     return 0;
+}
+
+/* A response's last frame went out. If the client has not finished its
+ * request (answered early: 413, 431, 408, or before the body ended), ask it
+ * to stop with RST_STREAM NO_ERROR (RFC 9113 section 8.1) rather than keep
+ * the stream open for a body no one reads. */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    edge_h2 *h = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
+    if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+    edge_h2_stream *st = stream_of(h, frame->hd.stream_id);
+    if (st == NULL || st->phase != ST_SENDING) return 0;
+    set_phase(h, st, ST_SENT);
+    if (!nghttp2_session_get_stream_remote_close(session, st->id))
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+/* RFC 9113 section 5.1.1: a stream opens with an id above every id the
+ * client used before; nghttp2 1.52 ignores a lower one when it no longer
+ * knows that stream. A HEADERS frame for a stream nghttp2 still holds is
+ * trailers (or late, after our RST_STREAM): nghttp2 handles it. */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
+{
+    edge_h2 *h = user_data;
+    if (hd->type != NGHTTP2_HEADERS || hd->stream_id % 2 == 0) return 0;   /* nghttp2 checks those */
+    if (hd->stream_id > h->max_client_id) {
+        h->max_client_id = hd->stream_id;
+        return 0;
+    }
+    if (nghttp2_session_find_stream(session, hd->stream_id)) return 0;
+    edge_log(EDGE_LOG_INFO, h->c->id, "http2 HEADERS opens stream %d below stream %d: PROTOCOL_ERROR",
+             hd->stream_id, h->max_client_id);
+    nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_code, void *user_data)
@@ -307,7 +497,8 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     if (st == NULL) return 0;
     nghttp2_session_set_stream_user_data(session, id, NULL);
     log_stream(h, st);
-    if (st->dispatched) edge_dispatch_cancel(&st->req);   /* RST_STREAM while Lua waits */
+    if (st->phase == ST_DISPATCHED) edge_dispatch_cancel(&st->req);   /* RST_STREAM while Lua waits */
+    set_phase(h, st, ST_CLOSED);    /* may restart the idle timer */
     stream_free(h, st);
     return 0;
 }
@@ -322,8 +513,6 @@ static void finish_if_idle(edge_h2 *h)
         edge_conn_close_after_flush(c);
     } else if (h->closing && h->n_streams == 0 && edge_conn_pending(c) == 0) {
         edge_conn_close_after_flush(c);
-    } else if (h->n_streams == 0) {
-        edge_conn_set_timeout(c, c->w->cfg->keepalive_timeout);
     }
 }
 
@@ -396,10 +585,15 @@ static void h2_on_drained(edge_conn *c)
     send_pending(c->proto_data);
 }
 
+/* The idle timer: no stream busy for --keepalive-timeout. Streams that wait on
+ * the client do not keep the connection. */
 static void h2_on_timeout(edge_conn *c)
 {
     edge_h2 *h = c->proto_data;
-    if (h->n_streams) return;
+    if (h->n_busy) return;
+    if (h->n_streams)
+        edge_log(EDGE_LOG_INFO, c->id, "http2 connection idle with %d streams waiting on the client: GOAWAY",
+                 h->n_streams);
     nghttp2_session_terminate_session(h->session, NGHTTP2_NO_ERROR);   /* idle: GOAWAY */
     send_pending(h);
     if (c->state == EDGE_CONN_OPEN) edge_conn_close_after_flush(c);
@@ -420,8 +614,8 @@ static void h2_on_close(edge_conn *c)
     edge_h2 *h = c->proto_data;
     for (edge_h2_stream *st = h->streams; st; st = st->next) {
         log_stream(h, st);
-        if (st->dispatched) edge_dispatch_cancel(&st->req);
-        st->dispatched = 0;
+        if (st->phase == ST_DISPATCHED) edge_dispatch_cancel(&st->req);
+        set_phase(h, st, ST_CLOSED);   /* stops its deadline; the connection is closed: no timer restarts */
     }
 }
 
@@ -442,6 +636,26 @@ static const edge_proto h2_proto = {
     .free = h2_free,
 };
 
+/* Creates the session and queues our SETTINGS; NULL when nghttp2 runs out of
+ * memory (its own allocations do not go through edge_malloc). */
+static nghttp2_session *session_new(edge_h2 *h, const edge_config *cfg)
+{
+    nghttp2_session *session;
+    if (nghttp2_session_server_new2(&session, callbacks, h, options) != 0) return NULL;
+    nghttp2_settings_entry settings[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->h2_max_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)cfg->max_header_size},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    if (nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, EDGE_ARRAY_LEN(settings)) != 0 ||
+        nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0) {
+        nghttp2_session_del(session);
+        return NULL;
+    }
+    return session;
+}
+
 void edge_h2_attach(edge_conn *c)
 {
     const edge_config *cfg = c->w->cfg;
@@ -449,19 +663,15 @@ void edge_h2_attach(edge_conn *c)
     h->c = c;
     h->reset_tokens = RESET_BURST;
     h->reset_refilled_at = ev_now(c->w->loop);
-    if (nghttp2_session_server_new2(&h->session, callbacks, h, options) != 0) {
+    h->session = session_new(h, cfg);
+    if (h->session == NULL) {
+        /* c->proto stays NULL: the connection was never counted as open
+         * (attach_protocol counts it only once a protocol is attached). */
+        edge_log(EDGE_LOG_ERR, c->id, "http2 session set-up failed: out of memory");
         free(h);
         edge_conn_close(c);
         return;
     }
-    nghttp2_settings_entry settings[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->h2_max_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)cfg->max_header_size},
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-    };
-    nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, settings, EDGE_ARRAY_LEN(settings));
-    nghttp2_session_set_local_window_size(h->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     c->proto = &h2_proto;
     c->proto_data = h;
     edge_conn_set_timeout(c, cfg->keepalive_timeout);
@@ -475,9 +685,11 @@ void edge_h2_global_init(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
 
     nghttp2_option_new(&options);
-    nghttp2_option_set_no_auto_window_update(options, 0);
+    nghttp2_option_set_no_auto_window_update(options, 1);   /* ours: see on_data_chunk */
     nghttp2_option_set_max_settings(options, 32);           /* entries per SETTINGS frame */
     nghttp2_option_set_max_outbound_ack(options, 1000);     /* SETTINGS/PING ack flood */
     nghttp2_option_set_stream_reset_rate_limit(options, 1000, 33);   /* rapid reset */
