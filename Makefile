@@ -117,11 +117,11 @@ clean:
 
 -include $(OBJS:.o=.d) $(LLHTTP_OBJS:.o=.d) $(MOD_OBJS:.o=.d)
 
-# ---- Fuzzing (libFuzzer, clang; fuzz/README.md) ----
+# ---- Fuzzing (libFuzzer, clang; spec/fuzz/README.md) ----
 #   make fuzz-build                 build/fuzz/fuzz_h1 and build/fuzz/fuzz_h2 (ASan + UBSan + libFuzzer)
 #   make fuzz [FUZZ_SECONDS=60]     run each target that long (scripts/fuzz.sh); fails on any finding
 # Every src/*.c but main.c and lua_module.c, and llhttp, instrumented; edge.sleep's
-# timer is shortened to 0 s through edge_script_sleep_scale (fuzz/fuzz_common.c).
+# timer is shortened to 0 s through edge_script_sleep_scale (spec/fuzz/fuzz_common.c).
 .PHONY: fuzz fuzz-build
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
@@ -148,7 +148,7 @@ $(FUZZ_DIR)/obj/%.o: src/%.c
 	@echo "  CC      $< (fuzz)"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter-out -Werror,$(WARN)) -Wno-gnu-variable-sized-type-not-at-end -c -o $@ $<
 
-$(FUZZ_DIR)/harness/%.o: fuzz/%.c
+$(FUZZ_DIR)/harness/%.o: spec/fuzz/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $< (fuzz)"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(WARN) -c -o $@ $<
