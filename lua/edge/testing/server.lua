@@ -144,12 +144,25 @@ server.run = run
 -- curl
 ---------------------------------------------------------------------------
 
+--- line's "Name: value" (value trimmed), or nil when the name is empty or
+-- holds a space. Linear: no "(.-)%s*$", which backtracks over long runs of
+-- spaces.
+local function header_line(line)
+  local colon = line:find(":", 1, true)
+  if colon == nil or colon == 1 then return nil end
+  local name = line:sub(1, colon - 1)
+  if name:find("%s") then return nil end
+  local i, j = line:find("%S", colon + 1) or #line + 1, #line
+  while j >= i and line:find("^%s", j) do j = j - 1 end
+  return name, line:sub(i, j)
+end
+
 --- Parses "Name: value" lines into { lower-case name = value } (repeated
 -- names joined with ", ") and an ordered list of { name, value }.
 local function parse_header_lines(block)
   local headers, list = {}, {}
   for line in block:gmatch("[^\r\n]+") do
-    local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
+    local name, value = header_line(line)
     if name then
       name = name:lower()
       list[#list + 1] = { name, value }
