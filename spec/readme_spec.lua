@@ -26,7 +26,9 @@ local README = "README.md"
 local function abspath(p)
   if p:sub(1, 1) == "/" then return p end
   local _, out = util.run({ "pwd" })
-  return (out:gsub("\n$", "")) .. "/" .. p:gsub("^%./", "")
+  local cwd = out:gsub("\n$", "")
+  if p == "." then return cwd end
+  return cwd .. "/" .. p:gsub("^%./", "")
 end
 
 local ROOT = abspath(".")
