@@ -132,6 +132,11 @@ LUADIR   ?= $(PREFIX)/share/lua/5.4
 CMODDIR  ?= $(PREFIX)/lib/lua/5.4
 DATADIR  ?= $(PREFIX)/share/edge
 MANDIR   ?= $(PREFIX)/share/man/man1
+# systemd finds units in /usr/lib/systemd/system (= /lib/systemd/system on
+# merged-/usr Debian) and /etc/systemd/system; for PREFIX=/usr/local, pass
+# UNITDIR=/etc/systemd/system. logrotate reads /etc/logrotate.d only.
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+LOGROTATEDIR ?= /etc/logrotate.d
 LUA_LIBS := $(wildcard lua/edge/*.lua lua/edge/testing/*.lua)
 EXAMPLES := $(wildcard lua/examples/*.lua)
 VERSION  := $(shell sed -n 's/^\#define EDGE_VERSION "\(.*\)"/\1/p' src/common.h)
@@ -158,12 +163,16 @@ install: edge install-lua
 	$(Q)install -m 644 lua/default.lua $(DESTDIR)$(DATADIR)/default.lua
 	$(Q)install -m 644 $(EXAMPLES) $(DESTDIR)$(DATADIR)/examples/
 	$(Q)install -m 644 build/man/edge.1 $(DESTDIR)$(MANDIR)/edge.1
+	$(Q)install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LOGROTATEDIR)
+	$(Q)sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g' scripts/edge.service \
+	    > $(DESTDIR)$(UNITDIR)/edge.service && chmod 644 $(DESTDIR)$(UNITDIR)/edge.service
+	$(Q)install -m 644 scripts/edge.logrotate $(DESTDIR)$(LOGROTATEDIR)/edge
 	@echo "installed edge $(VERSION) under $(DESTDIR)$(PREFIX)"
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/edge $(DESTDIR)$(CMODDIR)/edge.so $(INSTALLED_LUA) \
 	      $(DESTDIR)$(DATADIR)/default.lua $(EXAMPLES:lua/examples/%=$(DESTDIR)$(DATADIR)/examples/%) \
-	      $(DESTDIR)$(MANDIR)/edge.1
+	      $(DESTDIR)$(MANDIR)/edge.1 $(DESTDIR)$(UNITDIR)/edge.service $(DESTDIR)$(LOGROTATEDIR)/edge
 	-rmdir $(DESTDIR)$(LUADIR)/edge/testing $(DESTDIR)$(LUADIR)/edge $(DESTDIR)$(DATADIR)/examples \
 	       $(DESTDIR)$(DATADIR) 2>/dev/null
 

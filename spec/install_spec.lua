@@ -105,14 +105,15 @@ describe("make install", function()
     assert(code == 0, "make install failed:\n" .. out .. err)
   end)
 
-  it("installs the binary, the libraries, the edge module, the default script and the man page", function()
+  it("installs the binary, the libraries, the edge module, the default script, the man page, the unit", function()
     for _, f in ipairs { "/usr/bin/edge", "/usr/lib/lua/5.4/edge.so",
                          "/usr/share/lua/5.4/edge/router.lua", "/usr/share/lua/5.4/edge/request.lua",
                          "/usr/share/lua/5.4/edge/response.lua",
                          "/usr/share/lua/5.4/edge/testing/clock.lua",
                          "/usr/share/lua/5.4/edge/testing/request.lua",
                          "/usr/share/lua/5.4/edge/testing/server.lua",
-                         "/usr/share/edge/default.lua", "/usr/share/man/man1/edge.1" } do
+                         "/usr/share/edge/default.lua", "/usr/share/man/man1/edge.1",
+                         "/usr/lib/systemd/system/edge.service", "/etc/logrotate.d/edge" } do
       assert.is_true(util.exists(tree .. f), f .. " not installed")
     end
     local code = util.run({ "test", "-x", tree .. "/usr/bin/edge" })
