@@ -4,6 +4,7 @@
 #   make test       install deps, build release + ASan/UBSan, run every spec
 #   make bench      benchmark (scripts/bench.sh; BENCH_ARGS="--peer" for the nginx peer)
 #   make asan       build build/asan/edge with AddressSanitizer + UBSan
+#   make install    install under PREFIX (default /usr/local; DESTDIR for staging); make uninstall
 #   SANITIZE=address,undefined make   any sanitizer set into ./edge;  V=1 for verbose
 
 CC      ?= cc
@@ -72,7 +73,7 @@ build/lua/edge.so: $(MOD_OBJS)
 build/lua-obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $< (module)"
-	$(Q)$(CC) $(CFLAGS_BASE) $(WARN) -fPIC -DEDGE_LUA_MODULE -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS_BASE) $(WARN) $(CFLAGS) -fPIC -DEDGE_LUA_MODULE -c -o $@ $<
 
 # The cache stress test (spec/c/cache_stress.c, run by spec/cache_stress_spec.lua):
 # 8 threads on one shard, built under ThreadSanitizer and under ASan + UBSan.
@@ -117,11 +118,69 @@ clean:
 
 -include $(OBJS:.o=.d) $(LLHTTP_OBJS:.o=.d) $(MOD_OBJS:.o=.d)
 
-# ---- Fuzzing (libFuzzer, clang; fuzz/README.md) ----
+# ---- Installing ----
+#   make install [PREFIX=/usr/local] [DESTDIR=/staging]     make uninstall (same variables)
+# PREFIX/bin/edge finds its Lua libraries in PREFIX/share/lua/5.4 (from its own
+# path, so a DESTDIR tree works where it lands); there, and the edge module in
+# PREFIX/lib/lua/5.4, are where Lua 5.4 looks by default for PREFIX /usr/local
+# or /usr, so plain `busted` finds require "edge" and require "edge.router".
+# `make install-lua LUADIR=... CMODDIR=...` installs only those two (luarocks:
+# scripts/edge-dev-1.rockspec).
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+LUADIR   ?= $(PREFIX)/share/lua/5.4
+CMODDIR  ?= $(PREFIX)/lib/lua/5.4
+DATADIR  ?= $(PREFIX)/share/edge
+MANDIR   ?= $(PREFIX)/share/man/man1
+# systemd finds units in /usr/lib/systemd/system (= /lib/systemd/system on
+# merged-/usr Debian) and /etc/systemd/system; for PREFIX=/usr/local, pass
+# UNITDIR=/etc/systemd/system. logrotate reads /etc/logrotate.d only.
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+LOGROTATEDIR ?= /etc/logrotate.d
+LUA_LIBS := $(wildcard lua/edge/*.lua lua/edge/testing/*.lua)
+EXAMPLES := $(wildcard lua/examples/*.lua)
+VERSION  := $(shell sed -n 's/^\#define EDGE_VERSION "\(.*\)"/\1/p' src/common.h)
+INSTALLED_LUA := $(LUA_LIBS:lua/%=$(DESTDIR)$(LUADIR)/%)
+
+.PHONY: install install-lua uninstall man
+man: build/man/edge.1
+build/man/edge.1: README.md scripts/gen-man.lua src/common.h
+	@mkdir -p $(dir $@)
+	@echo "  MAN     $@"
+	$(Q)lua5.4 scripts/gen-man.lua README.md "$(VERSION)" "$(PREFIX)" > $@.tmp && mv -f $@.tmp $@
+
+install-lua: lua-module
+	$(Q)install -d $(DESTDIR)$(CMODDIR) $(DESTDIR)$(LUADIR)/edge/testing
+	$(Q)install -m 644 build/lua/edge.so $(DESTDIR)$(CMODDIR)/edge.so
+	$(Q)for f in $(LUA_LIBS:lua/%=%); do install -m 644 lua/$$f $(DESTDIR)$(LUADIR)/$$f || exit 1; done
+
+# The man page names PREFIX: made afresh for this one.
+install: edge install-lua
+	@mkdir -p build/man
+	$(Q)lua5.4 scripts/gen-man.lua README.md "$(VERSION)" "$(PREFIX)" > build/man/edge.1
+	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/examples $(DESTDIR)$(MANDIR)
+	$(Q)install -m 755 edge $(DESTDIR)$(BINDIR)/edge
+	$(Q)install -m 644 lua/default.lua $(DESTDIR)$(DATADIR)/default.lua
+	$(Q)install -m 644 $(EXAMPLES) $(DESTDIR)$(DATADIR)/examples/
+	$(Q)install -m 644 build/man/edge.1 $(DESTDIR)$(MANDIR)/edge.1
+	$(Q)install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LOGROTATEDIR)
+	$(Q)sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g' scripts/edge.service \
+	    > $(DESTDIR)$(UNITDIR)/edge.service && chmod 644 $(DESTDIR)$(UNITDIR)/edge.service
+	$(Q)install -m 644 scripts/edge.logrotate $(DESTDIR)$(LOGROTATEDIR)/edge
+	@echo "installed edge $(VERSION) under $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/edge $(DESTDIR)$(CMODDIR)/edge.so $(INSTALLED_LUA) \
+	      $(DESTDIR)$(DATADIR)/default.lua $(EXAMPLES:lua/examples/%=$(DESTDIR)$(DATADIR)/examples/%) \
+	      $(DESTDIR)$(MANDIR)/edge.1 $(DESTDIR)$(UNITDIR)/edge.service $(DESTDIR)$(LOGROTATEDIR)/edge
+	-rmdir $(DESTDIR)$(LUADIR)/edge/testing $(DESTDIR)$(LUADIR)/edge $(DESTDIR)$(DATADIR)/examples \
+	       $(DESTDIR)$(DATADIR) 2>/dev/null
+
+# ---- Fuzzing (libFuzzer, clang; spec/fuzz/README.md) ----
 #   make fuzz-build                 build/fuzz/fuzz_h1 and build/fuzz/fuzz_h2 (ASan + UBSan + libFuzzer)
 #   make fuzz [FUZZ_SECONDS=60]     run each target that long (scripts/fuzz.sh); fails on any finding
 # Every src/*.c but main.c and lua_module.c, and llhttp, instrumented; edge.sleep's
-# timer is shortened to 0 s through edge_script_sleep_scale (fuzz/fuzz_common.c).
+# timer is shortened to 0 s through edge_script_sleep_scale (spec/fuzz/fuzz_common.c).
 .PHONY: fuzz fuzz-build
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
@@ -148,7 +207,7 @@ $(FUZZ_DIR)/obj/%.o: src/%.c
 	@echo "  CC      $< (fuzz)"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter-out -Werror,$(WARN)) -Wno-gnu-variable-sized-type-not-at-end -c -o $@ $<
 
-$(FUZZ_DIR)/harness/%.o: fuzz/%.c
+$(FUZZ_DIR)/harness/%.o: spec/fuzz/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $< (fuzz)"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(WARN) -c -o $@ $<

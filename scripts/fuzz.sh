@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs edge's libFuzzer targets (fuzz/README.md) for SECONDS each (default 60)
+# Runs edge's libFuzzer targets (spec/fuzz/README.md) for SECONDS each (default 60)
 # and fails on any crash, leak, timeout, out-of-memory or sanitizer report.
 #
 #   scripts/fuzz.sh [SECONDS]          (make fuzz FUZZ_SECONDS=N runs this)
 #
 # Builds first (make fuzz-build). Each target starts from a temporary copy of
-# its seed corpus (fuzz/corpus/<target>/; the repository's copy is never
-# modified) with its dictionary (fuzz/<target>.dict). Prints per target: execs,
+# its seed corpus (spec/fuzz/corpus/<target>/; the repository's copy is never
+# modified) with its dictionary (spec/fuzz/<target>.dict). Prints per target: execs,
 # exec/s, coverage (cov/ft from libFuzzer's last status line) and the result.
 # Logs: build/fuzz/logs/<target>.log; reproducers: build/fuzz/artifacts/<target>/.
 #
@@ -46,9 +46,9 @@ run_target() {
     local t=$1 bin=build/fuzz/fuzz_$1
     local corpus=$work/$t
     mkdir -p "$corpus" "$artifacts/$t"
-    if [ -d "fuzz/corpus/$t" ]; then cp fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null; fi
+    if [ -d "spec/fuzz/corpus/$t" ]; then cp spec/fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null; fi
     local dict=()
-    if [ "${FUZZ_DICT:-1}" != 0 ] && [ -f "fuzz/$t.dict" ]; then dict=(-dict="fuzz/$t.dict"); fi
+    if [ "${FUZZ_DICT:-1}" != 0 ] && [ -f "spec/fuzz/$t.dict" ]; then dict=(-dict="spec/fuzz/$t.dict"); fi
     # shellcheck disable=SC2086
     "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$artifacts/$t/" "${dict[@]}" ${FUZZ_ARGS:-} "$corpus" \

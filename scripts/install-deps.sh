@@ -7,7 +7,9 @@ set -euo pipefail
 
 pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev libev-dev
       node-llhttp lua-busted lua-socket lua-sec lua-cjson curl nghttp2-client wrk openssl
-      prometheus clang libclang-rt-14-dev)   # promtool checks /metrics; clang + runtime: libFuzzer
+      prometheus clang libclang-rt-14-dev   # promtool checks /metrics; clang + runtime: libFuzzer
+      luarocks                              # spec/install_spec.lua: luarocks make scripts/edge-dev-1.rockspec
+      systemd logrotate)                    # spec/packaging_spec.lua: systemd-analyze verify, logrotate -f
 [[ ${1:-} == --peer ]] && pkgs+=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 
 missing=()

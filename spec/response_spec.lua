@@ -34,6 +34,25 @@ describe("edge.response.json", function()
     assert.are.equal('quote " backslash \\ newline \n', cjson.decode(body).s)
   end)
 
+  it("writes '/' unescaped (application/json, not application\\/json)", function()
+    assert.are.equal('{"type":"application/json"}', response.json({ type = "application/json" }).body)
+    assert.are.equal('["/","//"]', response.json({ "/", "//" }).body)
+  end)
+
+  it("keeps backslashes next to '/' exact", function()
+    for _, s in ipairs({ "\\/", "\\\\/", "/\\", "a\\/b\\\\//c", "\\" }) do
+      local body = response.json({ [s] = s }).body
+      assert.are.same({ [s] = s }, cjson.decode(body))
+    end
+    assert.are.equal('{"\\\\/":"\\\\/"}', response.json({ ["\\/"] = "\\/" }).body)
+  end)
+
+  it("leaves the caller's own cjson escaping '/' as it was", function()
+    assert.are.equal('"a\\/b"', cjson.encode("a/b"))
+    response.json("a/b")
+    assert.are.equal('"a\\/b"', cjson.encode("a/b"))
+  end)
+
   it("raises naming the caller's line for a value cjson cannot encode", function()
     local ok, err = pcall(function() local r = response.json({ f = print }) return r end)
     assert.is_false(ok)

@@ -46,6 +46,27 @@ describe("edge.testing.clock", function()
     assert.is_nil(edge.cache.get("clock-spec"))
   end)
 
+  it("advances exactly: a hundred edge.sleep(0.01) make 1", function()
+    clock.set(0)
+    edge.sleep(0.01)
+    assert.are.equal(0.01, clock.now())
+    for _ = 2, 100 do edge.sleep(0.01) end
+    assert.are.equal(1, clock.now())
+    assert.are.equal(1.5, clock.advance(0.5))
+  end)
+
+  it("starts at 0, so edge.sleep(0.01) moves edge.now() by exactly 0.01", function()
+    local src = 'package.cpath = ' .. string.format("%q", package.cpath) .. '\n'
+      .. 'local edge = require "edge"\n'
+      .. 'local t0 = edge.now()\n'
+      .. 'edge.sleep(0.01)\n'
+      .. 'io.write(string.format("%.17g %.17g", t0, edge.now() - t0))\n'
+    local p = io.popen("lua5.4 -e '" .. src:gsub("'", "'\\''") .. "' 2>&1")
+    local out = p:read("a")
+    p:close()
+    assert.are.equal("0 0.01", out)
+  end)
+
   it("rejects bad arguments", function()
     assert.has_error(function() clock.set("now") end, "clock.set: t must be a number, got string")
     assert.has_error(function() clock.advance(-1) end, "clock.advance: seconds must be a number >= 0, got -1")

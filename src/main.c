@@ -9,6 +9,7 @@
 #include "listener.h"
 #include "log.h"
 #include "script.h"
+#include "sd_notify.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -241,7 +242,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "edge: %s\n", err);
         exit(1);
     }
+    edge_sd_notify("READY=1");        /* systemd Type=notify: every worker listens */
     wait_for_stop(&srv);
+    edge_sd_notify("STOPPING=1");
     edge_admin_stop();
     shutdown_server(&srv, srv.n_workers);
     edge_log(EDGE_LOG_NOTICE, 0, "exited cleanly");

@@ -281,8 +281,9 @@ static int on_panic(lua_State *L)
 
 /* ---- loading ---- */
 
-/* The lua/ directory beside the edge binary (the repository's, or an
- * installation's), where edge's own Lua libraries (edge.router, ...) live. */
+/* Where edge's own Lua libraries (edge.router, ...) live, found from the
+ * binary's path: PREFIX/bin/edge (make install) -> PREFIX/share/lua/5.4;
+ * otherwise the repository's lua/ beside ./edge or above build/<kind>/edge. */
 static void push_library_dir(lua_State *L)
 {
     char exe[4096];
@@ -294,6 +295,12 @@ static void push_library_dir(lua_State *L)
     exe[n] = '\0';
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
+    size_t len = strlen(exe);
+    if (len >= 4 && strcmp(exe + len - 4, "/bin") == 0) {
+        exe[len - 4] = '\0';
+        lua_pushfstring(L, "%s/share/lua/5.4", exe);
+        return;
+    }
     char *build = strstr(exe, "/build/");   /* build/<kind>/edge: the repository's lua/ */
     if (build) *build = '\0';
     lua_pushfstring(L, "%s/lua", exe);

@@ -11,18 +11,39 @@
 -- JSON is encoded by lua-cjson (Debian's lua-cjson 2.1.0, with its defaults):
 -- an empty Lua table encodes as {} (an object); a Lua sequence as an array;
 -- cjson.null as null; numbers with 14 significant digits, so integers above
--- 10^14 lose precision (send them as strings); "/" is escaped as "\/" (still
--- valid JSON). A value cjson cannot encode (a function, NaN, a sparse array)
--- raises an error naming the caller's line.
+-- 10^14 lose precision (send them as strings); "/" is written as "/", not
+-- cjson's "\/" (application/json, as every other encoder writes it). A value
+-- cjson cannot encode (a function, NaN, a sparse array) raises an error
+-- naming the caller's line.
 local cjson = require("cjson").new()   -- a private instance: settings elsewhere do not leak in
 
 local response = {}
 
 local type, pairs, error, format = type, pairs, error, string.format
-local lower, find, floor = string.lower, string.find, math.floor
+local lower, find, gsub, floor = string.lower, string.find, string.gsub, math.floor
 
 local JSON = "application/json"
 local TEXT = "text/plain; charset=utf-8"
+
+-- lua-cjson 2.1.0 (Debian) always escapes '/', and has no
+-- encode_escape_forward_slash (newer forks do): turn it off where it exists,
+-- and unescape otherwise. In cjson's output a '/' only ever appears inside a
+-- string, always as the escape "\/": an escaped backslash is "\\", whose
+-- second backslash is followed by a character that is never a bare '/'. So
+-- every "\/" found left to right is an escaped '/', and "/" is exact.
+local unescape_slash = true
+if type(cjson.encode_escape_forward_slash) == "function" then
+  cjson.encode_escape_forward_slash(false)
+  unescape_slash = false
+end
+
+local function encode(value)
+  local body = cjson.encode(value)
+  if unescape_slash and find(body, "\\/", 1, true) then
+    body = gsub(body, "\\/", "/")
+  end
+  return body
+end
 
 --- Checks status (default `default`); `level` is the caller's error level.
 local function check_status(status, default, level)
@@ -54,7 +75,7 @@ end
 --- 200 (or status) with body cjson.encode(value) and content-type
 -- application/json; headers (optional) are added, overriding the default.
 function response.json(value, status, headers)
-  local ok, body = pcall(cjson.encode, value)
+  local ok, body = pcall(encode, value)
   if not ok then
     error("edge.response.json: cannot encode the value: " .. tostring(body), 2)
   end

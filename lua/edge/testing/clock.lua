@@ -12,10 +12,13 @@
 --   clock.set(t)       -> sets it (e.g. a fixed date for reproducible output)
 --   clock.advance(s)   -> moves it forward by s >= 0 seconds; returns the new time
 --
--- The clock starts at the real time when the module is loaded and is shared
--- by the whole busted process: set it in before_each when a spec needs a
--- known value. Inside the server there is no virtual clock, and requiring
--- this module raises an error.
+-- The clock counts whole nanoseconds, so it advances exactly: edge.sleep(0.01)
+-- moves it by 0.01, and a hundred of them by 1. It starts at 0 (1970-01-01,
+-- not the wall clock, whose size would make a double lose the last digits:
+-- 0.0099999905 instead of 0.01) and is shared by the whole busted process: set
+-- it in before_each when a spec needs a known value or a date (clock.set(0),
+-- clock.set(os.time())). Inside the server there is no virtual clock, and
+-- requiring this module raises an error.
 local ok, edge = pcall(require, "edge")
 if not ok then
   error("edge.testing.clock: cannot load the edge module (build it with `make lua-module` "

@@ -25,7 +25,8 @@
 --   script        the Lua script (required), a path edge opens as given
 --   args          extra command-line arguments, e.g. { "--cache-ttl", "5" }
 --   workers       -w (default 1)
---   bin           the edge binary: default $EDGE_BIN, else ./edge
+--   bin           the edge binary: default $EDGE_BIN, else ./edge, else the
+--                 `edge` on PATH (make install)
 --   cert, key     default certs/server.crt and certs/server.key (made by
 --                 `make certs`), in the current directory or beside the binary
 --   port          the TLS port (default 0: the kernel picks a free one, read
@@ -144,12 +145,25 @@ server.run = run
 -- curl
 ---------------------------------------------------------------------------
 
+--- line's "Name: value" (value trimmed), or nil when the name is empty or
+-- holds a space. Linear: no "(.-)%s*$", which backtracks over long runs of
+-- spaces.
+local function header_line(line)
+  local colon = line:find(":", 1, true)
+  if colon == nil or colon == 1 then return nil end
+  local name = line:sub(1, colon - 1)
+  if name:find("%s") then return nil end
+  local i, j = line:find("%S", colon + 1) or #line + 1, #line
+  while j >= i and line:find("^%s", j) do j = j - 1 end
+  return name, line:sub(i, j)
+end
+
 --- Parses "Name: value" lines into { lower-case name = value } (repeated
 -- names joined with ", ") and an ordered list of { name, value }.
 local function parse_header_lines(block)
   local headers, list = {}, {}
   for line in block:gmatch("[^\r\n]+") do
-    local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
+    local name, value = header_line(line)
     if name then
       name = name:lower()
       list[#list + 1] = { name, value }
@@ -231,6 +245,24 @@ end
 
 --- The default certificate and key: certs/ in the current directory, else
 -- certs/ beside the binary (or beside build/<kind>/edge's repository).
+--- True for a readable, non-empty file (not a directory named edge).
+local function is_file(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local ok = f:read(1) ~= nil
+  f:close()
+  return ok
+end
+
+--- ./edge (a checkout), else the first edge on PATH, else "./edge".
+local function default_bin()
+  if is_file("./edge") then return "./edge" end
+  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    if is_file(dir .. "/edge") then return dir .. "/edge" end
+  end
+  return "./edge"
+end
+
 local function default_cert(bin, name)
   local here = "certs/" .. name
   if exists(here) then return here end
@@ -249,10 +281,10 @@ function server.start(opts)
   local self = setmetatable({}, Server)
   self.host = opts.host or "127.0.0.1"
   self.bin = opts.bin or os.getenv("EDGE_BIN")
-  if not self.bin or self.bin == "" then self.bin = "./edge" end
+  if not self.bin or self.bin == "" then self.bin = default_bin() end
   if not exists(self.bin) then
     error("edge.testing.server: no edge binary at " .. self.bin
-      .. " (build it with `make`, or set EDGE_BIN)", 2)
+      .. " (build it with `make`, install it, or set EDGE_BIN)", 2)
   end
 
   -- With the notice lines in the log, port 0 is race-free: edge binds, then

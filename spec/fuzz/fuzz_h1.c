@@ -3,7 +3,7 @@
  * detection (conn.c), llhttp in strict mode (h1.c), the dispatcher, the cache
  * and lua/default.lua; the responses are read back and discarded. An input
  * that happens to start with the HTTP/2 preface takes the HTTP/2 path, as it
- * would on a --listen-plain listener. See fuzz/fuzz_common.c. */
+ * would on a --listen-plain listener. See spec/fuzz/fuzz_common.c. */
 #include "fuzz_common.h"
 
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* Shared libFuzzer harness for edge's input paths (fuzz/README.md).
+/* Shared libFuzzer harness for edge's input paths (spec/fuzz/README.md).
  *
  * One worker (its own ev_loop, the real lua/default.lua, a response cache)
  * is set up once; every input is one cleartext connection over a socketpair,

@@ -3,7 +3,7 @@
  * connection with prior knowledge. They go through edge's real HTTP/2 path:
  * protocol detection (conn.c), nghttp2 and h2.c's callbacks, the dispatcher,
  * the cache and lua/default.lua, one coroutine per stream. The seeds in
- * fuzz/corpus/h2/ therefore start after the preface. See fuzz/fuzz_common.c. */
+ * spec/fuzz/corpus/h2/ therefore start after the preface. See spec/fuzz/fuzz_common.c. */
 #include "fuzz_common.h"
 
 #include <stddef.h>

@@ -1,13 +1,13 @@
--- Writes the generated seeds of fuzz/corpus/h1/ and fuzz/corpus/h2/.
+-- Writes the generated seeds of spec/fuzz/corpus/h1/ and spec/fuzz/corpus/h2/.
 --
---   lua5.4 fuzz/gen_corpus.lua        (from the repository root)
+--   lua5.4 spec/fuzz/gen_corpus.lua        (from the repository root)
 --
 -- Each seed is one meaningful client conversation, so the fuzzer starts from
 -- inputs that reach the dispatcher and Lua rather than the parsers' first
 -- error. The h2 seeds start AFTER the client preface: fuzz_h2 sends the
 -- preface itself. The real_* seeds beside them were captured from curl and
 -- nghttp (Huffman-coded HPACK, WINDOW_UPDATE, ...) and are not rewritten here.
-local H1_DIR, H2_DIR = "fuzz/corpus/h1/", "fuzz/corpus/h2/"
+local H1_DIR, H2_DIR = "spec/fuzz/corpus/h1/", "spec/fuzz/corpus/h2/"
 
 local function write(path, bytes)
   local f = assert(io.open(path, "wb"))

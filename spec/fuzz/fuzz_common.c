@@ -1,4 +1,4 @@
-/* The libFuzzer harness shared by fuzz_h1 and fuzz_h2 (fuzz/README.md).
+/* The libFuzzer harness shared by fuzz_h1 and fuzz_h2 (spec/fuzz/README.md).
  *
  * Set up once: the configuration defaults with small limits, the nghttp2
  * callbacks, the access log (to /dev/null: every line is still formatted),
