@@ -285,7 +285,13 @@ int main(int argc, char **argv)
     block_signals();
     edge_script_set_memory_limit(srv.cfg.lua_memory);
     if (check_script(&srv.cfg) != EDGE_OK) return 1;
+    /* The checks that allocate nothing come first: a failure returns at once. */
+    if (srv.cfg.admin && claim_admin(srv.cfg.admin) != EDGE_OK) return 1;
     char err[512];
+    if (edge_access_log_open(srv.cfg.access_log, srv.cfg.access_log_json, err, sizeof(err)) != EDGE_OK) {
+        fprintf(stderr, "edge: %s\n", err);
+        return 1;
+    }
     if (needs_tls(&srv.cfg)) {
         srv.ssl_ctx = edge_tls_create(&srv.cfg, err, sizeof(err));
         if (srv.ssl_ctx == NULL) {
@@ -293,11 +299,6 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (edge_access_log_open(srv.cfg.access_log, srv.cfg.access_log_json, err, sizeof(err)) != EDGE_OK) {
-        fprintf(stderr, "edge: %s\n", err);
-        return 1;
-    }
-    if (srv.cfg.admin && claim_admin(srv.cfg.admin) != EDGE_OK) return 1;
     edge_h2_global_init();
     srv.cache = edge_cache_new(srv.cfg.cache_size);
     srv.n_workers = srv.cfg.workers ? srv.cfg.workers : default_workers();
