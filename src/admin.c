@@ -12,11 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define REQUEST_MAX 8192
-#define CLIENT_TIMEOUT 5.0
+#define REQUEST_TIMEOUT 5.0     /* a started request must arrive within this */
+#define IDLE_TIMEOUT 30.0       /* a keep-alive connection between scrapes */
+#define SEND_DEADLINE 5.0       /* pending output must be taken within this, or we close */
+#define OUTPUT_MAX 65536        /* no new pipelined request is answered past this much output */
 #define MAX_CLIENTS 64          /* scrapers are few; more is a misbehaving client */
 
 typedef struct admin {
@@ -32,12 +36,20 @@ typedef struct admin {
     int       n_clients;
 } admin;
 
+/* One connection. The admin thread never blocks on it: reads and writes are
+ * non-blocking, a response the client does not take within SEND_DEADLINE
+ * closes the connection, and pipelined requests are answered only while
+ * less than OUTPUT_MAX bytes wait, so a scraper that stops reading costs
+ * one bounded buffer and no CPU. */
 typedef struct admin_client {
     admin   *a;
     struct admin_client *prev, *next;
     int      fd;
     ev_io    io;
     ev_timer timer;
+    int      closing;               /* close once out is sent */
+    edge_buf out;                   /* responses not yet sent, from out_off */
+    size_t   out_off;
     size_t   len;
     char     buf[REQUEST_MAX];
 } admin_client;
@@ -53,44 +65,50 @@ static void client_close(admin_client *cl)
     ev_io_stop(cl->a->loop, &cl->io);
     ev_timer_stop(cl->a->loop, &cl->timer);
     close(cl->fd);
+    edge_buf_free(&cl->out);
     free(cl);
 }
 
-static void send_response(admin_client *cl, int status, const char *type, const edge_buf *body, int head)
+static const char *reason(int status)
 {
-    edge_buf out = {0};
-    edge_buf_printf(&out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                          "Connection: close\r\n\r\n", status, status == 200 ? "OK" : status == 404 ? "Not Found" :
-                          status == 405 ? "Method Not Allowed" : "Bad Request", type, body->len);
-    if (!head) edge_buf_append(&out, body->base, body->len);
-    /* Small replies on loopback: a blocking write bounded by SO_SNDTIMEO. */
-    struct timeval tv = {5, 0};
-    setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    size_t off = 0;
-    while (off < out.len) {
-        ssize_t n = send(cl->fd, out.base + off, out.len - off, MSG_NOSIGNAL);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
-            if (errno == EAGAIN) usleep(1000);
-            continue;
-        }
-        if (n <= 0) break;
-        off += (size_t)n;
-    }
-    edge_buf_free(&out);
+    return status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed"
+                                                                              : "Bad Request";
 }
 
-/* Answers the request line in cl->buf. */
-static void handle(admin_client *cl)
+static void queue_response(admin_client *cl, int status, const char *type, const edge_buf *body, int head)
+{
+    edge_buf_printf(&cl->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
+                    status, reason(status), type, body->len, cl->closing ? "Connection: close\r\n" : "");
+    if (!head) edge_buf_append(&cl->out, body->base, body->len);
+}
+
+/* Case-insensitive: does the header block [p, end) hold "Connection: close"? */
+static int asks_close(const char *p, const char *end)
+{
+    static const char name[] = "\nconnection:";
+    const size_t n = sizeof(name) - 1;
+    for (; (size_t)(end - p) > n; p++) {
+        if (strncasecmp(p, name, n) != 0) continue;
+        const char *v = p + n, *eol = memchr(v, '\n', (size_t)(end - v));
+        if (eol == NULL) eol = end;
+        for (; v + 5 <= eol; v++)
+            if (strncasecmp(v, "close", 5) == 0) return 1;
+    }
+    return 0;
+}
+
+/* Answers the request whose header block is cl->buf[0, hlen). */
+static void handle(admin_client *cl, size_t hlen)
 {
     edge_buf body = {0};
     const char *type = "text/plain; charset=utf-8";
     int status = 200;
-    char method[16], path[256];
-    if (sscanf(cl->buf, "%15s %255s HTTP/1.", method, path) != 2) {
+    char method[16] = "", path[256], minor = '0';
+    if (sscanf(cl->buf, "%15s %255s HTTP/1.%c", method, path, &minor) != 3) {
         status = 400;
         edge_buf_append_str(&body, "bad request\n");
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        status = 405;
+        status = 405;                    /* a body may follow that we do not parse: close */
         edge_buf_append_str(&body, "only GET\n");
     } else if (strcmp(path, "/metrics") == 0) {
         type = "text/plain; version=0.0.4; charset=utf-8";
@@ -101,31 +119,106 @@ static void handle(admin_client *cl)
         status = 404;
         edge_buf_append_str(&body, "try /metrics or /healthz\n");
     }
-    send_response(cl, status, type, &body, strncmp(cl->buf, "HEAD ", 5) == 0);
+    if (status == 400 || status == 405 || minor != '1' || asks_close(cl->buf, cl->buf + hlen)) cl->closing = 1;
+    queue_response(cl, status, type, &body, strcmp(method, "HEAD") == 0);
     edge_buf_free(&body);
+}
+
+/* The length of the first complete header block in cl->buf, or 0. */
+static size_t request_length(const admin_client *cl)
+{
+    const char *crlf = strstr(cl->buf, "\r\n\r\n"), *lf = strstr(cl->buf, "\n\n");
+    if (crlf && (!lf || crlf < lf)) return (size_t)(crlf - cl->buf) + 4;
+    return lf ? (size_t)(lf - cl->buf) + 2 : 0;
+}
+
+/* Answers the complete requests in cl->buf while little output waits. */
+static void answer_requests(admin_client *cl)
+{
+    size_t n;
+    while (!cl->closing && cl->out.len - cl->out_off < OUTPUT_MAX && (n = request_length(cl)) > 0) {
+        handle(cl, n);
+        memmove(cl->buf, cl->buf + n, cl->len - n + 1);
+        cl->len -= n;
+    }
+    if (!cl->closing && cl->len >= sizeof(cl->buf) - 1) {
+        edge_buf body = {0};
+        edge_buf_append_str(&body, "request too large\n");
+        cl->closing = 1;
+        queue_response(cl, 400, "text/plain", &body, 0);
+        edge_buf_free(&body);
+    }
+}
+
+static void watch(admin_client *cl, int events, double timeout)
+{
+    ev_io_stop(cl->a->loop, &cl->io);
+    ev_io_set(&cl->io, cl->fd, events);
+    ev_io_start(cl->a->loop, &cl->io);
+    ev_timer_stop(cl->a->loop, &cl->timer);
+    ev_timer_set(&cl->timer, timeout, 0.);
+    ev_timer_start(cl->a->loop, &cl->timer);
+}
+
+/* Sends what it can without blocking. Once a response is out, waits for
+ * the next request (or closes); on EAGAIN, waits until the client takes
+ * more, at most SEND_DEADLINE. Returns 0 when cl was closed. */
+static int flush(admin_client *cl)
+{
+    int had_output = cl->out.len > 0;
+    while (cl->out_off < cl->out.len) {
+        ssize_t n = send(cl->fd, cl->out.base + cl->out_off, cl->out.len - cl->out_off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            /* The deadline runs from the first EAGAIN, not from the last
+             * progress: a client taking a byte now and then cannot hold us. */
+            if (!(cl->io.events & EV_WRITE)) watch(cl, EV_WRITE, SEND_DEADLINE);
+            return 1;
+        }
+        if (n <= 0) {
+            client_close(cl);
+            return 0;
+        }
+        cl->out_off += (size_t)n;
+    }
+    edge_buf_reset(&cl->out, OUTPUT_MAX);
+    cl->out_off = 0;
+    if (cl->closing) {
+        client_close(cl);
+        return 0;
+    }
+    if (had_output) watch(cl, EV_READ, cl->len ? REQUEST_TIMEOUT : IDLE_TIMEOUT);
+    return 1;
+}
+
+/* Reads what arrived and answers the complete requests. Returns 0 when cl
+ * was closed. */
+static int on_readable(admin_client *cl)
+{
+    ssize_t n = read(cl->fd, cl->buf + cl->len, sizeof(cl->buf) - 1 - cl->len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 1;
+    if (n < 0) {
+        client_close(cl);
+        return 0;
+    }
+    if (cl->len == 0 && n > 0) {          /* a request started: it has REQUEST_TIMEOUT to arrive */
+        ev_timer_stop(cl->a->loop, &cl->timer);
+        ev_timer_set(&cl->timer, REQUEST_TIMEOUT, 0.);
+        ev_timer_start(cl->a->loop, &cl->timer);
+    }
+    cl->len += (size_t)n;
+    cl->buf[cl->len] = '\0';
+    answer_requests(cl);
+    if (n == 0) cl->closing = 1;          /* half-closed: answer what came, then close */
+    return 1;
 }
 
 static void on_client(struct ev_loop *loop, ev_io *io, int revents)
 {
     admin_client *cl = io->data;
-    ssize_t n = read(cl->fd, cl->buf + cl->len, sizeof(cl->buf) - 1 - cl->len);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    if (n <= 0) {
-        client_close(cl);
-        return;
-    }
-    cl->len += (size_t)n;
-    cl->buf[cl->len] = '\0';
-    if (strstr(cl->buf, "\r\n\r\n") || strstr(cl->buf, "\n\n")) {
-        handle(cl);
-        client_close(cl);
-    } else if (cl->len >= sizeof(cl->buf) - 1) {
-        edge_buf body = {0};
-        edge_buf_append_str(&body, "request too large\n");
-        send_response(cl, 400, "text/plain", &body, 0);
-        edge_buf_free(&body);
-        client_close(cl);
-    }
+    if ((revents & EV_READ) && !on_readable(cl)) return;
+    /* Each time the output drains, answer the pipelined requests held back. */
+    while (flush(cl) && cl->out.len == 0 && !cl->closing && request_length(cl) > 0) answer_requests(cl);
 }
 
 static void on_client_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -152,7 +245,7 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         a->clients = cl;
         ev_io_init(&cl->io, on_client, fd, EV_READ);
         cl->io.data = cl;
-        ev_timer_init(&cl->timer, on_client_timeout, CLIENT_TIMEOUT, 0.);
+        ev_timer_init(&cl->timer, on_client_timeout, REQUEST_TIMEOUT, 0.);
         cl->timer.data = cl;
         ev_io_start(loop, &cl->io);
         ev_timer_start(loop, &cl->timer);
@@ -180,7 +273,8 @@ int edge_admin_start(const char *addr, struct edge_worker *workers, int n_worker
         snprintf(err, errlen, "invalid admin address '%s'", addr);
         return EDGE_ERROR;
     }
-    int fd = edge_listener_open(&ss, len, err, errlen);
+    if (edge_listener_claim(&ss, len, "admin address ", err, errlen) != 0) return EDGE_ERROR;
+    int fd = edge_listener_open(&ss, len, "admin address ", err, errlen);
     if (fd < 0) return EDGE_ERROR;
     admin *a = edge_calloc(1, sizeof(*a));
     a->fd = fd;

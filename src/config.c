@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,19 +20,22 @@ static const char usage_text[] =
     "                             (default 0.0.0.0:8443 and [::]:8443)\n"
     "      --listen-plain ADDR:PORT  cleartext listener (HTTP/1.1 and HTTP/2 prior knowledge)\n"
     "                             for use behind a TLS-terminating load balancer; repeatable\n"
-    "      --cert FILE            TLS certificate chain (default certs/server.crt)\n"
-    "      --key FILE             TLS private key (default certs/server.key)\n"
+    "      --cert FILE            TLS certificate chain (default server.crt in the first of\n"
+    "                             BINDIR/certs, REPO/certs for REPO/build/*/edge,\n"
+    "                             PREFIX/etc/edge for PREFIX/bin/edge, /etc/edge)\n"
+    "      --key FILE             TLS private key (default server.key, looked up the same way)\n"
     "  -w, --workers N            worker threads (default: number of CPUs)\n"
-    "  -t, --test                 check the script and the certificate, then exit\n"
+    "  -t, --test                 check what a start checks (script, certificate when a TLS\n"
+    "                             listener is used, addresses, access log), then exit\n"
     "      --tls-min 1.2|1.3      lowest TLS version accepted (default 1.2)\n"
     "      --lua-budget N         VM instructions a hook may run (default 10000000)\n"
     "      --log-level LEVEL      error, warn, notice, info or debug (default notice)\n"
-    "      --max-body BYTES       request body limit, 413 past it (default 1048576)\n"
-    "      --max-request-line BYTES  request line limit, 414 past it (default 8192)\n"
-    "      --max-header-size BYTES   header block limit, 431 past it (default 16384)\n"
+    "      --max-body SIZE        request body limit, 413 past it (default 1m)\n"
+    "      --max-request-line SIZE   request line limit, 414 past it (default 8k)\n"
+    "      --max-header-size SIZE    header block limit, 431 past it (default 16k)\n"
     "      --max-headers N        header field count limit, 431 past it (default 100)\n"
     "      --h2-max-streams N     HTTP/2 concurrent streams per connection (default 128)\n"
-    "      --cache-size BYTES     response cache bound, k/m/g suffixes (default 64m)\n"
+    "      --cache-size SIZE      response cache bound (default 64m)\n"
     "      --cache-ttl S          cache lifetime when neither the script nor Cache-Control\n"
     "                             gives one (default 60)\n"
     "      --cache-max-object BYTES  largest response stored; at most a sixteenth of\n"
@@ -45,7 +49,7 @@ static const char usage_text[] =
     "      --send-timeout S       time a client may take to accept more of a response (default 60)\n"
     "      --max-connections N    open client connections across workers; accepting pauses\n"
     "                             at the limit (default 25000)\n"
-    "      --lua-memory BYTES     memory per Lua VM (one per worker), k/m/g suffixes; past it\n"
+    "      --lua-memory SIZE      memory per Lua VM (one per worker); past it\n"
     "                             the hook fails with 500 (default 0: no limit)\n"
     "      --drain-timeout S      on SIGTERM, time in-flight requests get (default 30)\n"
     "      --admin ADDR:PORT      admin listener (plain HTTP: /metrics, /healthz), e.g.\n"
@@ -57,7 +61,10 @@ static const char usage_text[] =
     "      --trusted-proxies LIST addresses/CIDRs (comma-separated, repeatable) whose\n"
     "                             X-Request-Id is kept as the request id\n"
     "  -h, --help                 this help\n"
-    "  -V, --version              print the version\n";
+    "  -V, --version              print the version\n"
+    "\n"
+    "SIZE is a byte count with an optional k, m or g suffix (1k = 1024): 512, 16k, 1m, 2g.\n"
+    "With only --listen-plain listeners there is no TLS listener and no certificate is needed.\n";
 
 enum {
     OPT_CERT = 256, OPT_KEY, OPT_TLS_MIN, OPT_LUA_BUDGET, OPT_LOG_LEVEL, OPT_MAX_BODY,
@@ -111,8 +118,6 @@ static const struct option long_options[] = {
 void edge_config_defaults(edge_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->cert = "certs/server.crt";
-    cfg->key = "certs/server.key";
     cfg->tls_min = 12;
     cfg->lua_budget = 10000000;
     cfg->max_body = 1024 * 1024;
@@ -134,6 +139,8 @@ void edge_config_defaults(edge_config *cfg)
     cfg->access_log = "-";
 }
 
+#define MAX_SIZE ((size_t)1 << 40)   /* 1 TiB: any size option's upper bound */
+
 static int bad_value(const char *opt, const char *val, const char *want)
 {
     fprintf(stderr, "edge: invalid value '%s' for --%s: expected %s\n", val, opt, want);
@@ -151,13 +158,15 @@ static int parse_long(const char *s, long min, long max, long *out)
     return EDGE_OK;
 }
 
-/* Parses a byte count with an optional k, m or g suffix (powers of 1024). */
-static int parse_size(const char *s, size_t *out)
+/* Parses a byte count in [min, max]: digits with an optional k, m or g
+ * suffix in either case (powers of 1024: 1k = 1024). */
+static int parse_size(const char *s, size_t min, size_t max, size_t *out)
 {
+    if (*s < '0' || *s > '9') return EDGE_ERROR;     /* no sign, no blank */
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || s[0] == '-') return EDGE_ERROR;
+    if (errno) return EDGE_ERROR;
     int shift = 0;
     switch (*end) {
     case 'k': case 'K': shift = 10; end++; break;
@@ -165,7 +174,9 @@ static int parse_size(const char *s, size_t *out)
     case 'g': case 'G': shift = 30; end++; break;
     }
     if (*end != '\0' || v > (1ULL << (40 - shift))) return EDGE_ERROR;
-    *out = (size_t)(v << shift);
+    v <<= shift;
+    if (v < min || v > max) return EDGE_ERROR;
+    *out = (size_t)v;
     return EDGE_OK;
 }
 
@@ -201,9 +212,9 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         return EDGE_OK;
     }
     case OPT_CACHE_SIZE:
-        return parse_size(arg, &cfg->cache_size) ? bad_value(name, arg, "bytes, e.g. 64m") : EDGE_OK;
+        return parse_size(arg, 0, MAX_SIZE, &cfg->cache_size) ? bad_value(name, arg, "bytes, e.g. 64m") : EDGE_OK;
     case OPT_CACHE_MAX_OBJECT:
-        if (parse_size(arg, &cfg->cache_max_object) || cfg->cache_max_object == 0)
+        if (parse_size(arg, 1, MAX_SIZE, &cfg->cache_max_object))
             return bad_value(name, arg, "bytes > 0, e.g. 1m");
         return EDGE_OK;
     case OPT_CACHE_TTL:
@@ -224,7 +235,7 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         cfg->max_connections = (int)v;
         return EDGE_OK;
     case OPT_LUA_MEMORY:
-        return parse_size(arg, &cfg->lua_memory) ? bad_value(name, arg, "bytes, e.g. 64m") : EDGE_OK;
+        return parse_size(arg, 0, MAX_SIZE, &cfg->lua_memory) ? bad_value(name, arg, "bytes, e.g. 8m") : EDGE_OK;
     case OPT_ADMIN: {
         struct sockaddr_storage ss;
         socklen_t len;
@@ -269,17 +280,13 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         edge_log_level = (int)v;
         return EDGE_OK;
     case OPT_MAX_BODY:
-        if (parse_long(arg, 0, 1L << 40, &v)) return bad_value(name, arg, "a byte count");
-        cfg->max_body = (size_t)v;
-        return EDGE_OK;
+        return parse_size(arg, 0, MAX_SIZE, &cfg->max_body) ? bad_value(name, arg, "bytes, e.g. 1m") : EDGE_OK;
     case OPT_MAX_LINE:
-        if (parse_long(arg, 64, 1L << 20, &v)) return bad_value(name, arg, "64 to 1048576 bytes");
-        cfg->max_request_line = (size_t)v;
-        return EDGE_OK;
+        return parse_size(arg, 64, 1u << 20, &cfg->max_request_line)
+                   ? bad_value(name, arg, "64 to 1m bytes") : EDGE_OK;
     case OPT_MAX_HSIZE:
-        if (parse_long(arg, 256, 1L << 24, &v)) return bad_value(name, arg, "256 to 16777216 bytes");
-        cfg->max_header_size = (size_t)v;
-        return EDGE_OK;
+        return parse_size(arg, 256, 1u << 24, &cfg->max_header_size)
+                   ? bad_value(name, arg, "256 to 16m bytes") : EDGE_OK;
     case OPT_MAX_HEADERS:
         if (parse_long(arg, 1, 10000, &v)) return bad_value(name, arg, "1 to 10000");
         cfg->max_headers = (int)v;
@@ -306,6 +313,71 @@ static int check_cache_max_object(edge_config *cfg)
     fprintf(stderr, "edge: --cache-max-object %zu is larger than a sixteenth of --cache-size (%zu bytes): "
             "the cache could not store such a response\n", cfg->cache_max_object, share);
     return EDGE_ERROR;
+}
+
+#define DEFAULT_DIR_MAX (PATH_MAX + 16)
+
+/* Cuts the last component off path (in place); returns that component. */
+static const char *cut_last(char *path)
+{
+    char *slash = strrchr(path, '/');
+    if (slash == NULL) return "";
+    *slash = '\0';
+    return slash + 1;
+}
+
+/* Fills dirs with where the default certificate and key are looked up, in
+ * order, from the binary's real path (never the working directory, so a start
+ * from anywhere finds the same files): BINDIR/certs (REPO/edge), REPO/certs
+ * (REPO/build/KIND/edge), PREFIX/etc/edge (PREFIX/bin/edge), /etc/edge.
+ * Returns how many. */
+static int default_dirs(char dirs[][DEFAULT_DIR_MAX])
+{
+    int n = 0;
+    char bin[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", bin, sizeof(bin) - 1);
+    if (len > 0) {
+        bin[len] = '\0';
+        cut_last(bin);                                   /* BINDIR */
+        snprintf(dirs[n++], DEFAULT_DIR_MAX, "%s/certs", bin);
+        char parent[PATH_MAX];
+        snprintf(parent, sizeof(parent), "%s", bin);
+        const char *bindir_name = cut_last(parent);      /* parent: PREFIX or REPO/build */
+        if (strcmp(bindir_name, "bin") == 0) snprintf(dirs[n++], DEFAULT_DIR_MAX, "%s/etc/edge", parent);
+        if (strcmp(cut_last(parent), "build") == 0) snprintf(dirs[n++], DEFAULT_DIR_MAX, "%s/certs", parent);
+    }
+    snprintf(dirs[n++], DEFAULT_DIR_MAX, "/etc/edge");
+    return n;
+}
+
+typedef struct default_file {
+    char path[DEFAULT_DIR_MAX + 16];
+    char tried[4 * (DEFAULT_DIR_MAX + 16)];
+} default_file;
+
+/* Returns the first existing DIR/name of the default directories, or NULL
+ * with the paths tried (comma-separated) in f->tried. */
+static const char *resolve_default(const char *name, default_file *f)
+{
+    char dirs[4][DEFAULT_DIR_MAX];
+    int n = default_dirs(dirs);
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(f->path, sizeof(f->path), "%.*s/%.15s", (int)DEFAULT_DIR_MAX - 1, dirs[i], name);
+        if (access(f->path, F_OK) == 0) return f->path;
+        used += (size_t)snprintf(f->tried + used, sizeof(f->tried) - used, "%s%s", i ? ", " : "", f->path);
+    }
+    return NULL;
+}
+
+/* --cert and --key not given: look for the defaults beside the binary. */
+static void resolve_default_paths(edge_config *cfg)
+{
+    static default_file cert, key;
+    if (cfg->cert == NULL && (cfg->cert = resolve_default("server.crt", &cert)) == NULL)
+        cfg->cert_tried = cert.tried;
+    if (cfg->key == NULL && (cfg->key = resolve_default("server.key", &key)) == NULL)
+        cfg->key_tried = key.tried;
 }
 
 int edge_config_parse(edge_config *cfg, int argc, char **argv)
@@ -339,5 +411,6 @@ int edge_config_parse(edge_config *cfg, int argc, char **argv)
         fprintf(stderr, "edge: no script given: edge -s SCRIPT (see edge -h)\n");
         return EDGE_ERROR;
     }
+    resolve_default_paths(cfg);
     return EDGE_OK;
 }

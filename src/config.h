@@ -14,8 +14,10 @@ typedef struct edge_config {
     int         n_listen;           /* 0: the defaults 0.0.0.0:8443 and [::]:8443 */
     const char *listen_plain[EDGE_MAX_LISTEN];   /* cleartext HTTP/1.1 + h2 prior knowledge */
     int         n_listen_plain;
-    const char *cert;
+    const char *cert;               /* --cert, else the default found beside the binary, else NULL */
     const char *key;
+    const char *cert_tried;         /* cert NULL: the default paths tried, comma-separated */
+    const char *key_tried;
     int         workers;            /* 0: one per CPU */
     int         test_only;          /* -t */
     int         tls_min;            /* 12 or 13 */
@@ -54,7 +56,8 @@ enum edge_log_format {
 /* Fills cfg with the defaults. */
 void edge_config_defaults(edge_config *cfg);
 
-/* Parses argv into cfg. Returns EDGE_OK to run, EDGE_DONE after -h/-V (exit 0),
+/* Parses argv into cfg and looks up the default certificate and key (see
+ * cert_tried). Returns EDGE_OK to run, EDGE_DONE after -h/-V (exit 0),
  * or EDGE_ERROR after printing one line on stderr (exit 2). */
 int edge_config_parse(edge_config *cfg, int argc, char **argv);
 

@@ -45,18 +45,77 @@ static int check_script(const edge_config *cfg)
     return EDGE_OK;
 }
 
+/* The TLS listeners: -l, or the defaults when no listener at all was named
+ * (only --listen-plain given means cleartext only, no certificate). */
+static int uses_default_listeners(const edge_config *cfg)
+{
+    return cfg->n_listen == 0 && cfg->n_listen_plain == 0;
+}
+
+static int needs_tls(const edge_config *cfg)
+{
+    return cfg->n_listen > 0 || uses_default_listeners(cfg);
+}
+
+static const char *const default_listen[] = {"0.0.0.0:8443", "[::]:8443"};
+
+/* -t: can each address be bound by this process? A running edge holding
+ * them does not fail the check (test before a reload); the optional IPv6
+ * default passes on a host without IPv6. */
+static int check_addresses(const char *const *addrs, int n, const char *label, int ipv6_optional)
+{
+    for (int i = 0; i < n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        char err[256];
+        if (edge_listener_parse(addrs[i], &ss, &len) != EDGE_OK) {
+            fprintf(stderr, "edge: invalid %saddress '%s'\n", label, addrs[i]);
+            return EDGE_ERROR;
+        }
+        int e = edge_listener_check(&ss, len, label, err, sizeof(err));
+        if (e == 0 || (ipv6_optional && ss.ss_family == AF_INET6 && e != EADDRINUSE)) continue;
+        fprintf(stderr, "edge: %s\n", err);
+        return EDGE_ERROR;
+    }
+    return EDGE_OK;
+}
+
+static int check_all_addresses(const edge_config *cfg)
+{
+    int rc = uses_default_listeners(cfg) ? check_addresses(default_listen, 2, "", 1)
+                                         : check_addresses(cfg->listen, cfg->n_listen, "", 0);
+    if (rc == EDGE_OK) rc = check_addresses(cfg->listen_plain, cfg->n_listen_plain, "", 0);
+    if (rc == EDGE_OK && cfg->admin) rc = check_addresses(&cfg->admin, 1, "admin address ", 0);
+    return rc;
+}
+
+/* -t: everything a start checks on its configuration, without serving, so
+ * that a passing -t means the start will not fail on configuration. */
 static int run_test(const edge_config *cfg)
 {
+    edge_script_set_memory_limit(cfg->lua_memory);
     if (check_script(cfg) != EDGE_OK) return 1;
     printf("edge: script %s loads and returns its hooks\n", cfg->script);
-    char err[512];
-    SSL_CTX *ctx = edge_tls_create(cfg, err, sizeof(err));
-    if (ctx == NULL) {
+    char err[1024];
+    if (needs_tls(cfg)) {
+        SSL_CTX *ctx = edge_tls_create(cfg, err, sizeof(err));
+        if (ctx == NULL) {
+            fprintf(stderr, "edge: %s\n", err);
+            return 1;
+        }
+        SSL_CTX_free(ctx);
+        printf("edge: certificate %s and key %s are valid\n", cfg->cert, cfg->key);
+    } else {
+        printf("edge: no TLS listener (only --listen-plain): no certificate needed\n");
+    }
+    if (edge_access_log_open(cfg->access_log, cfg->access_log_format, err, sizeof(err)) != EDGE_OK) {
         fprintf(stderr, "edge: %s\n", err);
         return 1;
     }
-    SSL_CTX_free(ctx);
-    printf("edge: certificate %s and key %s are valid\n", cfg->cert, cfg->key);
+    edge_access_log_close();
+    printf("edge: access log %s can be written\n", cfg->access_log);
+    if (check_all_addresses(cfg) != EDGE_OK) return 1;
+    printf("edge: listen%s addresses can be bound\n", cfg->admin ? " and admin" : "");
     printf("edge: configuration test is successful\n");
     return 0;
 }
@@ -67,8 +126,14 @@ static int open_address(edge_server *srv, int a, struct sockaddr_storage *ss, so
                         int plain)
 {
     char err[256];
+    int e = edge_listener_claim(ss, len, "", err, sizeof(err));
+    if (e != 0) {
+        if (optional && e != EADDRINUSE) return EDGE_DONE;
+        fprintf(stderr, "edge: %s\n", err);
+        return EDGE_ERROR;
+    }
     for (int i = 0; i < srv->n_workers; i++) {
-        int fd = edge_listener_open(ss, len, err, sizeof(err));
+        int fd = edge_listener_open(ss, len, "", err, sizeof(err));
         if (fd < 0) {
             if (optional && i == 0) return EDGE_DONE;
             fprintf(stderr, "edge: %s\n", err);
@@ -103,23 +168,29 @@ static int open_list(edge_server *srv, const char *const *addrs, int n, int plai
     return EDGE_OK;
 }
 
-/* TLS listeners: -l, or the defaults when no listener at all was named. */
-static int uses_default_listeners(const edge_config *cfg)
-{
-    return cfg->n_listen == 0 && cfg->n_listen_plain == 0;
-}
-
 static int open_listeners(edge_server *srv)
 {
-    static const char *const defaults[] = {"0.0.0.0:8443", "[::]:8443"};
     const edge_config *cfg = &srv->cfg;
     srv->fds = edge_calloc((size_t)srv->n_workers * EDGE_MAX_LISTENERS, sizeof(int));
     for (int i = 0; i < srv->n_workers * EDGE_MAX_LISTENERS; i++) srv->fds[i] = -1;
     srv->n_addrs = 0;
-    int rc = uses_default_listeners(cfg) ? open_list(srv, defaults, 2, 0, 1)
+    int rc = uses_default_listeners(cfg) ? open_list(srv, default_listen, 2, 0, 1)
                                          : open_list(srv, cfg->listen, cfg->n_listen, 0, 0);
     if (rc != EDGE_OK) return rc;
     return open_list(srv, cfg->listen_plain, cfg->n_listen_plain, 1, 0);
+}
+
+/* Fails before anything else starts when someone listens on the admin
+ * address (edge_admin_start opens it once the workers run). */
+static int claim_admin(const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256];
+    if (edge_listener_parse(addr, &ss, &len) != EDGE_OK) return EDGE_ERROR;   /* checked by config */
+    if (edge_listener_claim(&ss, len, "admin address ", err, sizeof(err)) == 0) return EDGE_OK;
+    fprintf(stderr, "edge: %s\n", err);
+    return EDGE_ERROR;
 }
 
 static int start_workers(edge_server *srv)
@@ -168,7 +239,7 @@ static void wait_for_stop(edge_server *srv)
         }
         if (sig == SIGHUP) {
             edge_log(EDGE_LOG_NOTICE, 0, "SIGHUP: reloading %s in every worker", srv->cfg.script);
-            for (int i = 0; i < srv->n_workers; i++) edge_worker_request_reload(&srv->workers[i]);
+            edge_workers_reload(srv->workers, srv->n_workers);
         } else {
             edge_log(EDGE_LOG_NOTICE, 0, "SIGUSR1: reopening the log files");
             edge_access_log_reopen();
@@ -215,17 +286,19 @@ int main(int argc, char **argv)
     block_signals();
     edge_script_set_memory_limit(srv.cfg.lua_memory);
     if (check_script(&srv.cfg) != EDGE_OK) return 1;
+    /* The checks that allocate nothing come first: a failure returns at once. */
+    if (srv.cfg.admin && claim_admin(srv.cfg.admin) != EDGE_OK) return 1;
     char err[512];
-    if (srv.cfg.n_listen || uses_default_listeners(&srv.cfg)) {   /* only TLS listeners need the certificate */
+    if (edge_access_log_open(srv.cfg.access_log, srv.cfg.access_log_format, err, sizeof(err)) != EDGE_OK) {
+        fprintf(stderr, "edge: %s\n", err);
+        return 1;
+    }
+    if (needs_tls(&srv.cfg)) {
         srv.ssl_ctx = edge_tls_create(&srv.cfg, err, sizeof(err));
         if (srv.ssl_ctx == NULL) {
             fprintf(stderr, "edge: %s\n", err);
             return 1;
         }
-    }
-    if (edge_access_log_open(srv.cfg.access_log, srv.cfg.access_log_format, err, sizeof(err)) != EDGE_OK) {
-        fprintf(stderr, "edge: %s\n", err);
-        return 1;
     }
     edge_h2_global_init();
     srv.cache = edge_cache_new(srv.cfg.cache_size);

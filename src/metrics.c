@@ -89,6 +89,24 @@ static void render_cache(edge_buf *b, edge_cache *cache)
     metric(b, "edge_cache_entries", "gauge", "Entries in the cache.", st.entries);
 }
 
+static void render_reloads(edge_buf *b, edge_worker *workers, int n_workers)
+{
+    uint64_t reloads, failures;
+    edge_worker_reload_stats(&reloads, &failures);
+    metric(b, "edge_reloads_total", "counter", "Script reloads (SIGHUP), each counted once.", reloads);
+    metric(b, "edge_reload_failures_total", "counter",
+           "Reloads that at least one worker failed to load (it kept its previous script).", failures);
+    edge_buf_append_str(b, "# HELP edge_worker_reloads_total Script reloads each worker ran, by outcome.\n"
+                           "# TYPE edge_worker_reloads_total counter\n");
+    for (int i = 0; i < n_workers; i++) {
+        const edge_counters *m = &workers[i].counters;
+        edge_buf_printf(b, "edge_worker_reloads_total{worker=\"%d\",result=\"ok\"} %llu\n", i,
+                        (unsigned long long)load(&m->reloads));
+        edge_buf_printf(b, "edge_worker_reloads_total{worker=\"%d\",result=\"failed\"} %llu\n", i,
+                        (unsigned long long)load(&m->reload_failures));
+    }
+}
+
 void edge_metrics_render(edge_buf *b, edge_worker *workers, int n_workers, edge_cache *cache)
 {
     render_requests(b, workers, n_workers);
@@ -104,8 +122,6 @@ void edge_metrics_render(edge_buf *b, edge_worker *workers, int n_workers, edge_
     metric(b, "edge_lua_errors_total", "counter", "Hook runs that raised, returned a bad value or ran out of budget.",
            SUM(lua_errors));
     metric(b, "edge_lua_budget_kills_total", "counter", "Hook runs stopped by --lua-budget.", SUM(lua_budget_kills));
-    metric(b, "edge_reloads_total", "counter", "Script reloads, counted per worker.", SUM(reloads));
-    metric(b, "edge_reload_failures_total", "counter", "Script reloads that failed (old script kept), per worker.",
-           SUM(reload_failures));
+    render_reloads(b, workers, n_workers);
     render_cache(b, cache);
 }

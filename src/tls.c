@@ -3,6 +3,7 @@
 #include "common.h"
 #include "config.h"
 
+#include <errno.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,10 +43,17 @@ static int load_files(SSL_CTX *ctx, const edge_config *cfg, char *err, size_t er
 {
     char why[256];
     const char *files[2] = {cfg->cert, cfg->key};
+    const char *tried[2] = {cfg->cert_tried, cfg->key_tried};
     for (int i = 0; i < 2; i++) {
+        const char *what = i ? "key" : "certificate";
+        if (files[i] == NULL) {
+            snprintf(err, errlen, "no %s found (tried %s): run `make certs` to create a development "
+                     "certificate, or pass --cert/--key", what, tried[i]);
+            return EDGE_ERROR;
+        }
         if (access(files[i], R_OK) != 0) {
-            snprintf(err, errlen, "cannot read %s %s: run `make certs` to create a development "
-                     "certificate, or pass --cert/--key", i ? "key" : "certificate", files[i]);
+            snprintf(err, errlen, "cannot read %s %s: %s; run `make certs` to create a development "
+                     "certificate, or pass --cert/--key", what, files[i], strerror(errno));
             return EDGE_ERROR;
         }
     }

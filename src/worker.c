@@ -172,17 +172,43 @@ static void on_cache_sweep(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* ---- reloading ---- */
 
+/* A reload is counted once, not once per worker: the main thread numbers
+ * each SIGHUP (a generation), and the first worker that fails to load a
+ * generation counts that generation's failure. */
+static atomic_uint_fast64_t reload_generation;      /* reloads asked for */
+static atomic_uint_fast64_t reload_failed_upto;     /* the latest generation counted as failed */
+static atomic_uint_fast64_t reload_failures;        /* generations some worker failed to load */
+
+static void count_reload_failure(uint64_t gen)
+{
+    uint_fast64_t seen = atomic_load(&reload_failed_upto);
+    while (seen < gen) {
+        if (atomic_compare_exchange_weak(&reload_failed_upto, &seen, gen)) {
+            atomic_fetch_add(&reload_failures, 1);
+            return;
+        }
+    }
+}
+
+void edge_worker_reload_stats(uint64_t *reloads, uint64_t *failures)
+{
+    *reloads = atomic_load(&reload_generation);
+    *failures = atomic_load(&reload_failures);
+}
+
 /* New requests go to the new VM; requests in flight finish on the old one,
  * which is closed when the last of them releases it. */
 static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
 {
     edge_worker *w = a->data;
+    uint64_t gen = atomic_load(&reload_generation);   /* SIGHUPs sent before the wake-up coalesce */
     char err[1024];
     edge_script *s = edge_calloc(1, sizeof(*s));
     if (edge_script_open(s, w->cfg->script, w->cfg->lua_budget, loop, w->id, w->cache, w->cfg->cache_ttl,
                          err, sizeof(err)) != EDGE_OK) {
         free(s);
         EDGE_COUNT(w->counters.reload_failures);
+        count_reload_failure(gen);
         edge_log(EDGE_LOG_ERR, 0, "reload failed, still serving the previous script: %s", err);
         return;
     }
@@ -233,9 +259,10 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     ev_prepare_start(loop, &w->reaper);   /* checks for "no connections left" */
 }
 
-void edge_worker_request_reload(edge_worker *w)
+void edge_workers_reload(edge_worker *workers, int n)
 {
-    ev_async_send(w->loop, &w->reload_async);
+    atomic_fetch_add(&reload_generation, 1);
+    for (int i = 0; i < n; i++) ev_async_send(workers[i].loop, &workers[i].reload_async);
 }
 
 void edge_worker_request_stop(edge_worker *w)

@@ -70,8 +70,11 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
                      char *err, size_t errlen);
 /* Runs the worker on a new thread. */
 int edge_worker_start(edge_worker *w);
-/* From any thread: reload the script (a failure keeps the old one, logged). */
-void edge_worker_request_reload(edge_worker *w);
+/* From the main thread: one reload of the script in every worker (a worker
+ * that fails keeps its old script, logged). Counted once in the stats. */
+void edge_workers_reload(edge_worker *workers, int n);
+/* Reloads asked for, and those that at least one worker failed to load. */
+void edge_worker_reload_stats(uint64_t *reloads, uint64_t *failures);
 /* From any thread: stop accepting, finish in-flight requests (bounded by
  * --drain-timeout), then leave the loop. */
 void edge_worker_request_stop(edge_worker *w);
