@@ -224,7 +224,10 @@ end
 describe("HTTP/1.1 half-closed clients #e2e", function()
   local srv
 
-  lazy_setup(function() srv = server.start { script = "spec/fixtures/sleepy.lua", plain = true } end)
+  lazy_setup(function()
+    -- info: a cancelled request would be logged ("cancelled: client closed").
+    srv = server.start { script = "spec/fixtures/sleepy.lua", plain = true, args = { "--log-level", "info" } }
+  end)
   lazy_teardown(function() server.stop_and_check(srv) end)
 
   it("answers an HTTP/1.0 request whose client shut down its sending side (printf | nc)", function()
