@@ -286,10 +286,11 @@ end)
 local function pipeline_slowly(srv, n, size, req_size, budget)
   local parts = {}
   for i = 1, n do
-    local r = request { path = string.format("/m/%05d?size=%d", i, size) }
+    local path = string.format("/m/%05d?size=%d", i, size)
+    local r = request { path = path }
     if req_size then
-      local pad = req_size - #r - #"X-Pad: \r\n"
-      r = request { path = string.format("/m/%05d?size=%d", i, size), headers = { ["X-Pad"] = string.rep("p", pad) } }
+      local pad = string.rep("p", req_size - #r - #"X-Pad: \r\n")
+      r = request { path = path, headers = { ["X-Pad"] = pad } }
       assert(#r == req_size)
     end
     parts[i] = r
