@@ -827,7 +827,7 @@ describe("ops: admin listener and metrics #e2e", function()
   local srv, aport
 
   lazy_setup(function()
-    srv, aport = start_with_admin { script = OPS, workers = 2,
+    srv, aport = start_with_admin { script = OPS, workers = 2, plain = true,
                                     args = { "--max-requests", "2", "--lua-budget", "1000000" } }
   end)
   lazy_teardown(function() server.stop_and_check(srv) end)
@@ -978,8 +978,11 @@ describe("ops: admin listener and metrics #e2e", function()
       admin.value(before, "edge_requests_rejected_total"))
     assert.are.equal(0, admin.value(after, "edge_requests_in_flight"))
 
-    -- A client that leaves while its request sleeps: no longer in flight.
-    local gone = assert(client.tls(srv.port, { alpn = "http/1.1" }))
+    -- A client that leaves while its request sleeps: no longer in flight. It
+    -- resets the connection (plain TCP, SO_LINGER 0): a FIN or close_notify
+    -- alone is a half-close, whose request goes on (http1_framing_spec).
+    local gone = assert(client.tcp(srv.plain_port))
+    gone.conn:setoption("linger", { on = true, timeout = 0 })
     assert(gone:send(request { path = "/sleep?s=5" }))
     assert.truthy(wait_until(function() return admin.scrape(aport)["edge_requests_in_flight"] == 1 end, 3),
       "the sleeping request was never in flight")

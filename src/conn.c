@@ -126,13 +126,17 @@ static void do_handshake(edge_conn *c)
 
 /* ---- reading ---- */
 
-/* Reads into buf: > 0 bytes read, 0 nothing now, -1 the peer closed or failed. */
+enum { RECV_EOF = -1, RECV_FAILED = -2 };
+
+/* Reads into buf: > 0 bytes read, 0 nothing now, RECV_EOF the client finished
+ * sending (FIN, or TLS close_notify), RECV_FAILED a reset or a TLS error. */
 static int recv_some(edge_conn *c, char *buf, size_t n)
 {
     if (c->ssl == NULL) {
         ssize_t r = read(c->fd, buf, n);
         if (r > 0) return (int)r;
-        return r < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+        if (r == 0) return RECV_EOF;
+        return errno == EAGAIN || errno == EINTR ? 0 : RECV_FAILED;
     }
     ERR_clear_error();
     int r = SSL_read(c->ssl, buf, (int)n);
@@ -144,7 +148,9 @@ static int recv_some(edge_conn *c, char *buf, size_t n)
         ev_io_start(c->w->loop, &c->wio);
         return 0;
     }
-    return -1;   /* close_notify, EOF, reset or a TLS error */
+    /* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a FIN without one:
+     * either way the client may still read our answer. */
+    return err == SSL_ERROR_ZERO_RETURN ? RECV_EOF : RECV_FAILED;
 }
 
 static int has_pending(edge_conn *c)
@@ -152,29 +158,55 @@ static int has_pending(edge_conn *c)
     return c->ssl && SSL_has_pending(c->ssl);
 }
 
+enum { FILL_OK, FILL_EOF, FILL_FAILED };
+
 /* Reads what the socket and OpenSSL hold, up to IN_MAX unconsumed bytes.
- * Returns 1 when the peer closed or failed. */
+ * Returns FILL_OK, or FILL_EOF / FILL_FAILED when the input ended (the bytes
+ * read before the end are in c->in). */
 static int fill_input(edge_conn *c)
 {
     char *scratch = c->w->scratch;
     for (int i = 0; i < READS_PER_WAKE; i++) {
         if (c->in.len >= IN_MAX) {
             edge_conn_pause_read(c);
-            return 0;
+            return FILL_OK;
         }
         size_t room = IN_MAX - c->in.len < READ_CHUNK ? IN_MAX - c->in.len : READ_CHUNK;
         int n = recv_some(c, scratch, room);
-        if (n < 0) return 1;
-        if (n == 0) return 0;
+        if (n == RECV_EOF) return FILL_EOF;
+        if (n < 0) return FILL_FAILED;
+        if (n == 0) return FILL_OK;
         edge_buf_append(&c->in, scratch, (size_t)n);
         /* A short read with nothing left inside OpenSSL means the socket is
          * most likely empty: skip the read that would say EAGAIN; the
          * level-triggered watcher wakes us if more arrived meanwhile. */
-        if ((size_t)n < room && !has_pending(c)) return 0;
+        if ((size_t)n < room && !has_pending(c)) return FILL_OK;
     }
     /* More may be decrypted inside OpenSSL, which the socket will not signal. */
     if (has_pending(c)) ev_feed_event(c->w->loop, &c->rio, EV_READ);
-    return 0;
+    return FILL_OK;
+}
+
+/* Hands the bytes fill_input read (new_bytes) to the protocol, then deals with
+ * the end of the input: after a FIN or close_notify a protocol with on_eof
+ * answers what it received completely (only a failed write cancels a
+ * request); otherwise, or after a reset, the connection closes at once. */
+static void deliver_input(edge_conn *c, int fill, int new_bytes)
+{
+    int half_close = fill == FILL_EOF && c->proto->on_eof;
+    if (half_close) {
+        c->read_eof = 1;
+        edge_conn_pause_read(c);   /* a socket at EOF stays readable */
+    }
+    if (new_bytes) c->proto->on_data(c);
+    if (fill == FILL_OK || c->state != EDGE_CONN_OPEN) return;
+    if (half_close) {
+        edge_log(EDGE_LOG_DEBUG, c->id, "client finished sending");
+        c->proto->on_eof(c);
+        return;
+    }
+    edge_log(EDGE_LOG_DEBUG, c->id, "client closed the connection");
+    edge_conn_close(c);
 }
 
 /* Cleartext: the HTTP/2 connection preface picks HTTP/2 (prior knowledge),
@@ -183,27 +215,25 @@ static void detect_protocol(edge_conn *c)
 {
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     size_t want = sizeof(preface) - 1;
-    if (fill_input(c)) {
+    int fill = fill_input(c);
+    size_t n = c->in.len < want ? c->in.len : want;
+    int h2 = n > 0 && memcmp(c->in.base, preface, n) == 0;
+    int undecided = n == 0 || (h2 && n < want);   /* nothing yet, or a prefix of the preface */
+    if (fill == FILL_FAILED || (fill == FILL_EOF && undecided)) {
         edge_conn_close(c);
         return;
     }
-    size_t n = c->in.len < want ? c->in.len : want;
-    if (n == 0) return;
-    int h2 = memcmp(c->in.base, preface, n) == 0;
-    if (h2 && n < want) return;   /* a prefix of the preface: wait for more */
+    if (undecided) return;
     attach_protocol(c, h2);
-    if (c->state == EDGE_CONN_OPEN) c->proto->on_data(c);
+    if (c->state == EDGE_CONN_OPEN) deliver_input(c, fill, 1);
 }
 
 static void read_input(edge_conn *c)
 {
     size_t before = c->in.len;
-    int gone = fill_input(c);
-    if (c->in.len > before && c->proto) c->proto->on_data(c);
-    if (gone && c->state != EDGE_CONN_CLOSED) {
-        edge_log(EDGE_LOG_DEBUG, c->id, "client closed the connection");
-        edge_conn_close(c);
-    }
+    int fill = fill_input(c);
+    if (c->proto) deliver_input(c, fill, c->in.len > before);
+    else if (fill != FILL_OK) edge_conn_close(c);
 }
 
 /* After the final response: discard what the client still sends, so closing
@@ -247,7 +277,7 @@ void edge_conn_pause_read(edge_conn *c)
 
 void edge_conn_resume_read(edge_conn *c)
 {
-    if (!c->read_paused || c->state != EDGE_CONN_OPEN) return;
+    if (!c->read_paused || c->read_eof || c->state != EDGE_CONN_OPEN) return;
     c->read_paused = 0;
     ev_io_start(c->w->loop, &c->rio);
     /* Bytes OpenSSL already decrypted will not wake the socket: go through the

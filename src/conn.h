@@ -28,6 +28,10 @@ typedef struct edge_proto {
     void (*on_sent)(struct edge_conn *c);
     /* The timer set with edge_conn_set_timeout fired. */
     void (*on_timeout)(struct edge_conn *c);
+    /* The client finished sending (FIN, or TLS close_notify): reading has
+     * stopped for good. The protocol answers what it received completely,
+     * then closes. NULL: the connection closes at once. */
+    void (*on_eof)(struct edge_conn *c);
     /* The server is shutting down: finish what is in progress, then close. */
     void (*on_shutdown)(struct edge_conn *c);
     /* The connection is closing: cancel requests. No more calls follow but
@@ -65,6 +69,7 @@ typedef struct edge_conn {
     struct sockaddr_storage peer;
     unsigned   proto_kind : 2;         /* EDGE_PROTO_H1 / EDGE_PROTO_H2, once attached */
     unsigned   read_paused : 1;
+    unsigned   read_eof : 1;           /* the client finished sending: reading never resumes */
     unsigned   close_when_flushed : 1;
     unsigned   read_wants_write : 1;   /* SSL_read returned WANT_WRITE */
     unsigned   write_wants_read : 1;   /* SSL_write returned WANT_READ */
@@ -96,7 +101,8 @@ void edge_conn_close(edge_conn *c);
  * close_notify, then a short linger so the peer reads the last response). */
 void edge_conn_close_after_flush(edge_conn *c);
 
-/* Stops or restarts reading (backpressure while a request is in progress). */
+/* Stops or restarts reading (backpressure while a request is in progress).
+ * Resuming does nothing once the client finished sending (read_eof). */
 void edge_conn_pause_read(edge_conn *c);
 void edge_conn_resume_read(edge_conn *c);
 

@@ -33,7 +33,12 @@ typedef struct edge_h1 {
     edge_buf       value;            /* the header value being received */
     unsigned       in_parse : 1;     /* inside process_input: respond must not re-enter it */
     unsigned       keep_alive : 1;
+    unsigned       has_te : 1;       /* a Transfer-Encoding field was received */
     unsigned       te_unsupported : 1;
+    unsigned       in_trailers : 1;  /* the head is complete: fields now are chunked trailers */
+    unsigned       value_started : 1; /* the current field value had a span */
+    unsigned       value_ended : 1;  /* ... which reached the end of its line */
+    unsigned       tail_at_line_start : 1;  /* the last parsed bytes ended in LF [SP/HTAB]* */
     unsigned       stop_after : 1;   /* server draining: close after this response */
     edge_buf       log_lines;        /* access log lines of responses still being written */
     edge_buf       log_marks;        /* one log_mark per line, in response order */
@@ -107,16 +112,25 @@ static int on_message_begin(llhttp_t *p)
     edge_h1 *h = h1_of(p);
     h->state = H1_READING;
     h->url_len = h->header_bytes = 0;
-    h->te_unsupported = 0;
+    h->has_te = h->te_unsupported = h->in_trailers = 0;
     h->req.start = ev_now(h->c->w->loop);
     /* Not reset by later reads: a client trickling bytes is still cut off. */
     edge_conn_set_timeout(h->c, h->c->w->cfg->header_timeout);
     return 0;
 }
 
+/* The end of the bytes llhttp is parsing: parse_some hands it all of c->in. */
+static const char *input_end(const edge_h1 *h)
+{
+    return h->c->in.base + h->c->in.len;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     edge_h1 *h = h1_of(p);
+    /* A target that ends the line has no HTTP version (HTTP/0.9): llhttp
+     * would wait for one more line; it is just a bad request. */
+    if (at + n < input_end(h) && (at[n] == '\r' || at[n] == '\n')) return fail(h, 400);
     /* The target is the first thing stored in req->data, so it stays contiguous. */
     h->url_len += n;
     if (h->url_len > h->c->w->cfg->max_request_line) return fail(h, 414);
@@ -137,9 +151,33 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     return count_header_bytes(h, n);
 }
 
+/* Whether at (the first byte of a field value) follows a line break and
+ * nothing but SP/HTAB: the value began on a continuation line. */
+static int after_line_break(const edge_h1 *h, const char *at)
+{
+    const char *base = h->c->in.base;
+    while (at > base && (at[-1] == ' ' || at[-1] == '\t')) at--;
+    return at > base ? at[-1] == '\n' : h->tail_at_line_start;
+}
+
+/* llhttp accepts obs-fold (a field line continued on a line that starts with
+ * SP or HTAB) and joins the lines; RFC 9112 5.2 lets a server reject it
+ * instead, which we do: a value span after the value's line ended, or a
+ * first span that begins on a continuation line, is a fold. (A continuation
+ * line of only whitespace after an empty value gives no span; llhttp reads
+ * it as the empty value it amounts to.) */
+static int is_obs_fold(const edge_h1 *h, const char *at, size_t n)
+{
+    if (h->value_ended) return 1;
+    return !h->value_started && n > 0 && after_line_break(h, at);
+}
+
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     edge_h1 *h = h1_of(p);
+    if (is_obs_fold(h, at, n)) return fail(h, 400);
+    h->value_started = 1;
+    if (at + n < input_end(h) && (at[n] == '\r' || at[n] == '\n')) h->value_ended = 1;
     edge_buf_append(&h->value, at, n);
     return count_header_bytes(h, n);
 }
@@ -151,9 +189,10 @@ static int is_chunked_only(const char *v, size_t n)
     return n == 7 && strncasecmp(v, "chunked", 7) == 0;
 }
 
-static int on_header_value_complete(llhttp_t *p)
+/* Adds the field just received to the request; Host and Transfer-Encoding
+ * are also noted for the framing checks. */
+static int add_field(edge_h1 *h)
 {
-    edge_h1 *h = h1_of(p);
     edge_request *req = &h->req;
     if (req->n_headers >= h->c->w->cfg->max_headers) return fail(h, 431);
     if (h->field.len == 0) return fail(h, 400);   /* an empty field name, as nginx */
@@ -161,13 +200,27 @@ static int on_header_value_complete(llhttp_t *p)
     while (vlen && (h->value.base[vlen - 1] == ' ' || h->value.base[vlen - 1] == '\t')) vlen--;
     const char *name = h->field.base, *value = h->value.base ? h->value.base : "";
     size_t nlen = h->field.len;
-    edge_request_add_header(req, name, nlen, value, vlen);
-    if (nlen == 4 && strncasecmp(name, "host", 4) == 0 && req->host.off == EDGE_SPAN_NONE)
+    if (nlen == 4 && strncasecmp(name, "host", 4) == 0) {
+        if (req->host.off != EDGE_SPAN_NONE) return fail(h, 400);   /* RFC 9112 3.2: one Host */
         edge_request_set_host(req, value, vlen);
-    if (nlen == 17 && strncasecmp(name, "transfer-encoding", 17) == 0 && !is_chunked_only(value, vlen))
-        h->te_unsupported = 1;
-    h->field.len = h->value.len = 0;
+    }
+    if (nlen == 17 && strncasecmp(name, "transfer-encoding", 17) == 0) {
+        h->has_te = 1;
+        if (!is_chunked_only(value, vlen)) h->te_unsupported = 1;
+    }
+    edge_request_add_header(req, name, nlen, value, vlen);
     return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    edge_h1 *h = h1_of(p);
+    /* Chunked trailer fields (llhttp reports them like header fields) are
+     * dropped: nothing in the request may change once the head was read. */
+    int rc = h->in_trailers ? 0 : add_field(h);
+    h->field.len = h->value.len = 0;
+    h->value_started = h->value_ended = 0;
+    return rc;
 }
 
 /* Answers Expect: 100-continue before the body is read; other expectations fail. */
@@ -194,11 +247,14 @@ static int on_headers_complete(llhttp_t *p)
 
     if (p->http_major != 1 || p->http_minor > 1) return fail(h, 505);
     req->version = p->http_minor == 0 ? "1.0" : "1.1";
+    /* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing. */
+    if (p->http_minor == 0 && h->has_te) return fail(h, 400);
     if (p->method == HTTP_CONNECT) return fail(h, 501);
     if (h->te_unsupported) return fail(h, 501);
     if (p->http_minor == 1 && req->host.off == EDGE_SPAN_NONE) return fail(h, 400);
 
-    edge_request_set_target(req, (edge_span){0, (uint32_t)h->url_len});
+    if (edge_request_set_target(req, (edge_span){0, (uint32_t)h->url_len}) != EDGE_OK) return fail(h, 400);
+    h->in_trailers = 1;
     const char *method = llhttp_method_name((llhttp_method_t)p->method);
     req->method = edge_request_store(req, method, strlen(method));
     req->is_head = p->method == HTTP_HEAD;
@@ -344,6 +400,7 @@ static void h1_respond(edge_request *req)
     edge_h1 *h = edge_container_of(req, edge_h1, req);
     edge_conn *c = h->c;
     if (h->stop_after || c->w->stopping) h->keep_alive = 0;
+    if (c->read_eof && c->in.len == 0) h->keep_alive = 0;   /* the client sent all it will */
     encode_response(h);
     edge_request_reset(req);
     if (!h->keep_alive) {
@@ -372,6 +429,15 @@ static int can_parse(const edge_h1 *h)
            h->c->in.len > 0;
 }
 
+/* Whether bytes end in LF and nothing but SP/HTAB (when they hold nothing
+ * else, what the bytes before them said): for the obs-fold check of a value
+ * that starts at the beginning of the next read. */
+static int ends_at_line_start(const char *p, size_t n, int before)
+{
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+    return n ? p[n - 1] == '\n' : before;
+}
+
 /* Parses buffered requests, one at a time, until one waits for the core or
  * the output passes OUT_HIGH: a pipelining client that never reads cannot
  * make us buffer without bound. */
@@ -383,9 +449,11 @@ static void parse_some(edge_h1 *h)
         llhttp_errno_t e = llhttp_execute(&h->parser, c->in.base, c->in.len);
         if (c->state != EDGE_CONN_OPEN) break;   /* never dispatch for a closed connection */
         if (e == HPE_OK) {
+            h->tail_at_line_start = ends_at_line_start(c->in.base, c->in.len, h->tail_at_line_start);
             h->req.bytes_in += c->in.len;
             edge_buf_consume(&c->in, c->in.len);
         } else if (e == HPE_PAUSED) {
+            h->tail_at_line_start = 0;   /* a message ended: the next one starts afresh */
             size_t used = (size_t)(llhttp_get_error_pos(&h->parser) - c->in.base);
             h->req.bytes_in += used;
             edge_buf_consume(&c->in, used);
@@ -401,18 +469,44 @@ static void parse_some(edge_h1 *h)
 
 #define PARSE_ROUNDS 4   /* OUT_HIGH-sized rounds per call, then the loop serves others */
 
+/* After parsing: reading resumes (conn.c pauses it while IN_MAX bytes wait,
+ * and OUT_HIGH bounds the output, so neither side grows without bound) -
+ * also while output is pending, or a connection paused with only complete
+ * requests buffered would never read again once they were answered. When
+ * the client finished sending and no request is left, the connection
+ * closes once the queued answers are out. */
+static void after_input(edge_h1 *h)
+{
+    edge_conn *c = h->c;
+    if (c->state != EDGE_CONN_OPEN || h->state == H1_CLOSING) return;
+    if (!c->read_eof) {
+        edge_conn_resume_read(c);
+        return;
+    }
+    if (h->state == H1_DISPATCHED || c->in.len > 0) return;   /* answers still to come */
+    h->state = H1_CLOSING;   /* an incomplete request is dropped */
+    edge_conn_close_after_flush(c);
+}
+
 /* Parses and sends in rounds while the socket takes everything; when it
  * does not, on_drained continues; after PARSE_ROUNDS, the write watcher does. */
 static void process_input(edge_h1 *h)
 {
     edge_conn *c = h->c;
+    int flushed = 1;
     for (int round = 0; round < PARSE_ROUNDS; round++) {
         parse_some(h);
-        if (c->state != EDGE_CONN_OPEN || edge_conn_flush(c) != EDGE_OK) return;
+        if (c->state != EDGE_CONN_OPEN) return;
+        int rc = edge_conn_flush(c);
+        if (rc == EDGE_DONE) return;
+        if (rc == EDGE_AGAIN) {
+            flushed = 0;
+            break;
+        }
         if (!can_parse(h)) break;
     }
-    if (can_parse(h)) ev_feed_event(c->w->loop, &c->wio, EV_WRITE);
-    if (c->state == EDGE_CONN_OPEN && h->state != H1_CLOSING) edge_conn_resume_read(c);
+    if (flushed && can_parse(h)) ev_feed_event(c->w->loop, &c->wio, EV_WRITE);
+    after_input(h);
 }
 
 static void h1_on_data(edge_conn *c)
@@ -425,7 +519,17 @@ static void h1_on_data(edge_conn *c)
 static void h1_on_drained(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if ((h->state == H1_IDLE || h->state == H1_READING) && c->in.len > 0) process_input(h);
+    /* Also with nothing buffered: after_input resumes reading or closes. */
+    if (h->state == H1_IDLE || h->state == H1_READING) process_input(h);
+}
+
+/* The client finished sending: a request in progress and the complete ones
+ * buffered are answered (after_input closes after the last); the half-sent
+ * request, if any, is dropped. Only a failed write cancels a request. */
+static void h1_on_eof(edge_conn *c)
+{
+    edge_h1 *h = c->proto_data;
+    if (h->state == H1_IDLE || h->state == H1_READING) process_input(h);
 }
 
 static void h1_on_timeout(edge_conn *c)
@@ -476,6 +580,7 @@ static const edge_proto h1_proto = {
     .on_data = h1_on_data,
     .on_drained = h1_on_drained,
     .on_sent = h1_on_sent,
+    .on_eof = h1_on_eof,
     .on_timeout = h1_on_timeout,
     .on_shutdown = h1_on_shutdown,
     .on_close = h1_on_close,

@@ -83,41 +83,66 @@ void edge_request_add_header(edge_request *req, const char *name, size_t nlen,
     h->value = edge_request_store(req, value, vlen);
 }
 
-void edge_request_set_target(edge_request *req, edge_span target)
+/* The length of a Host or authority value without its ":port"; an IPv6
+ * literal keeps its brackets. */
+static size_t host_length(const char *p, size_t n)
+{
+    if (n && p[0] == '[') {                      /* [v6]:port */
+        const char *close = memchr(p, ']', n);
+        return close ? (size_t)(close - p) + 1 : n;
+    }
+    const char *colon = memchr(p, ':', n);
+    return colon ? (size_t)(colon - p) : n;
+}
+
+static void lower_in_place(char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) p[i] = (char)tolower((unsigned char)p[i]);
+}
+
+/* An absolute-form target's authority sets req->host (RFC 9112 3.2.2: it
+ * wins over Host). Returns where the path starts, or 0 when the authority
+ * has no host or carries userinfo (RFC 9110 4.2.4). */
+static uint32_t take_authority(edge_request *req, edge_span target, uint32_t from)
+{
+    char *p = req->data.base + target.off;
+    uint32_t i = from;
+    while (i < target.len && p[i] != '/' && p[i] != '?') i++;
+    size_t n = host_length(p + from, i - from);
+    if (n == 0 || memchr(p + from, '@', i - from)) return 0;
+    lower_in_place(p + from, n);
+    req->host = (edge_span){target.off + from, (uint32_t)n};
+    return i;
+}
+
+int edge_request_set_target(edge_request *req, edge_span target)
 {
     const char *p = edge_request_ptr(req, target);
     uint32_t start = 0, n = target.len;
+    int absolute = 0;
 
     /* absolute-form: scheme://authority/path -> /path */
     if (n && p[0] != '/' && p[0] != '*') {
         const char *sep = memchr(p, ':', n);
         if (sep && (uint32_t)(sep - p) + 3 <= n && sep[1] == '/' && sep[2] == '/') {
-            uint32_t i = (uint32_t)(sep - p) + 3;
-            while (i < n && p[i] != '/' && p[i] != '?') i++;
-            start = i;
+            start = take_authority(req, target, (uint32_t)(sep - p) + 3);
+            if (start == 0) return EDGE_ERROR;
+            absolute = 1;
         }
     }
     const char *q = memchr(p + start, '?', n - start);
     uint32_t end = q ? (uint32_t)(q - p) : n;
-    req->path = (edge_span){target.off + start, end - start};
     if (q) req->query = (edge_span){target.off + end + 1, n - end - 1};
+    if (absolute && end == start) req->path = edge_request_store(req, "/", 1);   /* http://a.example */
+    else req->path = (edge_span){target.off + start, end - start};
+    return EDGE_OK;
 }
 
 void edge_request_set_host(edge_request *req, const char *p, size_t n)
 {
-    size_t end = n;
-    if (n && p[0] == '[') {                      /* [v6]:port */
-        const char *close = memchr(p, ']', n);
-        if (close) end = (size_t)(close - p) + 1;
-    } else {
-        const char *colon = memchr(p, ':', n);
-        if (colon) end = (size_t)(colon - p);
-    }
+    size_t end = host_length(p, n);
     req->host = edge_request_store(req, p, end);
-    for (size_t i = 0; i < end; i++) {      /* end may be 0 with data.base still NULL */
-        char *ch = req->data.base + req->host.off + i;
-        *ch = (char)tolower((unsigned char)*ch);
-    }
+    if (end) lower_in_place(req->data.base + req->host.off, end);   /* data.base may be NULL when 0 */
 }
 
 const char *edge_request_id(edge_request *req)

@@ -115,8 +115,11 @@ edge_span edge_request_store(edge_request *req, const char *p, size_t n);
 /* Adds a header; the name is stored lower-case. */
 void edge_request_add_header(edge_request *req, const char *name, size_t nlen,
                              const char *value, size_t vlen);
-/* Splits a request target into path and query (origin or absolute form). */
-void edge_request_set_target(edge_request *req, edge_span target);
+/* Splits a request target into path and query (origin or absolute form).
+ * An absolute-form target also sets req->host from its authority, which wins
+ * over Host (RFC 9112 3.2.2), and gets the path "/" when it has none.
+ * EDGE_ERROR for an authority without a host or with userinfo. */
+int edge_request_set_target(edge_request *req, edge_span target);
 /* Sets req->host from a Host/:authority value: lower-case, port stripped. */
 void edge_request_set_host(edge_request *req, const char *p, size_t n);
 
