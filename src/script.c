@@ -60,12 +60,16 @@ static void server_log(lua_State *L, int level, const char *where, const char *m
  * fires. A thread that ends early forfeits the rest of its slice (overcharged,
  * never undercharged). The hook's thread (the respond coroutine, or the main
  * thread for cache_key) takes an eighth of what is left, so a request that
- * runs fewer than budget / 8 instructions never calls the hook; coroutines the
- * script creates (coroutine.create and coroutine.wrap arm them) take small
- * slices. Between slices the count is kept in budget_left, found through
- * s->current. */
+ * runs fewer than budget / 8 instructions never calls the hook, and the
+ * hook's thread never holds back more than an eighth of what is left from
+ * the coroutines. Coroutines the script creates (coroutine.create and
+ * coroutine.wrap arm them) take slices of SLICE_NESTED. Between slices the
+ * count is kept in budget_left, found through s->current. */
 
-enum { SLICE_NESTED = 1000 };
+enum {
+    SLICE_NESTED = 1000,   /* a coroutine the script made: what it may forfeit */
+    SLICE_MIN    = 128     /* the hook's thread, near the end of the budget */
+};
 
 static const char BUDGET_MSG[] = "instruction budget exceeded";
 static const char NOMEM_MSG[] = "not enough memory: the VM reached --lua-memory";
@@ -85,7 +89,7 @@ static int take_slice(edge_lua_ctx *ctx, lua_State *L, int hook_thread)
     long left = ctx->budget_left;
     if (left <= 0) return 0;
     long slice = hook_thread ? left / 8 : SLICE_NESTED;
-    if (slice < SLICE_NESTED) slice = SLICE_NESTED;
+    if (slice < SLICE_MIN) slice = SLICE_MIN;
     if (slice > left) slice = left;
     if (slice > 0x7fffffff) slice = 0x7fffffff;
     ctx->budget_left = left - slice;
@@ -98,7 +102,7 @@ static int take_slice(edge_lua_ctx *ctx, lua_State *L, int hook_thread)
 static int budget_exceeded(lua_State *L)
 {
     lua_sethook(L, on_budget, LUA_MASKCOUNT, 1);
-    return luaL_error(L, BUDGET_MSG);
+    return luaL_error(L, "%s", BUDGET_MSG);
 }
 
 static int is_hook_thread(const edge_script *s, const edge_request *req, const lua_State *L)
