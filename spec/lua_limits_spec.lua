@@ -75,6 +75,30 @@ describe("Lua limits: --lua-memory reached by parked requests #e2e", function()
   end)
 end)
 
+describe("Lua limits: a respond that raises when the VM is full #e2e", function()
+  local srv
+
+  lazy_setup(function()
+    srv = server.start { script = "spec/fixtures/lua_memory.lua", workers = 1,
+                         args = { "--lua-memory", "8m" } }
+  end)
+  lazy_teardown(function() server.stop_and_check(srv) end)
+
+  it("gets 500 and the bare message logged when no traceback fits; the worker goes on", function()
+    for i = 1, 3 do
+      local res = fetch(srv, "/raise-when-full", { timeout = 5 })
+      assert.are.equal(500, res and res.status, "attempt " .. i)
+    end
+    local line = srv:wait_log("[^\n]*raised on a full VM[^\n]*", 2)
+    assert.truthy(line, srv:log_tail())
+    assert.matches("lua error in respond %(request %x+%): raised on a full VM", line)
+    local res = fetch(srv, "/after")
+    assert.are.equal(200, res and res.status)
+    assert.are.equal("ok /after", res.body)
+    assert.is_nil(srv:log():find("lua panic", 1, true), srv:log_tail())
+  end)
+end)
+
 describe("Lua limits: the instruction budget covers every coroutine #e2e", function()
   local srv
 
