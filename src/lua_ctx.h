@@ -22,6 +22,8 @@ typedef struct edge_lua_ctx {
     struct edge_lua_req *ud;      /* the req userdata; its pointer is cleared at release */
     int        ud_ref;            /* registry anchor of ud */
     ev_timer   timer;             /* edge.sleep */
+    long       budget_left;       /* instructions the running hook may still hand out to its
+                                   * threads (script.c: the instruction budget) */
     enum edge_lua_wait state;
 } edge_lua_ctx;
 

@@ -88,6 +88,14 @@ static void push_entry(lua_State *L, const edge_cache_entry *e, double now)
     lua_setfield(L, -2, "age");
 }
 
+/* push_entry under lua_pcall (1: the entry, 2: now), so that l_cache_get
+ * releases the entry even when building the table runs out of memory. */
+static int push_entry_call(lua_State *L)
+{
+    push_entry(L, lua_touserdata(L, 1), lua_tonumber(L, 2));
+    return 1;
+}
+
 /* edge.cache.get(key) -> { status, headers, body, ttl, age } or nil */
 static int l_cache_get(lua_State *L)
 {
@@ -97,13 +105,55 @@ static int l_cache_get(lua_State *L)
     double now = rt->now(rt->ud);
     edge_cache_entry *e = edge_cache_get(check_cache(L, rt), key, klen, now);
     if (e == NULL) return lua_pushnil(L), 1;
-    push_entry(L, e, now);
+    lua_pushcfunction(L, push_entry_call);
+    lua_pushlightuserdata(L, e);
+    lua_pushnumber(L, now);
+    int rc = lua_pcall(L, 2, 1, 0);
     edge_cache_release(e);
+    if (rc != LUA_OK) return lua_error(L);     /* the same error, now that nothing leaks */
     return 1;
 }
 
+typedef struct to_response_call {
+    edge_response *resp;
+    char *err;
+    size_t errlen;
+    int rc;
+} to_response_call;
+
+/* edge_lua_to_response under lua_pcall (1: a to_response_call, 2: the value). */
+static int to_response_call_fn(lua_State *L)
+{
+    to_response_call *c = lua_touserdata(L, 1);
+    c->rc = edge_lua_to_response(L, 2, c->resp, c->err, c->errlen);
+    return 0;
+}
+
+int edge_lua_to_response_protected(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+{
+    to_response_call c = {.resp = resp, .err = err, .errlen = errlen, .rc = EDGE_ERROR};
+    idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 3)) {
+        snprintf(err, errlen, "not enough memory: the VM reached --lua-memory");
+        return EDGE_LUA_RAISED;
+    }
+    lua_pushcfunction(L, to_response_call_fn);
+    lua_pushlightuserdata(L, &c);
+    lua_pushvalue(L, idx);
+    int rc = lua_pcall(L, 2, 0, 0);
+    if (rc == LUA_OK) return c.rc;
+    if (rc == LUA_ERRMEM || lua_type(L, -1) != LUA_TSTRING)
+        snprintf(err, errlen, "not enough memory: the VM reached --lua-memory");
+    else
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return EDGE_LUA_RAISED;
+}
+
 /* edge.cache.set(key, response [, ttl]) -> true, or nil and a message. The
- * ttl argument wins over response.ttl, which wins over --cache-ttl. */
+ * ttl argument wins over response.ttl, which wins over --cache-ttl. Every
+ * argument is checked before resp holds memory; a memory error while
+ * converting frees it, then raises. */
 static int l_cache_set(lua_State *L)
 {
     size_t klen;
@@ -115,16 +165,17 @@ static int l_cache_set(lua_State *L)
 
     edge_response resp = {.status = 200};
     char err[256];
-    int ok = edge_lua_to_response(L, 2, &resp, err, sizeof(err)) == EDGE_OK;
+    int rc = edge_lua_to_response_protected(L, 2, &resp, err, sizeof(err));
     double ttl = ttl_arg > 0 ? ttl_arg : resp.has_ttl ? resp.ttl : rt->cache_ttl;
-    if (ok && edge_cache_put(cache, key, klen, &resp, rt->now(rt->ud), ttl) != EDGE_OK) {
-        ok = 0;
+    if (rc == EDGE_OK && edge_cache_put(cache, key, klen, &resp, rt->now(rt->ud), ttl) != EDGE_OK) {
+        rc = EDGE_ERROR;
         snprintf(err, sizeof(err), "entry too large for the cache, or ttl not > 0");
     }
     edge_buf_free(&resp.data);
     edge_buf_free(&resp.body);
     free(resp.headers);
-    if (!ok) {
+    if (rc == EDGE_LUA_RAISED) return luaL_error(L, "%s", err);
+    if (rc != EDGE_OK) {
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;

@@ -5,8 +5,14 @@
 #define EDGE_LUA_EDGE_H
 
 #include <lua.h>
+#include <stddef.h>
 
 struct edge_cache;
+struct edge_response;
+
+/* edge_lua_to_response_protected's third outcome: a Lua error (out of
+ * memory) was raised while converting. */
+enum { EDGE_LUA_RAISED = -3 };
 
 typedef struct edge_lua_runtime {
     /* The time edge.now() returns, in seconds since the epoch. */
@@ -25,5 +31,13 @@ typedef struct edge_lua_runtime {
 /* Pushes a new `edge` module table whose functions use rt (which must outlive
  * the lua_State). */
 void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt);
+
+/* edge_lua_to_response (lua_response.h) under lua_pcall: never raises, even
+ * when memory runs out midway (converting a number, interning a field name).
+ * Returns EDGE_OK, EDGE_ERROR (a bad value) or EDGE_LUA_RAISED, err saying
+ * why; on failure resp may hold part of the response, for the caller to free
+ * or reset. */
+int edge_lua_to_response_protected(lua_State *L, int idx, struct edge_response *resp, char *err,
+                                   size_t errlen);
 
 #endif

@@ -51,36 +51,121 @@ static void server_log(lua_State *L, int level, const char *where, const char *m
     else edge_log_write(level, 0, "[lua] %s%s", where, msg);
 }
 
-/* ---- helpers ---- */
+/* ---- the instruction budget ----
+ *
+ * One budget per hook run (cache_key; respond across its sleeps), shared by
+ * every coroutine the run creates. Lua gives a new coroutine a fresh hook
+ * count, so each thread pays in advance: its count hook is armed with a slice
+ * taken from the request's budget_left, and takes the next slice when it
+ * fires. A thread that ends early forfeits the rest of its slice (overcharged,
+ * never undercharged). The hook's thread (the respond coroutine, or the main
+ * thread for cache_key) takes an eighth of what is left, so a request that
+ * runs fewer than budget / 8 instructions never calls the hook, and the
+ * hook's thread never holds back more than an eighth of what is left from
+ * the coroutines. Coroutines the script creates (coroutine.create and
+ * coroutine.wrap arm them) take slices of SLICE_NESTED. Between slices the
+ * count is kept in budget_left, found through s->current. */
 
-static int traceback(lua_State *L)
+enum {
+    SLICE_NESTED = 1000,   /* a coroutine the script made: what it may forfeit */
+    SLICE_MIN    = 128     /* the hook's thread, near the end of the budget */
+};
+
+static const char BUDGET_MSG[] = "instruction budget exceeded";
+static const char NOMEM_MSG[] = "not enough memory: the VM reached --lua-memory";
+
+static edge_script *script_of(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, msg, 1);
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+static void on_budget(lua_State *L, lua_Debug *ar);
+
+/* Arms thread L with the next slice of ctx's budget; 0 when it is spent. */
+static int take_slice(edge_lua_ctx *ctx, lua_State *L, int hook_thread)
+{
+    long left = ctx->budget_left;
+    if (left <= 0) return 0;
+    long slice = hook_thread ? left / 8 : SLICE_NESTED;
+    if (slice < SLICE_MIN) slice = SLICE_MIN;
+    if (slice > left) slice = left;
+    if (slice > 0x7fffffff) slice = 0x7fffffff;
+    ctx->budget_left = left - slice;
+    lua_sethook(L, on_budget, LUA_MASKCOUNT, (int)slice);
     return 1;
 }
 
-/* Raised every instruction once the budget is spent, so a script that
- * catches the error with pcall still cannot go on. */
-static void on_budget(lua_State *L, lua_Debug *ar)
+/* Raised at every instruction from now on, so a script that catches the
+ * error with pcall still cannot go on. */
+static int budget_exceeded(lua_State *L)
 {
     lua_sethook(L, on_budget, LUA_MASKCOUNT, 1);
-    luaL_error(L, "instruction budget exceeded");
+    return luaL_error(L, "%s", BUDGET_MSG);
 }
 
-static void arm_budget(edge_script *s, lua_State *L)
+static int is_hook_thread(const edge_script *s, const edge_request *req, const lua_State *L)
 {
-    int count = s->budget > 0x7fffffff ? 0x7fffffff : (int)s->budget;
-    lua_sethook(L, on_budget, LUA_MASKCOUNT, count);
+    return L == req->lua.co || L == s->L;
 }
+
+/* A slice is used up. With no request running (the script's top level, a
+ * finalizer), there is no budget to charge: the thread takes another slice. */
+static void on_budget(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    edge_script *s = script_of(L);
+    edge_request *req = s->current;
+    if (req == NULL) lua_sethook(L, on_budget, LUA_MASKCOUNT, SLICE_NESTED);
+    else if (!take_slice(&req->lua, L, is_hook_thread(s, req, L))) budget_exceeded(L);
+}
+
+static void start_budget(edge_script *s, edge_lua_ctx *ctx, lua_State *L)
+{
+    ctx->budget_left = s->budget;
+    take_slice(ctx, L, 1);
+}
+
+/* coroutine.create and coroutine.wrap (upvalue 1: the library's own) arm
+ * the new thread with a slice of the running request's budget. */
+static int budgeted_coroutine(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    lua_State *co = lua_tothread(L, -1);
+    if (co == NULL && lua_getupvalue(L, -1, 1) != NULL) {   /* wrap: the closure's upvalue */
+        co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+    }
+    if (co == NULL) return 1;
+    edge_script *s = script_of(L);
+    if (s->current == NULL) lua_sethook(co, on_budget, LUA_MASKCOUNT, SLICE_NESTED);
+    else if (!take_slice(&s->current->lua, co, 0)) return budget_exceeded(L);
+    return 1;
+}
+
+static void install_budgeted_coroutines(lua_State *L)
+{
+    lua_getglobal(L, "coroutine");
+    const char *names[] = {"create", "wrap"};
+    for (size_t i = 0; i < EDGE_ARRAY_LEN(names); i++) {
+        lua_getfield(L, -1, names[i]);
+        lua_pushcclosure(L, budgeted_coroutine, 1);
+        lua_setfield(L, -2, names[i]);
+    }
+    lua_pop(L, 1);
+}
+
+/* ---- errors ---- */
 
 /* Counts a failed hook run: any error, and budget kills apart. */
 static void count_error(edge_script *s, const char *msg)
 {
     if (s == NULL || s->counters == NULL) return;
     EDGE_COUNT(s->counters->lua_errors);
-    if (msg && strstr(msg, "instruction budget exceeded")) EDGE_COUNT(s->counters->lua_budget_kills);
+    if (msg && strstr(msg, BUDGET_MSG)) EDGE_COUNT(s->counters->lua_budget_kills);
 }
 
 static void log_hook_error(edge_request *req, const char *hook, const char *msg)
@@ -89,17 +174,61 @@ static void log_hook_error(edge_request *req, const char *hook, const char *msg)
              edge_request_id(req), msg);
 }
 
-/* The req userdata is made once per request and anchored until release. */
-static void push_req(edge_script *s, edge_request *req)
+/* The message for a failed protected call whose error object is on top of L
+ * (a memory error's is a string Lua made in advance: reading it allocates
+ * nothing). */
+static const char *error_text(lua_State *L, int rc)
 {
+    if (rc == LUA_ERRMEM) return NOMEM_MSG;
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    return msg ? msg : "(error object is not a string)";
+}
+
+/* ---- a request's Lua state ---- */
+
+/* Makes what a hook run needs and cannot do without allocating: the req
+ * userdata, and for respond its coroutine, each anchored in the registry.
+ * Runs under lua_pcall (a memory error fails the request, not the process);
+ * a ctx field is set only once its anchor exists, so edge_script_release
+ * cleans up after any step that failed. */
+static int make_lua_state(lua_State *L)
+{
+    edge_request *req = lua_touserdata(L, 1);
     edge_lua_ctx *ctx = &req->lua;
     if (ctx->ud == NULL) {
+        edge_lua_req *ud = edge_lua_req_push(L, req);
+        ctx->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        ctx->ud = ud;
+    }
+    if (lua_toboolean(L, 2)) {
+        lua_State *co = lua_newthread(L);
+        ctx->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        ctx->co = co;
+    }
+    return 0;
+}
+
+/* Attaches req to the VM, then makes its Lua state (see make_lua_state).
+ * Returns LUA_OK, or logs the failure and releases req's Lua state. */
+static int prepare(edge_script *s, edge_request *req, const char *hook, int want_thread)
+{
+    edge_lua_ctx *ctx = &req->lua;
+    if (ctx->script == NULL) {
         ctx->script = s;
         s->refs++;
-        ctx->ud = edge_lua_req_push(s->L, req);
-        ctx->ud_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
     }
-    lua_rawgeti(s->L, LUA_REGISTRYINDEX, ctx->ud_ref);
+    if (ctx->ud != NULL && !want_thread) return LUA_OK;
+    lua_State *L = s->L;
+    lua_pushcfunction(L, make_lua_state);
+    lua_pushlightuserdata(L, req);
+    lua_pushboolean(L, want_thread);
+    int rc = lua_pcall(L, 2, 0, 0);
+    if (rc == LUA_OK) return LUA_OK;
+    log_hook_error(req, hook, error_text(L, rc));
+    count_error(s, NULL);
+    lua_pop(L, 1);
+    edge_script_release(req);
+    return rc;
 }
 
 void edge_script_release(edge_request *req)
@@ -109,29 +238,43 @@ void edge_script_release(edge_request *req)
     if (s == NULL) return;
     if (ctx->state == EDGE_LUA_SLEEPING) ev_timer_stop(s->loop, &ctx->timer);
     if (ctx->co) {
-        lua_resetthread(ctx->co);          /* runs pending to-be-closed variables */
+        edge_request *running = s->current;
+        s->current = req;                  /* to-be-closed variables run on req's budget */
+        lua_resetthread(ctx->co);
+        s->current = running;
         luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->co_ref);
     }
     if (ctx->ud) {
         ctx->ud->req = NULL;               /* a kept reference now says "finished" */
         luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->ud_ref);
-        s->refs--;
     }
+    s->refs--;
     memset(ctx, 0, sizeof(*ctx));
     if (s->retired && s->refs == 0) edge_script_retire(s);
 }
 
 /* ---- hooks ---- */
 
+/* cache_key's message handler: the message and a traceback. A memory error
+ * here ends the call with LUA_ERRMEM, which is logged as such. */
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
 int edge_script_cache_key(edge_script *s, edge_request *req)
 {
     if (s->cache_key_ref == LUA_NOREF) return EDGE_OK;
+    if (prepare(s, req, "cache_key", 0) != LUA_OK) return EDGE_ERROR;
     lua_State *L = s->L;
     int base = lua_gettop(L);
     lua_pushcfunction(L, traceback);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->cache_key_ref);
-    push_req(s, req);
-    arm_budget(s, L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, req->lua.ud_ref);
+    start_budget(s, &req->lua, L);
     s->current = req;
     int rc = lua_pcall(L, 1, 1, base + 1);
     s->current = NULL;
@@ -139,8 +282,9 @@ int edge_script_cache_key(edge_script *s, edge_request *req)
 
     int status = EDGE_OK;
     if (rc != LUA_OK) {
-        log_hook_error(req, "cache_key", lua_tostring(L, -1));
-        count_error(s, lua_tostring(L, -1));
+        const char *msg = error_text(L, rc);
+        log_hook_error(req, "cache_key", msg);
+        count_error(s, msg);
         status = EDGE_ERROR;
     } else if (lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
@@ -163,16 +307,51 @@ int edge_script_cache_key(edge_script *s, edge_request *req)
 static int take_response(edge_request *req, lua_State *co, int nres)
 {
     char err[256];
+    int rc = EDGE_ERROR;
     if (nres == 0) {
         snprintf(err, sizeof(err), "expected a table { status = integer, headers = table, "
                                    "body = string }, got no value");
-    } else if (edge_lua_to_response(co, -nres, &req->resp, err, sizeof(err)) == EDGE_OK) {
+    } else if ((rc = edge_lua_to_response_protected(co, -nres, &req->resp, err, sizeof(err))) == EDGE_OK) {
         return EDGE_OK;
     }
-    edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) returned a bad value: %s",
-             edge_request_id(req), err);
+    if (rc == EDGE_LUA_RAISED) log_hook_error(req, "respond", err);
+    else edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) returned a bad value: %s",
+                  edge_request_id(req), err);
     count_error(req->lua.script, NULL);
     return EDGE_ERROR;
+}
+
+/* The failed coroutine's traceback, built on the main thread (argument 1:
+ * the coroutine, 2: its error object). */
+static int build_traceback(lua_State *L)
+{
+    lua_State *co = lua_touserdata(L, 1);
+    const char *msg = lua_tostring(L, 2);
+    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 2));
+    luaL_traceback(L, co, msg, 0);
+    return 1;
+}
+
+/* Logs respond's error with a traceback, or with the bare message when
+ * there is no memory left to build one. */
+static void log_respond_error(edge_script *s, edge_request *req, lua_State *co)
+{
+    char bare[512];
+    const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+    snprintf(bare, sizeof(bare), "%s", msg ? msg : "(error object is not a string; "
+             "no memory left to describe it)");
+    count_error(s, bare);
+    lua_State *L = s->L;
+    int base = lua_gettop(L);
+    const char *text = bare;
+    if (lua_checkstack(L, 3)) {
+        lua_pushcfunction(L, build_traceback);
+        lua_pushlightuserdata(L, co);
+        lua_xmove(co, L, 1);
+        if (lua_pcall(L, 2, 1, 0) == LUA_OK) text = lua_tostring(L, -1);
+    }
+    log_hook_error(req, "respond", text);
+    lua_settop(L, base);
 }
 
 /* Resumes the respond coroutine; returns EDGE_OK, EDGE_AGAIN or EDGE_ERROR.
@@ -198,16 +377,11 @@ static int resume(edge_script *s, edge_request *req, int nargs)
     } else if (rc == LUA_OK) {
         status = take_response(req, co, nres);
     } else if (rc == LUA_ERRMEM) {
-        log_hook_error(req, "respond", "not enough memory: the VM reached --lua-memory");
+        log_hook_error(req, "respond", NOMEM_MSG);
         count_error(s, NULL);
         status = EDGE_ERROR;
     } else {
-        const char *msg = lua_tostring(co, -1);
-        if (msg == NULL) msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
-        luaL_traceback(s->L, co, msg, 0);
-        log_hook_error(req, "respond", lua_tostring(s->L, -1));
-        count_error(s, msg);
-        lua_pop(s->L, 1);
+        log_respond_error(s, req, co);
         status = EDGE_ERROR;
     }
     ctx->state = EDGE_LUA_IDLE;
@@ -217,15 +391,12 @@ static int resume(edge_script *s, edge_request *req, int nargs)
 
 int edge_script_respond(edge_script *s, edge_request *req)
 {
+    if (prepare(s, req, "respond", 1) != LUA_OK) return EDGE_ERROR;
     edge_lua_ctx *ctx = &req->lua;
-    lua_State *co = lua_newthread(s->L);
-    ctx->co_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
-    ctx->co = co;
-    ctx->script = s;
-    arm_budget(s, co);
+    lua_State *co = ctx->co;
+    start_budget(s, ctx, co);
     lua_rawgeti(co, LUA_REGISTRYINDEX, s->respond_ref);
-    push_req(s, req);
-    lua_xmove(s->L, co, 1);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ctx->ud_ref);
     return resume(s, req, 1);
 }
 
@@ -375,6 +546,7 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
         return EDGE_ERROR;
     }
     luaL_openlibs(L);
+    install_budgeted_coroutines(L);
     edge_lua_req_register(L);
     install_edge_module(s);
     set_package_path(L, path);
