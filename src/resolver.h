@@ -20,6 +20,7 @@ typedef struct edge_resolver_opts {
     double valid_max;    /* cache answers at most this long, whatever their TTL (0: use the TTL) */
     double valid_min;    /* ... and at least this long (default 1) */
     int    family;       /* AF_UNSPEC (default), AF_INET or AF_INET6 */
+    const char *servers; /* "ADDR[:PORT],..." instead of resolv.conf's (NULL: resolv.conf) */
 } edge_resolver_opts;
 
 /* The answer: status EDGE_OK with n >= 1 addresses (their ports set to the
