@@ -9,8 +9,9 @@ pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev 
       node-llhttp lua-busted lua-socket lua-sec lua-cjson curl nghttp2-client wrk openssl
       prometheus clang libclang-rt-14-dev   # promtool checks /metrics; clang + runtime: libFuzzer
       luarocks                              # spec/install_spec.lua: luarocks make scripts/edge-dev-1.rockspec
-      systemd logrotate)                    # spec/packaging_spec.lua: systemd-analyze verify, logrotate -f
-[[ ${1:-} == --peer ]] && pkgs+=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
+      systemd logrotate                     # spec/packaging_spec.lua: systemd-analyze verify, logrotate -f
+      nginx)                                # spec/upstream_fetch_spec.lua: a real origin for edge.fetch
+[[ ${1:-} == --peer ]] && pkgs+=(libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -181,6 +181,21 @@ static void put_json_header(edge_buf *b, const edge_request *req, const char *fi
     else edge_buf_printf(b, ",\"%s\":null", field);
 }
 
+/* The request's last edge.fetch; nulls when it made none. */
+static void put_json_upstream(edge_buf *b, const edge_request *req)
+{
+    const edge_upstream_note *u = &req->upstream;
+    if (!u->used) {
+        edge_buf_append_str(b, ",\"upstream_addr\":null,\"upstream_status\":null,\"upstream_response_time\":null");
+        return;
+    }
+    if (u->addr[0]) put_json_field(b, "upstream_addr", u->addr, strlen(u->addr));
+    else edge_buf_append_str(b, ",\"upstream_addr\":null");
+    if (u->status) edge_buf_printf(b, ",\"upstream_status\":%d", u->status);
+    else edge_buf_append_str(b, ",\"upstream_status\":null");
+    edge_buf_printf(b, ",\"upstream_response_time\":%.3f", u->seconds);
+}
+
 /* One JSON object; "duration" is last, appended by finish_line. */
 static void put_json(edge_buf *b, edge_request *req, const char *addr, double now)
 {
@@ -202,6 +217,7 @@ static void put_json(edge_buf *b, edge_request *req, const char *addr, double no
                     body_bytes(req), (unsigned long long)req->bytes_in);
     put_json_header(b, req, "referer", "referer", 7);
     put_json_header(b, req, "user_agent", "user-agent", 10);
+    put_json_upstream(b, req);
     edge_buf_printf(b, ",\"cache\":\"%s\",\"duration\":", req->cache_status ? req->cache_status : "-");
 }
 

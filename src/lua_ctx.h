@@ -12,8 +12,12 @@ struct edge_lua_req;
 enum edge_lua_wait {
     EDGE_LUA_IDLE = 0,    /* no coroutine, nothing pending */
     EDGE_LUA_RUNNING,     /* inside lua_resume */
-    EDGE_LUA_SLEEPING     /* yielded in edge.sleep; timer armed */
+    EDGE_LUA_WAITING      /* yielded in an edge API (edge.sleep, edge.fetch); cancel is set */
 };
+
+/* Withdraws what a waiting coroutine waits for (stops edge.sleep's timer,
+ * aborts edge.fetch's request), so that it never calls back. */
+typedef void (*edge_lua_cancel_fn)(void *ud);
 
 typedef struct edge_lua_ctx {
     struct edge_script *script;   /* the VM this request runs in */
@@ -22,6 +26,8 @@ typedef struct edge_lua_ctx {
     struct edge_lua_req *ud;      /* the req userdata; its pointer is cleared at release */
     int        ud_ref;            /* registry anchor of ud */
     ev_timer   timer;             /* edge.sleep */
+    edge_lua_cancel_fn cancel;    /* while EDGE_LUA_WAITING: how to withdraw the wait */
+    void      *cancel_ud;
     long       budget_left;       /* instructions the running hook may still hand out to its
                                    * threads (script.c: the instruction budget) */
     enum edge_lua_wait state;

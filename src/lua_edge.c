@@ -26,6 +26,15 @@ static int l_sleep(lua_State *L)
     return rt->sleep(L, s, rt->ud);
 }
 
+/* edge.fetch(url [, opts]) -> res, or nil and a message (lua_fetch.c). */
+static int l_fetch(lua_State *L)
+{
+    const edge_lua_runtime *rt = runtime(L);
+    if (rt->fetch == NULL)
+        return luaL_error(L, "edge.fetch is not available here: only in the server (a respond hook)");
+    return rt->fetch(L, rt->ud);
+}
+
 static int l_now(lua_State *L)
 {
     const edge_lua_runtime *rt = runtime(L);
@@ -247,6 +256,7 @@ static int module_index(lua_State *L)
 
 static const luaL_Reg edge_funcs[] = {
     {"sleep", l_sleep},
+    {"fetch", l_fetch},
     {"parse_args", l_parse_args},
     {"now", l_now},
     {"log", l_log},

@@ -1,4 +1,4 @@
-/* The `edge` Lua module (sleep, now, log, levels, worker_id, version).
+/* The `edge` Lua module (sleep, fetch, now, log, levels, worker_id, version).
  * The same C serves the server and the standalone module used by busted: what
  * differs (how to sleep, what "now" is, where logs go) comes in a runtime. */
 #ifndef EDGE_LUA_EDGE_H
@@ -20,6 +20,9 @@ typedef struct edge_lua_runtime {
     /* Implements edge.sleep(seconds) after the argument was checked; returns
      * what the Lua C function returns (lua_yield's result when it yields). */
     int (*sleep)(lua_State *L, double seconds, void *ud);
+    /* Implements edge.fetch(url, opts); NULL where there is no loop to wait
+     * on (the standalone module): edge.fetch then raises. */
+    int (*fetch)(lua_State *L, void *ud);
     /* Writes one log line from edge.log; where the line says file:line. */
     void (*log)(lua_State *L, int level, const char *where, const char *msg, void *ud);
     void *ud;

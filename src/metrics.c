@@ -28,6 +28,26 @@ void edge_metrics_response(edge_counters *m, const edge_request *req, double now
     edge_counter_add(&m->duration_sum_us, (int64_t)(d * 1e6));
 }
 
+static void observe(edge_counter *buckets, edge_counter *count, edge_counter *sum_us, double d)
+{
+    for (int i = 0; i < EDGE_DURATION_BUCKETS; i++) {
+        if (d <= bucket_bounds[i]) {
+            EDGE_COUNT(buckets[i]);
+            break;
+        }
+    }
+    EDGE_COUNT(*count);
+    edge_counter_add(sum_us, (int64_t)(d * 1e6));
+}
+
+void edge_metrics_upstream(edge_counters *m, int status, double seconds)
+{
+    int cls = status / 100;
+    EDGE_COUNT(m->upstream_requests[status == 0 ? 6 : cls >= 1 && cls <= 5 ? cls : 0]);
+    observe(m->upstream_duration, &m->upstream_duration_count, &m->upstream_duration_sum_us,
+            seconds < 0 ? 0 : seconds);
+}
+
 static uint64_t load(const edge_counter *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
@@ -77,6 +97,41 @@ static void render_requests(edge_buf *b, edge_worker *workers, int n_workers)
                         (unsigned long long)SUM(open_conns[p]));
 }
 
+static void render_histogram(edge_buf *b, const char *name, edge_worker *workers, int n_workers,
+                             size_t buckets_off, size_t count_off, size_t sum_off)
+{
+    uint64_t cumulative = 0;
+    for (int i = 0; i < EDGE_DURATION_BUCKETS; i++) {
+        cumulative += sum(workers, n_workers, buckets_off + (size_t)i * sizeof(edge_counter));
+        edge_buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_bounds[i], (unsigned long long)cumulative);
+    }
+    uint64_t count = sum(workers, n_workers, count_off);
+    edge_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)count);
+    edge_buf_printf(b, "%s_sum %.6f\n", name, (double)sum(workers, n_workers, sum_off) / 1e6);
+    edge_buf_printf(b, "%s_count %llu\n", name, (unsigned long long)count);
+}
+
+static void render_upstream(edge_buf *b, edge_worker *workers, int n_workers)
+{
+    static const char *const codes[7] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx", "error"};
+    edge_buf_append_str(b, "# HELP edge_upstream_requests_total edge.fetch results, by status class "
+                           "(error: no response).\n# TYPE edge_upstream_requests_total counter\n");
+    for (int c = 0; c < 7; c++)
+        edge_buf_printf(b, "edge_upstream_requests_total{code=\"%s\"} %llu\n", codes[c],
+                        (unsigned long long)SUM(upstream_requests[c]));
+    metric(b, "edge_upstream_connect_failures_total", "counter",
+           "Upstream connects (TCP or TLS) that failed or timed out.", SUM(upstream_connect_failures));
+    metric(b, "edge_upstream_connections_opened_total", "counter", "Upstream connections opened.",
+           SUM(upstream_conns_opened));
+    metric(b, "edge_upstream_connections_reused_total", "counter",
+           "Upstream requests sent on a kept-alive connection from a pool.", SUM(upstream_conns_reused));
+    edge_buf_append_str(b, "# HELP edge_upstream_response_seconds Time from the start of edge.fetch to "
+                           "its result.\n# TYPE edge_upstream_response_seconds histogram\n");
+    render_histogram(b, "edge_upstream_response_seconds", workers, n_workers,
+                     offsetof(edge_counters, upstream_duration), offsetof(edge_counters, upstream_duration_count),
+                     offsetof(edge_counters, upstream_duration_sum_us));
+}
+
 static void render_cache(edge_buf *b, edge_cache *cache)
 {
     edge_cache_stats st;
@@ -123,5 +178,6 @@ void edge_metrics_render(edge_buf *b, edge_worker *workers, int n_workers, edge_
            SUM(lua_errors));
     metric(b, "edge_lua_budget_kills_total", "counter", "Hook runs stopped by --lua-budget.", SUM(lua_budget_kills));
     render_reloads(b, workers, n_workers);
+    render_upstream(b, workers, n_workers);
     render_cache(b, cache);
 }

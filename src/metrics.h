@@ -32,6 +32,14 @@ typedef struct edge_counters {
     edge_counter lua_budget_kills;
     edge_counter reloads;
     edge_counter reload_failures;
+    /* edge.fetch: responses by status class ([1]..[5], [0] other), [6] errors */
+    edge_counter upstream_requests[7];
+    edge_counter upstream_connect_failures;
+    edge_counter upstream_conns_opened;
+    edge_counter upstream_conns_reused;
+    edge_counter upstream_duration[EDGE_DURATION_BUCKETS];
+    edge_counter upstream_duration_count;
+    edge_counter upstream_duration_sum_us;
 } edge_counters;
 
 static inline void edge_counter_add(edge_counter *c, int64_t n)
@@ -43,6 +51,9 @@ static inline void edge_counter_add(edge_counter *c, int64_t n)
 
 /* Counts a response (status class, protocol, duration). */
 void edge_metrics_response(edge_counters *m, const struct edge_request *req, double now);
+
+/* Counts an upstream exchange's outcome (status 0: an error) and duration. */
+void edge_metrics_upstream(edge_counters *m, int status, double seconds);
 
 /* Renders every worker's counters, the cache's and the in-flight gauge. */
 void edge_metrics_render(struct edge_buf *out, struct edge_worker *workers, int n_workers,

@@ -40,6 +40,7 @@ void edge_request_reset(edge_request *req)
     req->bytes_in = 0;
     req->id_num = 0;
     req->id[0] = '\0';
+    req->upstream.used = 0;
 }
 
 void edge_request_free(edge_request *req)

@@ -65,6 +65,14 @@ typedef struct edge_response {
     unsigned  has_date : 1;
 } edge_response;
 
+/* The last edge.fetch a request made, for the access log (lua_fetch.c). */
+typedef struct edge_upstream_note {
+    char      addr[64];         /* "127.0.0.1:8080"; "" when no address was reached */
+    int       status;           /* 0: no response */
+    double    seconds;
+    unsigned  used : 1;
+} edge_upstream_note;
+
 typedef struct edge_request {
     const edge_request_ops *ops;
     struct edge_worker *worker;
@@ -95,6 +103,7 @@ typedef struct edge_request {
     unsigned  has_cache_key : 1;
 
     edge_lua_ctx lua;           /* the hooks' Lua state for this request */
+    edge_upstream_note upstream;
     edge_dispatch_ctx dispatch;
     edge_response resp;
 } edge_request;

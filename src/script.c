@@ -3,6 +3,7 @@
 #include "common.h"
 #include "dispatch.h"
 #include "log.h"
+#include "lua_fetch.h"
 #include "lua_req.h"
 #include "lua_response.h"
 #include "metrics.h"
@@ -27,20 +28,39 @@ static void on_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
 
 double edge_script_sleep_scale = 1.0;
 
-/* edge.sleep may only yield the respond coroutine itself: not cache_key (the
+/* An API may only yield the respond coroutine itself: not cache_key (the
  * main thread), not a coroutine the script made (we could not resume it), and
  * not across a C call. */
+edge_request *edge_script_waitable(lua_State *L, edge_script *s, const char *what)
+{
+    edge_request *req = s->current;
+    if (req == NULL || s->loop == NULL || L != req->lua.co || !lua_isyieldable(L))
+        luaL_error(L, "%s cannot wait here: only in respond, not in cache_key, a nested coroutine "
+                      "or a C call", what);
+    return req;
+}
+
+int edge_script_wait(lua_State *L, edge_request *req, edge_lua_cancel_fn cancel, void *ud, lua_KFunction k)
+{
+    req->lua.state = EDGE_LUA_WAITING;
+    req->lua.cancel = cancel;
+    req->lua.cancel_ud = ud;
+    return lua_yieldk(L, 0, 0, k);
+}
+
+static void stop_sleep(void *ud)
+{
+    edge_lua_ctx *ctx = ud;
+    ev_timer_stop(ctx->script->loop, &ctx->timer);
+}
+
 static int server_sleep(lua_State *L, double seconds, void *ud)
 {
     edge_script *s = ud;
-    edge_request *req = s->current;
-    if (req == NULL || s->loop == NULL || L != req->lua.co || !lua_isyieldable(L))
-        return luaL_error(L, "edge.sleep cannot wait here: only in respond, "
-                             "not in cache_key, a nested coroutine or a C call");
+    edge_request *req = edge_script_waitable(L, s, "edge.sleep");
     ev_timer_init(&req->lua.timer, on_sleep_done, seconds * edge_script_sleep_scale, 0.);
     ev_timer_start(s->loop, &req->lua.timer);
-    req->lua.state = EDGE_LUA_SLEEPING;
-    return lua_yield(L, 0);
+    return edge_script_wait(L, req, stop_sleep, &req->lua, NULL);
 }
 
 static void server_log(lua_State *L, int level, const char *where, const char *msg, void *ud)
@@ -236,7 +256,7 @@ void edge_script_release(edge_request *req)
     edge_lua_ctx *ctx = &req->lua;
     edge_script *s = ctx->script;
     if (s == NULL) return;
-    if (ctx->state == EDGE_LUA_SLEEPING) ev_timer_stop(s->loop, &ctx->timer);
+    if (ctx->state == EDGE_LUA_WAITING && ctx->cancel) ctx->cancel(ctx->cancel_ud);
     if (ctx->co) {
         edge_request *running = s->current;
         s->current = req;                  /* to-be-closed variables run on req's budget */
@@ -367,7 +387,7 @@ static int resume(edge_script *s, edge_request *req, int nargs)
     s->current = NULL;
 
     int status;
-    if (rc == LUA_YIELD && ctx->state == EDGE_LUA_SLEEPING) {
+    if (rc == LUA_YIELD && ctx->state == EDGE_LUA_WAITING) {
         return EDGE_AGAIN;
     } else if (rc == LUA_YIELD) {
         edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) yielded outside an edge "
@@ -400,17 +420,23 @@ int edge_script_respond(edge_script *s, edge_request *req)
     return resume(s, req, 1);
 }
 
+void edge_script_wake(edge_request *req)
+{
+    req->lua.cancel = NULL;
+    req->lua.cancel_ud = NULL;
+    int rc = resume(req->lua.script, req, 0);
+    if (rc != EDGE_AGAIN) edge_dispatch_finish(req, rc);
+}
+
 static void on_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
 {
     edge_lua_ctx *ctx = edge_container_of(w, edge_lua_ctx, timer);
-    edge_request *req = edge_container_of(ctx, edge_request, lua);
-    int rc = resume(ctx->script, req, 0);
-    if (rc != EDGE_AGAIN) edge_dispatch_finish(req, rc);
+    edge_script_wake(edge_container_of(ctx, edge_request, lua));
 }
 
 void edge_script_cancel(edge_request *req)
 {
-    if (req->lua.state == EDGE_LUA_SLEEPING)
+    if (req->lua.state == EDGE_LUA_WAITING)
         edge_log(EDGE_LOG_INFO, req->conn_id, "request %s cancelled: client closed while waiting",
                  edge_request_id(req));
     edge_script_release(req);
@@ -535,7 +561,8 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
     s->budget = budget;
     s->loop = loop;
     s->cache_key_ref = s->respond_ref = LUA_NOREF;
-    s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .log = server_log,
+    s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .fetch = edge_lua_fetch,
+                               .log = server_log,
                                .ud = s, .worker_id = worker_id, .cache = cache,
                                .cache_ttl = cache_ttl};
     s->mem_limit = memory_limit;

@@ -2,8 +2,9 @@
  *
  * cache_key runs in the VM's main thread and may not yield; respond runs in a
  * coroutine of its own and may wait in edge.sleep (an ev_timer), after which
- * it is resumed from the loop. The request's edge_lua_ctx holds the coroutine,
- * the req userdata and the timer, and edge_script_cancel() releases them all. */
+ * it is resumed from the loop, or in edge.fetch (edge_script_wait). The
+ * request's edge_lua_ctx holds the coroutine, the req userdata, the timer and
+ * the wait's cancel hook, and edge_script_cancel() releases them all. */
 #ifndef EDGE_SCRIPT_H
 #define EDGE_SCRIPT_H
 
@@ -11,6 +12,7 @@
 #include <lua.h>
 #include <stddef.h>
 
+#include "lua_ctx.h"
 #include "lua_edge.h"
 
 struct edge_cache;
@@ -55,6 +57,18 @@ int edge_script_cache_key(edge_script *s, struct edge_request *req);
 /* Starts respond(req): EDGE_OK (req->resp filled), EDGE_AGAIN (waiting; the
  * dispatcher is called back with edge_dispatch_finish) or EDGE_ERROR (logged). */
 int edge_script_respond(edge_script *s, struct edge_request *req);
+/* For an edge API that waits: raises "<what> cannot wait here: ..." unless
+ * L is the running respond coroutine and may yield; returns its request. */
+struct edge_request *edge_script_waitable(lua_State *L, edge_script *s, const char *what);
+/* Yields req's coroutine; the C function returns this call's result. Until
+ * edge_script_wake, a request released early (its client went away) calls
+ * cancel(ud) first. On wake, k (or nothing when NULL) continues the C
+ * function as lua_yieldk does; an error raised there fails respond. */
+int edge_script_wait(lua_State *L, struct edge_request *req, edge_lua_cancel_fn cancel, void *ud,
+                     lua_KFunction k);
+/* What req waited for happened: resumes its coroutine. May finish the
+ * request (and free it); never call it after cancel ran. */
+void edge_script_wake(struct edge_request *req);
 /* Releases the request's Lua state: stops its timer, drops its coroutine and
  * marks its req userdata finished. Safe to call on an idle context. */
 void edge_script_release(struct edge_request *req);

@@ -100,6 +100,33 @@ SSL_CTX *edge_tls_create(const edge_config *cfg, char *err, size_t errlen)
     return ctx;
 }
 
+SSL_CTX *edge_tls_client_create(const char *ca_file, char *err, size_t errlen)
+{
+    char why[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "SSL_CTX_new failed");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+    /* Sessions are kept per origin by the pools (SSL_get1_session), not in
+     * OpenSSL's client cache, which has no notion of our pool keys. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                     : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        snprintf(err, errlen, "cannot load the CA file %s: %s", ca_file ? ca_file : "(system store)",
+                 edge_tls_error_string(why, sizeof(why)));
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 const char *edge_tls_protocol(SSL *ssl)
 {
     const unsigned char *p;

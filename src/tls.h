@@ -13,6 +13,12 @@ struct edge_config;
  * NULL with a message in err (naming `make certs` when a file is missing). */
 SSL_CTX *edge_tls_create(const struct edge_config *cfg, char *err, size_t errlen);
 
+/* A client context for connections to origins: TLS 1.2+, peers verified
+ * against ca_file (a PEM bundle) or, when NULL, the system store. Each
+ * connection sets its own SNI, expected name and verify mode. NULL with a
+ * message in err when ca_file cannot be loaded. */
+SSL_CTX *edge_tls_client_create(const char *ca_file, char *err, size_t errlen);
+
 /* The protocol ALPN selected on an established connection: "h2", "http/1.1"
  * (also when the client sent no ALPN). */
 const char *edge_tls_protocol(SSL *ssl);

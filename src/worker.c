@@ -297,6 +297,7 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
         return EDGE_ERROR;
     }
     w->script->counters = &w->counters;
+    edge_pools_init(&w->upstream_pools, w->loop);
     w->n_listen = n_fds;
     for (int i = 0; i < n_fds; i++) {
         w->listen_fds[i] = fds[i];
@@ -335,6 +336,7 @@ static void *worker_main(void *arg)
     ev_run(w->loop, 0);
     close_all(w);
     on_reap(w->loop, &w->reaper, 0);
+    edge_pools_free(&w->upstream_pools);    /* after close_all: no fetch is in flight now */
     ev_timer_stop(w->loop, &w->access_timer);
     edge_access_log_flush(w);
     return NULL;
@@ -357,6 +359,7 @@ void edge_worker_free(edge_worker *w)
     for (int i = 0; i < w->n_listen; i++)
         if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
     edge_script_retire(w->script);
+    edge_pools_free(&w->upstream_pools);    /* empty unless the worker never ran */
     edge_buf_free(&w->access_buf);
     free(w->spare_waiter);
     ev_loop_destroy(w->loop);

@@ -16,6 +16,7 @@
 #define EDGE_MAX_LISTENERS (EDGE_MAX_LISTEN * 2)   /* TLS + cleartext */
 #include "metrics.h"
 #include "script.h"
+#include "upstream_pool.h"
 
 struct edge_conn;
 struct edge_cache;
@@ -54,6 +55,7 @@ typedef struct edge_worker {
     int        stopping;
     uint64_t   request_seq;
     edge_counters counters;
+    edge_pools upstream_pools;    /* edge.fetch's idle connections and client TLS contexts */
     struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
     char       date[40];          /* the cached Date header value */
     ev_tstamp  date_second;

@@ -1,0 +1,439 @@
+/* edge.fetch: the Lua binding of upstream_fetch.c.
+ *
+ * The call's state is a full userdata kept on the waiting coroutine's stack
+ * (slot 3), so Lua frees it whatever happens; its __gc frees the buffers. The
+ * fetch handle in it is cleared when the callback runs or the wait is
+ * cancelled, so no path touches the other's memory after it is gone. */
+#include "lua_fetch.h"
+#include "common.h"
+#include "lua_req.h"
+#include "request.h"
+#include "script.h"
+#include "upstream_fetch.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CALL_MT "edge.fetch.call"
+#define CALL_SLOT 3
+
+/* Defaults (README, "Talking to backends"). */
+#define DEFAULT_CONNECT_TIMEOUT 5.0
+#define DEFAULT_SEND_TIMEOUT    60.0
+#define DEFAULT_READ_TIMEOUT    60.0
+#define DEFAULT_MAX_BODY        (1024 * 1024)
+#define DEFAULT_POOL_SIZE       64
+#define DEFAULT_IDLE_TIMEOUT    60.0
+#define DEFAULT_MAX_REQUESTS    1000
+#define MAX_RETRIES             10
+
+typedef struct fetch_call {
+    edge_fetch   *f;              /* while in flight */
+    edge_request *req;
+    edge_buf      wire;
+    edge_response resp;
+    int           ok;
+    char          err[384];
+    /* the parsed URL */
+    char          host[256];
+    char          authority[300];
+    int           port;
+    int           tls;
+} fetch_call;
+
+/* ---- the call userdata ---- */
+
+static void free_call(fetch_call *c)
+{
+    if (c->f) edge_fetch_cancel(c->f);
+    c->f = NULL;
+    edge_buf_free(&c->wire);
+    edge_buf_free(&c->resp.data);
+    edge_buf_free(&c->resp.body);
+    free(c->resp.headers);
+    memset(&c->resp, 0, sizeof(c->resp));
+}
+
+static int call_gc(lua_State *L)
+{
+    free_call(luaL_checkudata(L, 1, CALL_MT));
+    return 0;
+}
+
+static fetch_call *push_call(lua_State *L)
+{
+    fetch_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
+    memset(c, 0, sizeof(*c));
+    if (luaL_newmetatable(L, CALL_MT)) {
+        lua_pushcfunction(L, call_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return c;
+}
+
+/* ---- the URL ---- */
+
+static int bad_url(lua_State *L, const char *url, const char *why)
+{
+    return luaL_error(L, "edge.fetch: bad URL '%s': %s (expected http://host[:port]/path or https://...)",
+                      url, why);
+}
+
+static const char *parse_scheme(lua_State *L, fetch_call *c, const char *url)
+{
+    if (strncasecmp(url, "http://", 7) == 0) {
+        c->port = 80;
+        return url + 7;
+    }
+    if (strncasecmp(url, "https://", 8) == 0) {
+        c->tls = 1;
+        c->port = 443;
+        return url + 8;
+    }
+    bad_url(L, url, "the scheme must be http or https");
+    return NULL;
+}
+
+/* host, [v6], host:port or [v6]:port, in [p, end). */
+static void parse_authority(lua_State *L, fetch_call *c, const char *url, const char *p, const char *end)
+{
+    const char *host = p, *host_end;
+    if (*p == '[') {
+        host = p + 1;
+        host_end = memchr(host, ']', (size_t)(end - host));
+        if (host_end == NULL) bad_url(L, url, "unclosed [");
+        p = host_end + 1;
+    } else {
+        host_end = memchr(p, ':', (size_t)(end - p));
+        if (host_end == NULL) host_end = end;
+        p = host_end;
+    }
+    if (host_end == host || (size_t)(host_end - host) >= sizeof(c->host)) bad_url(L, url, "no host, or too long");
+    for (const char *q = host; q < host_end; q++)
+        if (*q <= ' ' || *q == 0x7f || *q == '@' || *q == '/') bad_url(L, url, "bad character in the host");
+    memcpy(c->host, host, (size_t)(host_end - host));
+    c->host[host_end - host] = '\0';
+    if (p < end) {
+        if (*p != ':' || p + 1 == end || end - p > 6) bad_url(L, url, "bad port");
+        int port = 0;
+        for (const char *q = p + 1; q < end; q++) {
+            if (*q < '0' || *q > '9') bad_url(L, url, "bad port");
+            port = port * 10 + (*q - '0');
+        }
+        if (port < 1 || port > 65535) bad_url(L, url, "port out of range");
+        c->port = port;
+    }
+    int v6 = strchr(c->host, ':') != NULL;
+    int dflt = c->port == (c->tls ? 443 : 80);
+    if (dflt) snprintf(c->authority, sizeof(c->authority), v6 ? "[%s]" : "%s", c->host);
+    else snprintf(c->authority, sizeof(c->authority), v6 ? "[%s]:%d" : "%s:%d", c->host, c->port);
+}
+
+/* Parses url into c; returns the path and query to send ("/" when none),
+ * without the fragment, and its length. */
+static const char *parse_url(lua_State *L, fetch_call *c, const char *url, size_t *plen)
+{
+    const char *p = parse_scheme(L, c, url);
+    const char *end = p + strcspn(p, "/?#");
+    parse_authority(L, c, url, p, end);
+    const char *path = end;
+    size_t n = strcspn(path, "#");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)path[i] <= ' ' || path[i] == 0x7f) bad_url(L, url, "space or control character in the path");
+    *plen = n;
+    return path;
+}
+
+/* ---- options ---- */
+
+static int opt_field(lua_State *L, int t, const char *name, int type, const char *what)
+{
+    if (t == 0) return 0;
+    int got = lua_getfield(L, t, name);
+    if (got == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (got != type)
+        luaL_error(L, "edge.fetch: option %s must be %s, got %s", name, what, luaL_typename(L, -1));
+    return 1;
+}
+
+static double opt_seconds(lua_State *L, int t, const char *name, double dflt)
+{
+    if (!opt_field(L, t, name, LUA_TNUMBER, "a number of seconds")) return dflt;
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!(v > 0 && v <= 86400 * 365)) luaL_error(L, "edge.fetch: option %s must be > 0 seconds", name);
+    return v;
+}
+
+static lua_Integer opt_int(lua_State *L, int t, const char *name, lua_Integer dflt, lua_Integer min, lua_Integer max)
+{
+    if (!opt_field(L, t, name, LUA_TNUMBER, "an integer")) return dflt;
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    lua_pop(L, 1);
+    if (!isint || v < min || v > max)
+        luaL_error(L, "edge.fetch: option %s must be an integer from %I to %I", name, min, max);
+    return v;
+}
+
+static void read_timeouts(lua_State *L, int opts, edge_fetch_timeouts *to)
+{
+    *to = (edge_fetch_timeouts){DEFAULT_CONNECT_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_READ_TIMEOUT};
+    if (opts == 0) return;
+    int t = lua_getfield(L, opts, "timeout");
+    if (t == LUA_TNUMBER) {
+        double v = opt_seconds(L, opts, "timeout", 0);
+        *to = (edge_fetch_timeouts){v, v, v};
+    } else if (t == LUA_TTABLE) {
+        int i = lua_gettop(L);
+        to->connect = opt_seconds(L, i, "connect", to->connect);
+        to->send = opt_seconds(L, i, "send", to->send);
+        to->read = opt_seconds(L, i, "read", to->read);
+    } else if (t != LUA_TNIL) {
+        luaL_error(L, "edge.fetch: option timeout must be a number or { connect =, send =, read = }");
+    }
+    lua_pop(L, 1);
+}
+
+static void read_keepalive(lua_State *L, int opts, edge_keepalive *ka)
+{
+    *ka = (edge_keepalive){DEFAULT_POOL_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_REQUESTS};
+    if (opts == 0) return;
+    int t = lua_getfield(L, opts, "keepalive");
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        ka->size = 0;
+    } else if (t == LUA_TTABLE) {
+        int i = lua_gettop(L);
+        ka->size = (int)opt_int(L, i, "size", ka->size, 0, 100000);
+        ka->idle_timeout = opt_seconds(L, i, "idle_timeout", ka->idle_timeout);
+        ka->max_requests = (int)opt_int(L, i, "max_requests", ka->max_requests, 1, 1 << 30);
+    } else if (t != LUA_TNIL) {
+        luaL_error(L, "edge.fetch: option keepalive must be false or { size =, idle_timeout =, max_requests = }");
+    }
+    lua_pop(L, 1);
+}
+
+/* tls = { verify = true, sni = nil, ca_file = nil }; strings stay on the
+ * stack (anchored) until the fetch has copied them. */
+static void read_tls(lua_State *L, int opts, edge_fetch_target *t)
+{
+    t->verify = 1;
+    if (opts == 0 || lua_getfield(L, opts, "tls") == LUA_TNIL) {
+        if (opts) lua_pop(L, 1);
+        lua_pushnil(L);                     /* keeps the stack shape: the tls table's slot */
+        return;
+    }
+    if (!lua_istable(L, -1)) luaL_error(L, "edge.fetch: option tls must be { verify =, sni =, ca_file = }");
+    int i = lua_gettop(L);
+    if (lua_getfield(L, i, "verify") != LUA_TNIL) {
+        if (!lua_isboolean(L, -1)) luaL_error(L, "edge.fetch: option tls.verify must be a boolean");
+        t->verify = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    if (opt_field(L, i, "sni", LUA_TSTRING, "a string")) {
+        t->sni = lua_tostring(L, -1);
+        lua_pop(L, 1);                      /* still referenced by the table */
+    }
+    if (opt_field(L, i, "ca_file", LUA_TSTRING, "a string")) {
+        t->ca_file = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+}
+
+/* ---- the request bytes ---- */
+
+static int is_token(const char *s, size_t n)
+{
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!edge_http_is_tchar((unsigned char)s[i])) return 0;
+    return 1;
+}
+
+static void check_value(lua_State *L, const char *name, const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
+            luaL_error(L, "edge.fetch: header %s has a CR, LF or NUL in its value", name);
+}
+
+static void add_header(lua_State *L, edge_buf *b, const char *name, size_t nlen, int vidx)
+{
+    size_t vlen;
+    const char *v = lua_tolstring(L, vidx, &vlen);
+    if (v == NULL) luaL_error(L, "edge.fetch: header %s must be a string or a list of strings", name);
+    check_value(L, name, v, vlen);
+    edge_buf_append(b, name, nlen);
+    edge_buf_append(b, ": ", 2);
+    edge_buf_append(b, v, vlen);
+    edge_buf_append(b, "\r\n", 2);
+}
+
+/* Writes the script's headers, but Content-Length and Transfer-Encoding
+ * (edge frames the body itself); sets *has_host when Host was given. */
+static void write_headers(lua_State *L, int opts, edge_buf *b, int *has_host)
+{
+    if (!opt_field(L, opts, "headers", LUA_TTABLE, "a table")) return;
+    int t = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        size_t nlen;
+        if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "edge.fetch: header names must be strings");
+        const char *name = lua_tolstring(L, -2, &nlen);
+        if (!is_token(name, nlen)) luaL_error(L, "edge.fetch: bad header name '%s'", name);
+        if (strcasecmp(name, "content-length") == 0 || strcasecmp(name, "transfer-encoding") == 0) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (strcasecmp(name, "host") == 0) *has_host = 1;
+        if (lua_istable(L, -1)) {
+            lua_Integer n = luaL_len(L, -1);
+            for (lua_Integer i = 1; i <= n; i++) {
+                lua_geti(L, -1, i);
+                add_header(L, b, name, nlen, -1);
+                lua_pop(L, 1);
+            }
+        } else {
+            add_header(L, b, name, nlen, -1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static int method_is(const char *m, size_t n, const char *what)
+{
+    return n == strlen(what) && memcmp(m, what, n) == 0;
+}
+
+static int idempotent(const char *m, size_t n)
+{
+    static const char *const list[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+    for (size_t i = 0; i < EDGE_ARRAY_LEN(list); i++)
+        if (method_is(m, n, list[i])) return 1;
+    return 0;
+}
+
+/* Request line, headers, body into c->wire; fills r's method flags. */
+static void build_request(lua_State *L, fetch_call *c, int opts, const char *path, size_t plen,
+                          edge_fetch_request *r)
+{
+    size_t mlen = 3, blen = 0;
+    const char *method = "GET", *body = NULL;
+    if (opt_field(L, opts, "method", LUA_TSTRING, "a string")) {
+        method = lua_tolstring(L, -1, &mlen);
+        lua_pop(L, 1);
+        if (!is_token(method, mlen)) luaL_error(L, "edge.fetch: bad method '%s'", method);
+    }
+    if (opt_field(L, opts, "body", LUA_TSTRING, "a string")) {
+        body = lua_tolstring(L, -1, &blen);
+        lua_pop(L, 1);
+    }
+    edge_buf *b = &c->wire;
+    edge_buf_append(b, method, mlen);
+    edge_buf_append(b, " ", 1);
+    if (plen == 0 || path[0] == '?') edge_buf_append(b, "/", 1);
+    edge_buf_append(b, path, plen);
+    edge_buf_append_str(b, " HTTP/1.1\r\n");
+    int has_host = 0;
+    write_headers(L, opts, b, &has_host);
+    if (!has_host) edge_buf_printf(b, "Host: %s\r\n", c->authority);
+    if (body || method_is(method, mlen, "POST") || method_is(method, mlen, "PUT") ||
+        method_is(method, mlen, "PATCH"))
+        edge_buf_printf(b, "Content-Length: %zu\r\n", blen);
+    edge_buf_append(b, "\r\n", 2);
+    if (body) edge_buf_append(b, body, blen);
+    r->is_head = method_is(method, mlen, "HEAD");
+    r->idempotent = idempotent(method, mlen);
+}
+
+/* ---- waiting and the result ---- */
+
+static void on_fetch_done(void *ud, edge_fetch_result *r)
+{
+    fetch_call *c = ud;
+    c->f = NULL;
+    edge_request *req = c->req;
+    if (r->resp) {
+        c->ok = 1;
+        c->resp = *r->resp;
+        memset(r->resp, 0, sizeof(*r->resp));
+    } else {
+        snprintf(c->err, sizeof(c->err), "%s", r->err);
+    }
+    edge_upstream_note *note = &req->upstream;
+    note->used = 1;
+    snprintf(note->addr, sizeof(note->addr), "%s", r->peer);
+    note->status = c->ok ? c->resp.status : 0;
+    note->seconds = r->seconds;
+    edge_script_wake(req);
+}
+
+static void cancel_fetch(void *ud)
+{
+    fetch_call *c = ud;
+    if (c->f) edge_fetch_cancel(c->f);
+    c->f = NULL;
+}
+
+/* Resumed: res = { status, headers, body }, or nil and the message. */
+static int fetch_continue(lua_State *L, int status, lua_KContext kctx)
+{
+    fetch_call *c = luaL_checkudata(L, CALL_SLOT, CALL_MT);
+    if (!c->ok) {
+        lua_pushnil(L);
+        lua_pushstring(L, c->err);
+        return 2;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, c->resp.status);
+    lua_setfield(L, -2, "status");
+    lua_createtable(L, 0, c->resp.n_headers);
+    int t = lua_gettop(L);
+    for (int i = 0; i < c->resp.n_headers; i++) {
+        const edge_header *h = &c->resp.headers[i];
+        lua_pushlstring(L, c->resp.data.base + h->name.off, h->name.len);
+        lua_pushlstring(L, c->resp.data.base + h->value.off, h->value.len);
+        edge_lua_add_repeatable(L, t);
+    }
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, c->resp.body.base ? c->resp.body.base : "", c->resp.body.len);
+    lua_setfield(L, -2, "body");
+    free_call(c);
+    return 1;
+}
+
+int edge_lua_fetch(lua_State *L, void *ud)
+{
+    const char *url = luaL_checkstring(L, 1);
+    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    int opts = lua_istable(L, 2) ? 2 : 0;
+    edge_request *req = edge_script_waitable(L, ud, "edge.fetch");
+    fetch_call *c = push_call(L);             /* slot 3 */
+    c->req = req;
+    size_t plen;
+    const char *path = parse_url(L, c, url, &plen);
+
+    edge_fetch_request r = {.label = url};
+    edge_fetch_target t = {.host = c->host, .port = c->port, .tls = c->tls};
+    read_timeouts(L, opts, &r.timeout);
+    read_keepalive(L, opts, &t.keepalive);
+    r.max_body = (size_t)opt_int(L, opts, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
+    r.retries = (int)opt_int(L, opts, "retries", 0, 0, MAX_RETRIES);
+    read_tls(L, opts, &t);
+    build_request(L, c, opts ? opts : 0, path, plen, &r);
+    r.wire = c->wire.base;
+    r.wire_len = c->wire.len;
+    c->f = edge_upstream_fetch(req->worker, &t, &r, on_fetch_done, c);
+    edge_buf_free(&c->wire);
+    lua_settop(L, CALL_SLOT);
+    return edge_script_wait(L, req, cancel_fetch, c, fetch_continue);
+}

@@ -1,0 +1,578 @@
+/* A client connection to an origin: connect, TLS, one request, one response. */
+#include "upstream_conn.h"
+#include "common.h"
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/x509_vfy.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define READ_CHUNK 16384
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents);
+static void on_timer(struct ev_loop *loop, ev_timer *t, int revents);
+static const llhttp_settings_t *parser_settings(void);
+
+/* ---- set-up ---- */
+
+static void format_peer(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        snprintf(out, n, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        snprintf(out, n, "%s:%u", ip, ntohs(a->sin_port));
+    }
+}
+
+static int start_tls(edge_upconn *c, const edge_upconn_tls *tls, char *err, size_t errlen)
+{
+    c->ssl = SSL_new(tls->ctx);
+    if (c->ssl == NULL) {
+        snprintf(err, errlen, "cannot create a TLS connection to %s", c->peer);
+        return EDGE_ERROR;
+    }
+    SSL_set_fd(c->ssl, c->fd);
+    SSL_set_connect_state(c->ssl);
+    if (tls->sni) SSL_set_tlsext_host_name(c->ssl, tls->sni);
+    if (tls->verify_name) {
+        SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+        SSL_set1_host(c->ssl, tls->verify_name);   /* an IP literal is matched against IP SANs */
+    } else {
+        SSL_set_verify(c->ssl, SSL_VERIFY_NONE, NULL);
+    }
+    if (tls->session) SSL_set_session(c->ssl, tls->session);
+    return EDGE_OK;
+}
+
+edge_upconn *edge_upconn_open(struct ev_loop *loop, const struct sockaddr_storage *addr,
+                              const edge_upconn_tls *tls, char *err, size_t errlen)
+{
+    edge_upconn *c = edge_calloc(1, sizeof(*c));
+    c->loop = loop;
+    c->born = ev_now(loop);
+    c->state = UC_CONNECTING;
+    format_peer(addr, c->peer, sizeof(c->peer));
+    ev_init(&c->io, on_io);
+    ev_init(&c->timer, on_timer);
+    c->fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        snprintf(err, errlen, "cannot open a socket to %s: %s", c->peer, strerror(errno));
+        edge_upconn_free(c);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    /* A failure at once (refused on loopback) is kept and reported from the
+     * loop by the exchange, like one that SO_ERROR tells later. */
+    if (connect(c->fd, (const struct sockaddr *)addr, len) < 0 && errno != EINPROGRESS)
+        c->connect_errno = errno;
+    if (tls->ctx && start_tls(c, tls, err, errlen) != EDGE_OK) {
+        edge_upconn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- finishing an exchange ---- */
+
+static void stop_watchers(edge_upconn *c)
+{
+    ev_io_stop(c->loop, &c->io);
+    ev_timer_stop(c->loop, &c->timer);
+}
+
+/* Ends the exchange with result; the callback may free c. */
+static void finish(edge_upconn *c, int result)
+{
+    stop_watchers(c);
+    c->state = UC_DONE;
+    if (result == EDGE_UPCONN_DONE) c->reusable = c->reusable && llhttp_should_keep_alive(&c->parser);
+    else c->reusable = 0;
+    edge_upconn_cb cb = c->cb;
+    c->cb = NULL;
+    cb(c, result, c->err, c->ud);
+}
+
+static void fail(edge_upconn *c, int result, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(edge_upconn *c, int result, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof(c->err), fmt, ap);
+    va_end(ap);
+    finish(c, result);
+}
+
+/* A reused connection that broke before any response byte: the origin
+ * closed it while idle. The caller may retry on a fresh one. */
+static void fail_io(edge_upconn *c, const char *what, int e)
+{
+    if (c->reused && !c->got_bytes) {
+        fail(c, EDGE_UPCONN_STALE, "%s %s: %s (a kept-alive connection the origin had closed)", what,
+             c->peer, e ? strerror(e) : "connection closed");
+        return;
+    }
+    fail(c, EDGE_UPCONN_FAILED, "%s %s: %s", what, c->peer, e ? strerror(e) : "connection closed");
+}
+
+static void arm(edge_upconn *c, int events, double timeout)
+{
+    if (c->io.fd != c->fd || (c->io.events & (EV_READ | EV_WRITE)) != events) {
+        ev_io_stop(c->loop, &c->io);
+        ev_io_set(&c->io, c->fd, events);
+        ev_io_start(c->loop, &c->io);
+    }
+    if (timeout >= 0) {
+        c->timer.repeat = timeout;
+        ev_timer_again(c->loop, &c->timer);
+    }
+}
+
+/* ---- connect and handshake ---- */
+
+static void connect_failed(edge_upconn *c, int e)
+{
+    if (e == ECONNREFUSED) fail(c, EDGE_UPCONN_CONNECT_FAILED, "connect refused: %s", c->peer);
+    else fail(c, EDGE_UPCONN_CONNECT_FAILED, "connect to %s failed: %s", c->peer, strerror(e));
+}
+
+static void tls_failed(edge_upconn *c)
+{
+    long v = SSL_get_verify_result(c->ssl);
+    char why[256];
+    if (v != X509_V_OK)
+        fail(c, EDGE_UPCONN_CONNECT_FAILED, "TLS certificate of %s not trusted: %s (tls.ca_file names "
+             "a private CA; tls.sni the name to check)", c->peer, X509_verify_cert_error_string(v));
+    else
+        fail(c, EDGE_UPCONN_CONNECT_FAILED, "TLS handshake with %s failed: %s", c->peer,
+             edge_tls_error_string(why, sizeof(why))[0] ? why : "connection closed");
+}
+
+static void start_sending(edge_upconn *c);
+
+static void step_handshake(edge_upconn *c)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) {
+        start_sending(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) arm(c, EV_READ, -1);
+    else if (e == SSL_ERROR_WANT_WRITE) arm(c, EV_WRITE, -1);
+    else tls_failed(c);
+}
+
+static void step_connect(edge_upconn *c)
+{
+    int e = c->connect_errno;
+    socklen_t len = sizeof(e);
+    if (e == 0 && getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0) e = errno;
+    if (e == EINPROGRESS) return;
+    if (e) {
+        connect_failed(c, e);
+        return;
+    }
+    if (c->ssl) {
+        c->state = UC_HANDSHAKE;
+        step_handshake(c);
+    } else {
+        start_sending(c);
+    }
+}
+
+/* ---- sending ---- */
+
+static void start_reading(edge_upconn *c);
+
+static void start_sending(edge_upconn *c)
+{
+    c->state = UC_SENDING;
+    arm(c, EV_WRITE, c->to.send);
+}
+
+/* Writes what it can: >0 bytes written, 0 would block, -1 failed (errno). */
+static ssize_t write_some(edge_upconn *c, const char *p, size_t n)
+{
+    if (c->ssl == NULL) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+        return w;
+    }
+    ERR_clear_error();
+    int w = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (w > 0) return w;
+    int e = SSL_get_error(c->ssl, w);
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) return 0;
+    errno = e == SSL_ERROR_SYSCALL && errno ? errno : EPIPE;
+    return -1;
+}
+
+static void step_send(edge_upconn *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t w = write_some(c, c->out.base + c->out_off, c->out.len - c->out_off);
+        if (w < 0) {
+            fail_io(c, "send to", errno);
+            return;
+        }
+        if (w == 0) {
+            arm(c, EV_WRITE, c->to.send);   /* progress or not, the timer restarts per attempt */
+            return;
+        }
+        c->out_off += (size_t)w;
+        c->timer.repeat = c->to.send;
+        ev_timer_again(c->loop, &c->timer);
+    }
+    start_reading(c);
+}
+
+/* ---- reading ---- */
+
+static void start_reading(edge_upconn *c)
+{
+    c->state = UC_READING;
+    arm(c, EV_READ, c->to.read);
+}
+
+/* Reads what it can: >0 bytes, 0 EOF, -1 failed (errno), -2 would block. */
+static ssize_t read_some(edge_upconn *c, char *buf, size_t n)
+{
+    if (c->ssl == NULL) {
+        ssize_t r = recv(c->fd, buf, n, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return -2;
+        return r;
+    }
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, buf, (int)n);
+    if (r > 0) return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -2;
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)) return 0;
+    if (e != SSL_ERROR_SYSCALL) errno = EPROTO;
+    return -1;
+}
+
+static void parse_failed(edge_upconn *c)
+{
+    if (c->err[0] == '\0')
+        snprintf(c->err, sizeof(c->err), "malformed response from %s: %s", c->peer,
+                 llhttp_get_error_reason(&c->parser));
+    finish(c, EDGE_UPCONN_FAILED);
+}
+
+/* Feeds bytes to llhttp; returns 1 when the exchange ended (c may be gone). */
+static int feed(edge_upconn *c, const char *p, size_t n)
+{
+    c->got_bytes = 1;
+    llhttp_errno_t rc = llhttp_execute(&c->parser, p, n);
+    if (rc == HPE_OK) return 0;
+    if (rc == HPE_PAUSED && c->complete) {
+        /* Bytes after the response: the framing is not what we think it is. */
+        c->reusable = llhttp_get_error_pos(&c->parser) == p + n;
+        finish(c, EDGE_UPCONN_DONE);
+        return 1;
+    }
+    parse_failed(c);
+    return 1;
+}
+
+static void on_eof(edge_upconn *c)
+{
+    if (!c->got_bytes) {
+        fail_io(c, "read from", 0);
+        return;
+    }
+    llhttp_errno_t rc = llhttp_finish(&c->parser);
+    if ((rc == HPE_OK || rc == HPE_PAUSED) && c->complete) {   /* close-delimited body */
+        c->reusable = 0;
+        finish(c, EDGE_UPCONN_DONE);
+        return;
+    }
+    if (c->err[0] == '\0')
+        snprintf(c->err, sizeof(c->err), "%s closed the connection before the response was complete",
+                 c->peer);
+    finish(c, EDGE_UPCONN_FAILED);
+}
+
+static void step_read(edge_upconn *c)
+{
+    char buf[READ_CHUNK];
+    for (int i = 0; i < 16; i++) {      /* fair to other connections on this loop */
+        ssize_t r = read_some(c, buf, sizeof(buf));
+        if (r == -2) break;
+        if (r == 0) {
+            on_eof(c);
+            return;
+        }
+        if (r < 0) {
+            fail_io(c, "read from", errno);
+            return;
+        }
+        c->timer.repeat = c->to.read;
+        ev_timer_again(c->loop, &c->timer);
+        if (feed(c, buf, (size_t)r)) return;
+    }
+}
+
+/* ---- the exchange ---- */
+
+static void reset_exchange(edge_upconn *c)
+{
+    edge_buf_reset(&c->resp.data, 0);
+    edge_buf_reset(&c->resp.body, 0);
+    c->resp.n_headers = 0;
+    c->resp.status = 0;
+    edge_buf_reset(&c->hname, 0);
+    edge_buf_reset(&c->hvalue, 0);
+    c->header_bytes = 0;
+    c->header_fields = 0;
+    c->got_bytes = c->complete = c->reusable = c->in_value = 0;
+    c->err[0] = '\0';
+}
+
+void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
+                          size_t max_body, int is_head, const char *label, edge_upconn_cb cb, void *ud)
+{
+    stop_watchers(c);
+    reset_exchange(c);
+    edge_buf_reset(&c->out, 0);
+    edge_buf_append(&c->out, wire, n);
+    c->out_off = 0;
+    c->to = *to;
+    c->max_body = max_body;
+    c->is_head = is_head;
+    c->label = label;
+    c->cb = cb;
+    c->ud = ud;
+    c->reused = c->nreq > 0;
+    c->nreq++;
+    llhttp_init(&c->parser, HTTP_RESPONSE, parser_settings());
+    c->parser.data = c;
+    ev_init(&c->io, on_io);             /* a parked connection had the idle callbacks */
+    ev_io_set(&c->io, c->fd, 0);
+    ev_init(&c->timer, on_timer);
+    if (c->state == UC_CONNECTING) {
+        arm(c, EV_WRITE, to->connect);     /* writable: connected, or SO_ERROR says why not */
+    } else {
+        c->state = UC_SENDING;
+        arm(c, EV_WRITE, to->send);        /* go through the loop even when a write would succeed */
+    }
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    edge_upconn *c = edge_container_of(w, edge_upconn, io);
+    switch (c->state) {
+    case UC_CONNECTING: step_connect(c); break;
+    case UC_HANDSHAKE:  step_handshake(c); break;
+    case UC_SENDING:    step_send(c); break;
+    case UC_READING:    step_read(c); break;
+    case UC_IDLE:       break;             /* parked: see on_idle_io */
+    case UC_DONE:       stop_watchers(c); break;
+    }
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_upconn *c = edge_container_of(t, edge_upconn, timer);
+    if (c->state == UC_CONNECTING || c->state == UC_HANDSHAKE)
+        fail(c, EDGE_UPCONN_CONNECT_FAILED, "connect timeout after %g s: %s", c->to.connect, c->peer);
+    else if (c->state == UC_SENDING)
+        fail(c, EDGE_UPCONN_TIMEOUT, "send timeout after %g s: %s", c->to.send, c->label);
+    else if (c->state == UC_READING)
+        fail(c, EDGE_UPCONN_TIMEOUT, "read timeout after %g s: %s", c->to.read, c->label);
+}
+
+int edge_upconn_reusable(const edge_upconn *c)
+{
+    return c->reusable;
+}
+
+/* ---- idle in a pool ---- */
+
+/* Readable while idle: EOF, an error or bytes nobody asked for all end the
+ * connection. A TLS 1.3 session ticket arriving late is read and kept. */
+static void on_idle_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    edge_upconn *c = edge_container_of(w, edge_upconn, io);
+    char b[512];
+    ssize_t r = read_some(c, b, sizeof(b));
+    if (r == -2) return;
+    stop_watchers(c);
+    c->idle_cb(c, c->idle_ud);
+}
+
+static void on_idle_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_upconn *c = edge_container_of(t, edge_upconn, timer);
+    stop_watchers(c);
+    c->idle_cb(c, c->idle_ud);
+}
+
+void edge_upconn_park(edge_upconn *c, double idle_timeout, edge_upconn_idle_cb cb, void *ud)
+{
+    stop_watchers(c);
+    c->state = UC_IDLE;
+    c->idle_cb = cb;
+    c->idle_ud = ud;
+    edge_buf_free(&c->out);
+    ev_io_init(&c->io, on_idle_io, c->fd, EV_READ);
+    ev_io_start(c->loop, &c->io);
+    ev_timer_init(&c->timer, on_idle_timer, idle_timeout, 0.);
+    ev_timer_start(c->loop, &c->timer);
+}
+
+SSL_SESSION *edge_upconn_session(edge_upconn *c)
+{
+    if (c->ssl == NULL) return NULL;
+    SSL_SESSION *s = SSL_get1_session(c->ssl);
+    if (s && !SSL_SESSION_is_resumable(s)) {
+        SSL_SESSION_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void edge_upconn_free(edge_upconn *c)
+{
+    if (c == NULL) return;
+    stop_watchers(c);
+    if (c->ssl) SSL_free(c->ssl);      /* no close_notify: the origin sees a plain close */
+    if (c->fd >= 0) close(c->fd);
+    edge_buf_free(&c->out);
+    edge_buf_free(&c->resp.data);
+    edge_buf_free(&c->resp.body);
+    free(c->resp.headers);
+    edge_buf_free(&c->hname);
+    edge_buf_free(&c->hvalue);
+    free(c);
+}
+
+/* ---- llhttp callbacks ---- */
+
+static int header_limit(edge_upconn *c, size_t more)
+{
+    c->header_bytes += more;
+    if (c->header_bytes <= EDGE_UPSTREAM_HEADER_BYTES) return 0;
+    snprintf(c->err, sizeof(c->err), "malformed response from %s: headers larger than %d bytes", c->peer,
+             EDGE_UPSTREAM_HEADER_BYTES);
+    return -1;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t n)
+{
+    return header_limit(p->data, n);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    edge_upconn *c = p->data;
+    if (header_limit(c, n)) return -1;
+    edge_buf_append(&c->hname, at, n);
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    edge_upconn *c = p->data;
+    if (header_limit(c, n)) return -1;
+    edge_buf_append(&c->hvalue, at, n);
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    edge_upconn *c = p->data;
+    if (++c->header_fields > EDGE_UPSTREAM_HEADER_FIELDS) {
+        snprintf(c->err, sizeof(c->err), "malformed response from %s: more than %d header fields",
+                 c->peer, EDGE_UPSTREAM_HEADER_FIELDS);
+        return -1;
+    }
+    for (size_t i = 0; i < c->hname.len; i++)
+        c->hname.base[i] = (char)(c->hname.base[i] >= 'A' && c->hname.base[i] <= 'Z'
+                                  ? c->hname.base[i] + 32 : c->hname.base[i]);
+    edge_response_add_header(&c->resp, c->hname.base ? c->hname.base : "", c->hname.len,
+                             c->hvalue.base ? c->hvalue.base : "", c->hvalue.len);
+    c->hname.len = c->hvalue.len = 0;
+    return 0;
+}
+
+/* 1 tells llhttp the response has no body (HEAD). A 1xx is dropped whole:
+ * its headers go, and llhttp parses the next response. */
+static int on_headers_complete(llhttp_t *p)
+{
+    edge_upconn *c = p->data;
+    int status = p->status_code;
+    if (status == 101) {
+        snprintf(c->err, sizeof(c->err), "malformed response from %s: 101 Switching Protocols to a "
+                 "request that asked for no upgrade", c->peer);
+        return -1;
+    }
+    if (status >= 100 && status < 200) return 0;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->max_body && !c->is_head &&
+        edge_http_status_has_body(status)) {
+        snprintf(c->err, sizeof(c->err), "response body larger than max_body (%zu)", c->max_body);
+        return -1;
+    }
+    c->resp.status = status;
+    return c->is_head ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    edge_upconn *c = p->data;
+    if (c->resp.body.len + n > c->max_body) {
+        snprintf(c->err, sizeof(c->err), "response body larger than max_body (%zu)", c->max_body);
+        return -1;
+    }
+    edge_buf_append(&c->resp.body, at, n);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    edge_upconn *c = p->data;
+    int status = p->status_code;
+    if (status >= 100 && status < 200) {
+        c->resp.n_headers = 0;
+        c->resp.data.len = 0;
+        c->header_bytes = 0;
+        c->header_fields = 0;
+        return 0;
+    }
+    c->complete = 1;
+    c->reusable = 1;
+    return HPE_PAUSED;      /* stop here: what follows, if anything, is not ours */
+}
+
+static const llhttp_settings_t settings = {
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static const llhttp_settings_t *parser_settings(void)
+{
+    return &settings;
+}

@@ -1,0 +1,262 @@
+/* edge.fetch's C side: one request to an origin, with its retries. */
+#include "upstream_fetch.h"
+#include "common.h"
+#include "log.h"
+#include "metrics.h"
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct edge_fetch {
+    edge_worker *w;
+    edge_pool   *pool;          /* set once the address is known; busy while held */
+    edge_upconn *conn;          /* the connection of the exchange in progress */
+    struct sockaddr_storage addr;
+    char        *host, *sni, *ca_file, *label, *wire;
+    size_t       wire_len;
+    int          port, tls, verify, is_head, idempotent, retries_left, stale_retried;
+    size_t       max_body;
+    edge_fetch_timeouts to;
+    edge_keepalive ka;
+    ev_timer     defer;         /* reports an error found before any I/O, from the loop */
+    double       started;
+    edge_response resp;         /* the response, moved off its connection */
+    int          ok;
+    edge_fetch_cb cb;
+    void        *ud;
+    char         peer[64];
+    char         err[384];
+};
+
+static void attempt(edge_fetch *f, int fresh);
+
+/* ---- reporting ---- */
+
+static void free_fetch(edge_fetch *f)
+{
+    ev_timer_stop(f->w->loop, &f->defer);
+    if (f->conn) edge_upconn_free(f->conn);
+    if (f->pool) f->pool->busy--;
+    edge_buf_free(&f->resp.data);
+    edge_buf_free(&f->resp.body);
+    free(f->resp.headers);
+    free(f->host);
+    free(f->sni);
+    free(f->ca_file);
+    free(f->label);
+    free(f->wire);
+    free(f);
+}
+
+/* Frees f, then runs the callback: whatever it does (it may free the
+ * request that started f), f is no longer there to be touched. */
+static void report(edge_fetch *f)
+{
+    edge_response resp = f->resp;
+    memset(&f->resp, 0, sizeof(f->resp));
+    char err[sizeof(f->err)], peer[sizeof(f->peer)];
+    memcpy(err, f->err, sizeof(err));
+    memcpy(peer, f->peer, sizeof(peer));
+    edge_fetch_result r = {.resp = f->ok ? &resp : NULL, .err = err, .peer = peer,
+                           .seconds = ev_now(f->w->loop) - f->started};
+    edge_metrics_upstream(&f->w->counters, f->ok ? resp.status : 0, r.seconds);
+    edge_fetch_cb cb = f->cb;
+    void *ud = f->ud;
+    free_fetch(f);
+    cb(ud, &r);
+    edge_buf_free(&resp.data);
+    edge_buf_free(&resp.body);
+    free(resp.headers);
+}
+
+static void on_defer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    report(edge_container_of(t, edge_fetch, defer));
+}
+
+static void fail_later(edge_fetch *f, const char *msg)
+{
+    snprintf(f->err, sizeof(f->err), "%s", msg);
+    f->ok = 0;
+    ev_timer_set(&f->defer, 0., 0.);
+    ev_timer_start(f->w->loop, &f->defer);
+}
+
+/* ---- the exchange's outcome ---- */
+
+static int may_retry(edge_fetch *f, int result)
+{
+    if (!f->idempotent) return 0;
+    if (result == EDGE_UPCONN_STALE && !f->stale_retried) {
+        f->stale_retried = 1;             /* once, and not counted as a failure */
+        return 1;
+    }
+    if ((result == EDGE_UPCONN_CONNECT_FAILED || result == EDGE_UPCONN_TIMEOUT) && f->retries_left > 0) {
+        f->retries_left--;
+        return 1;
+    }
+    return 0;
+}
+
+static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
+{
+    edge_fetch *f = ud;
+    f->conn = NULL;
+    if (result == EDGE_UPCONN_CONNECT_FAILED) EDGE_COUNT(f->w->counters.upstream_connect_failures);
+    if (result == EDGE_UPCONN_DONE) {
+        f->resp = c->resp;
+        memset(&c->resp, 0, sizeof(c->resp));
+        f->ok = 1;
+        if (c->ssl) edge_pool_keep_session(f->pool, c);
+        edge_pool_put(f->pool, c);
+        report(f);
+        return;
+    }
+    /* A timeout after response bytes is not retried: the origin acted on it. */
+    int retry = !(result == EDGE_UPCONN_TIMEOUT && c->got_bytes) && may_retry(f, result);
+    snprintf(f->err, sizeof(f->err), "%s", err);
+    edge_upconn_free(c);
+    if (retry) attempt(f, 1);
+    else report(f);
+}
+
+/* ---- connecting ---- */
+
+static int is_ip_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static edge_upconn *open_conn(edge_fetch *f)
+{
+    char err[320];
+    edge_upconn_tls tls = {0};
+    if (f->tls) {
+        tls.ctx = edge_pools_client_ctx(&f->w->upstream_pools, f->ca_file, err, sizeof(err));
+        if (tls.ctx == NULL) {
+            fail_later(f, err);
+            return NULL;
+        }
+        const char *name = f->sni ? f->sni : f->host;
+        tls.sni = is_ip_literal(name) ? NULL : name;
+        tls.verify_name = f->verify ? name : NULL;
+        tls.session = f->pool->session;
+    }
+    edge_upconn *c = edge_upconn_open(f->w->loop, &f->addr, &tls, err, sizeof(err));
+    if (c == NULL) fail_later(f, err);
+    else EDGE_COUNT(f->w->counters.upstream_conns_opened);
+    return c;
+}
+
+/* Sends on the warmest idle connection, or on a new one when fresh is set
+ * (a retry) or the pool is empty. */
+static void attempt(edge_fetch *f, int fresh)
+{
+    edge_upconn *c = fresh ? NULL : edge_pool_take(f->pool);
+    if (c) EDGE_COUNT(f->w->counters.upstream_conns_reused);
+    else if ((c = open_conn(f)) == NULL) return;
+    snprintf(f->peer, sizeof(f->peer), "%s", c->peer);
+    f->conn = c;
+    edge_upconn_exchange(c, f->wire, f->wire_len, &f->to, f->max_body, f->is_head, f->label, on_exchange, f);
+}
+
+static void use_address(edge_fetch *f, const struct sockaddr_storage *addr)
+{
+    f->addr = *addr;
+    char ip[INET6_ADDRSTRLEN] = "";
+    const void *a = addr->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
+                                                : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
+    inet_ntop(addr->ss_family, a, ip, sizeof(ip));
+    char key[1024];
+    snprintf(key, sizeof(key), "%s|%s|%d|%s|%d|%s", f->tls ? "tls" : "tcp", ip, f->port,
+             f->sni ? f->sni : f->host, f->verify, f->ca_file ? f->ca_file : "");
+    int created;
+    f->pool = edge_pools_get(&f->w->upstream_pools, key, &f->ka, &created);
+    f->pool->busy++;
+    if (created && f->tls && !f->verify)
+        edge_log(EDGE_LOG_WARN, 0, "edge.fetch: TLS certificates of %s:%d are not verified "
+                 "(tls.verify = false)", f->host, f->port);
+}
+
+/* ---- names ---- */
+
+static void on_resolved(void *ud, int status, const struct sockaddr_storage *addrs, int n, const char *err)
+{
+    edge_fetch *f = ud;
+    if (status != EDGE_OK || n < 1) {
+        fail_later(f, err);
+        return;
+    }
+    use_address(f, &addrs[0]);
+    attempt(f, 0);
+}
+
+/* The one place edge.fetch turns a host into an address. Until the worker
+ * has a resolver (src/resolver.h), only IP literals are accepted. */
+static void resolve(edge_fetch *f)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, f->host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)f->port);
+    } else if (inet_pton(AF_INET6, f->host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)f->port);
+    } else {
+        char err[320];
+        snprintf(err, sizeof(err), "cannot resolve %s: name resolution is not available", f->host);
+        on_resolved(f, EDGE_ERROR, NULL, 0, err);
+        return;
+    }
+    on_resolved(f, EDGE_OK, &ss, 1, NULL);
+}
+
+/* ---- the entry points ---- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? edge_strdup(s) : NULL;
+}
+
+edge_fetch *edge_upstream_fetch(edge_worker *w, const edge_fetch_target *t, const edge_fetch_request *r,
+                                edge_fetch_cb cb, void *ud)
+{
+    edge_fetch *f = edge_calloc(1, sizeof(*f));
+    f->w = w;
+    f->host = edge_strdup(t->host);
+    f->sni = dup_or_null(t->sni);
+    f->ca_file = dup_or_null(t->ca_file);
+    f->label = edge_strdup(r->label);
+    f->wire = edge_malloc(r->wire_len ? r->wire_len : 1);
+    memcpy(f->wire, r->wire, r->wire_len);
+    f->wire_len = r->wire_len;
+    f->port = t->port;
+    f->tls = t->tls;
+    f->verify = t->verify;
+    f->ka = t->keepalive;
+    f->is_head = r->is_head;
+    f->idempotent = r->idempotent;
+    f->retries_left = r->retries;
+    f->max_body = r->max_body;
+    f->to = r->timeout;
+    f->cb = cb;
+    f->ud = ud;
+    f->started = ev_now(w->loop);
+    ev_init(&f->defer, on_defer);
+    if (t->addr) on_resolved(f, EDGE_OK, t->addr, 1, NULL);
+    else resolve(f);
+    return f;
+}
+
+void edge_fetch_cancel(edge_fetch *f)
+{
+    free_fetch(f);      /* closes the connection in use: a half-done exchange is never pooled */
+}
