@@ -101,6 +101,7 @@ static void finish(edge_upconn *c, int result)
 {
     stop_watchers(c);
     c->state = UC_DONE;
+    c->clean = result == EDGE_UPCONN_DONE;
     if (result == EDGE_UPCONN_DONE) c->reusable = c->reusable && llhttp_should_keep_alive(&c->parser);
     else c->reusable = 0;
     edge_upconn_cb cb = c->cb;
@@ -155,7 +156,7 @@ static void tls_failed(edge_upconn *c)
 {
     long v = SSL_get_verify_result(c->ssl);
     char why[256];
-    if (v != X509_V_OK)
+    if (v != X509_V_OK && SSL_get_verify_mode(c->ssl) != SSL_VERIFY_NONE)
         fail(c, EDGE_UPCONN_CONNECT_FAILED, "TLS certificate of %s not trusted: %s (tls.ca_file names "
              "a private CA; tls.sni the name to check)", c->peer, X509_verify_cert_error_string(v));
     else
@@ -343,7 +344,7 @@ static void reset_exchange(edge_upconn *c)
     edge_buf_reset(&c->hvalue, 0);
     c->header_bytes = 0;
     c->header_fields = 0;
-    c->got_bytes = c->complete = c->reusable = c->in_value = 0;
+    c->got_bytes = c->complete = c->reusable = c->in_value = c->clean = 0;
     c->err[0] = '\0';
 }
 
@@ -454,7 +455,11 @@ void edge_upconn_free(edge_upconn *c)
 {
     if (c == NULL) return;
     stop_watchers(c);
-    if (c->ssl) SSL_free(c->ssl);      /* no close_notify: the origin sees a plain close */
+    /* After a complete exchange, close_notify: OpenSSL would otherwise mark
+     * the session (which the pool keeps for resumption) not resumable. A
+     * connection that failed midway does not vouch for its session. */
+    if (c->ssl && c->clean) SSL_shutdown(c->ssl);
+    if (c->ssl) SSL_free(c->ssl);
     if (c->fd >= 0) close(c->fd);
     edge_buf_free(&c->out);
     edge_buf_free(&c->resp.data);

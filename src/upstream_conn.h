@@ -80,7 +80,8 @@ struct edge_upconn {
     edge_buf    hname, hvalue;
     size_t      header_bytes;
     int         header_fields;
-    unsigned    is_head : 1, reused : 1, got_bytes : 1, complete : 1, reusable : 1, in_value : 1;
+    unsigned    is_head : 1, reused : 1, got_bytes : 1, complete : 1, reusable : 1, in_value : 1,
+                clean : 1;                 /* the last exchange ended with a whole response */
     edge_upconn_cb cb;
     void       *ud;
     edge_upconn_idle_cb idle_cb;
