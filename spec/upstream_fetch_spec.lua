@@ -94,6 +94,25 @@ describe("edge.fetch against nginx #e2e", function()
     assert.is_true(metric(srv, "edge_upstream_connections_reused_total") - reused >= 98)
   end)
 
+  it("closes connections after keepalive.max_requests and idle_timeout; keepalive = false pools none", function()
+    local url = ("http://127.0.0.1:%d/echo"):format(ngx.port)
+    local function opened_by(opts, n, pause)
+      local before = metric(srv, "edge_upstream_connections_opened_total")
+      if pause then
+        assert.are.equal(200, fetch(srv, url, opts).status)
+        util.sleep(pause)
+        n = n - 1
+      end
+      assert.are.equal(200, fetch(srv, url, opts, n).status)
+      return metric(srv, "edge_upstream_connections_opened_total") - before
+    end
+    -- A pool of size 0 takes its idle connection and keeps none: from here on it is empty.
+    assert.are.equal(200, fetch(srv, url, "{ keepalive = false }").status)
+    assert.are.equal(3, opened_by("{ keepalive = { max_requests = 2 } }", 6))
+    assert.are.equal(3, opened_by("{ keepalive = false }", 3))
+    assert.are.equal(2, opened_by("{ keepalive = { idle_timeout = 0.3 } }", 2, 0.7))
+  end)
+
   it("drops an idle connection the origin closed (keepalive_timeout 1s) and opens a new one", function()
     local url = ("http://127.0.0.1:%d/"):format(ngx.short_port)
     local errors = metric(srv, 'edge_upstream_requests_total{code="error"}')
@@ -137,6 +156,12 @@ describe("edge.fetch against nginx #e2e", function()
       assert.truthy(res.body:find("TLS certificate of 127.0.0.1:" .. ngx.tls_port .. " not trusted: self", 1, true),
         res.body)
       assert.truthy(res.body:find("tls.ca_file", 1, true), res.body)
+    end)
+
+    it("sends SNI: tls.sni, or the URL's host when it is a name", function()
+      local res = fetch(srv, url("/sni"), ('{ tls = { ca_file = %q, sni = "localhost" } }'):format(CA))
+      assert.are.equal(200, res.status, res.body)
+      assert.are.equal("localhost", field(res.body, "body"))
     end)
 
     it("refuses a certificate that does not match tls.sni", function()

@@ -120,6 +120,7 @@ static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
     int retry = !(result == EDGE_UPCONN_TIMEOUT && c->got_bytes) && may_retry(f, result);
     snprintf(f->err, sizeof(f->err), "%s", err);
     edge_upconn_free(c);
+    if (retry) edge_log(EDGE_LOG_INFO, 0, "edge.fetch: trying %s again on a new connection: %s", f->label, f->err);
     if (retry) attempt(f, 1);
     else report(f);
 }

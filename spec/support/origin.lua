@@ -10,7 +10,7 @@
 --
 -- nginx answers:  /echo  "$request_method $request_uri $http_x_test" with two
 -- Set-Cookie headers;  /host  the Host it got;  /reused  $ssl_session_reused;
--- /files/big  2 MiB;  anything else 404.
+-- /sni  $ssl_server_name;  /files/big  2 MiB;  anything else 404.
 local proc = require "support.proc"
 local util = require "support.util"
 local socket = require "socket"
@@ -63,6 +63,7 @@ http {
                      return 200 "$request_method $request_uri $http_x_test"; }
     location /host { return 200 "$http_host"; }
     location /reused { return 200 "$ssl_session_reused"; }
+    location /sni { return 200 "$ssl_server_name"; }
     location /files/ { alias %s/files/; }
   }
   server {
