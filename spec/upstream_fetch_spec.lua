@@ -59,6 +59,13 @@ describe("edge.fetch against nginx #e2e", function()
     assert.truthy(field(res.body, "headers"):find("server:nginx", 1, true), res.body)
   end)
 
+  it("works for an HTTP/2 request too", function()
+    local res = srv:request { plain = true, http2 = true, path = "/f",
+                              headers = { ["x-url"] = ("http://127.0.0.1:%d/echo"):format(ngx.port) } }
+    assert.are.equal("2", res.http_version)
+    assert.are.equal("GET /echo ", field(res.body, "body"))
+  end)
+
   it("sends Host as the URL's authority unless the script sets one", function()
     local res = fetch(srv, ("http://127.0.0.1:%d/host"):format(ngx.port))
     assert.are.equal(("127.0.0.1:%d"):format(ngx.port), field(res.body, "body"))

@@ -371,6 +371,7 @@ void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge
     ev_init(&c->timer, on_timer);
     if (c->state == UC_CONNECTING) {
         arm(c, EV_WRITE, to->connect);     /* writable: connected, or SO_ERROR says why not */
+        if (c->connect_errno) ev_feed_event(c->loop, &c->io, EV_WRITE);   /* failed already */
     } else {
         c->state = UC_SENDING;
         arm(c, EV_WRITE, to->send);        /* go through the loop even when a write would succeed */
