@@ -234,7 +234,7 @@ static void step_send(edge_upconn *c)
             return;
         }
         if (w == 0) {
-            arm(c, EV_WRITE, c->to.send);   /* progress or not, the timer restarts per attempt */
+            arm(c, EV_WRITE, -1);           /* the timer restarts on progress only */
             return;
         }
         c->out_off += (size_t)w;
@@ -330,6 +330,8 @@ static void step_read(edge_upconn *c)
         ev_timer_again(c->loop, &c->timer);
         if (feed(c, buf, (size_t)r)) return;
     }
+    /* Stopped for fairness: bytes OpenSSL already holds raise no fd event. */
+    if (c->ssl && SSL_pending(c->ssl) > 0) ev_feed_event(c->loop, &c->io, EV_READ);
 }
 
 /* ---- the exchange ---- */
