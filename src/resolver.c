@@ -393,7 +393,11 @@ static void why_failed(const edge_resolver *r, int status, int family, char *buf
         break;
     case ARES_ESERVFAIL: snprintf(buf, len, "DNS server failure (SERVFAIL from %s)", r->servers); break;
     case ARES_EREFUSED: snprintf(buf, len, "DNS query refused by %s", r->servers); break;
-    case ARES_ECONNREFUSED: snprintf(buf, len, "DNS servers unreachable (%s)", r->servers); break;
+    /* c-ares 1.18 reports SERVFAIL and REFUSED (after trying every server)
+     * the same way as an unreachable server. */
+    case ARES_ECONNREFUSED:
+        snprintf(buf, len, "no DNS server answered (%s: SERVFAIL, REFUSED or unreachable)", r->servers);
+        break;
     case ARES_EDESTRUCTION: case ARES_ECANCELLED: snprintf(buf, len, "resolver shut down"); break;
     case ARES_EBADNAME: snprintf(buf, len, "not a valid host name"); break;
     default: snprintf(buf, len, "%s (servers %s)", ares_strerror(status), r->servers); break;
