@@ -141,6 +141,43 @@ for _, b in ipairs(BINARIES) do
       assert.are.equal(0, server:total_queries())
     end)
 
+    it("fails malformed names at once, with no DNS query", function()
+      server = dns.start({})
+      d = driver(b.path, { servers = server.server })
+      local long = string.rep(string.rep("a", 60) .. ".", 4) .. string.rep("b", 50) .. ".test"   -- 300 bytes
+      d:run("resolve 1 a/b.edge.test 80", "resolve 2 " .. long .. " 80", "resolve 3 [zz] 80", "resolve 4 [::1 80")
+      assert.are.equal("cb 1 error sync cannot resolve a/b.edge.test: not a valid host name", d:cb("1"))
+      -- The name is cut at 253 bytes in the message.
+      assert.are.equal("cb 2 error sync cannot resolve " .. long:sub(1, 253) .. ": not a valid host name", d:cb("2"))
+      assert.are.equal("cb 3 error sync cannot resolve [zz]: bad IPv6 address", d:cb("3"))
+      assert.are.equal("cb 4 error sync cannot resolve [::1: bad IPv6 address", d:cb("4"))
+      d:quit()
+      assert.are.equal(0, server:total_queries())
+    end)
+
+    it("keeps at most 1024 names per resolver, dropping the oldest answer first", function()
+      local records, cmds = {}, {}
+      for i = 1, 1030 do
+        records["n" .. i .. ".edge.test"] = { a = { "10.1." .. (i // 256) .. "." .. (i % 256) }, ttl = 60 }
+        cmds[i] = "resolve n" .. i .. " n" .. i .. ".edge.test 80"
+      end
+      server = dns.start(records)
+      d = driver(b.path, { servers = server.server, family = 4, timeout = 10 })
+      d:run(table.unpack(cmds, 1, 515))
+      d:run(table.unpack(cmds, 516, 1030))
+      local ok_line, deadline = "^cb n%d+ ok async 10%.1%.%d+%.%d+:80$", util.now() + 20
+      while d:count(ok_line) < 1030 and util.now() < deadline and not d:out():find("error") do util.sleep(0.05) end
+      assert.are.equal(1030, d:count(ok_line), d:out():sub(1, 3000))
+      -- (A query may have been sent twice above: 1030 at once overflow a UDP buffer.)
+      local asked1, asked1030 = server:queries("n1.edge.test"), server:queries("n1030.edge.test")
+      d:run("resolve again1030 n1030.edge.test 81", "resolve again1 n1.edge.test 81")
+      assert.are.equal("cb again1030 ok sync 10.1.4.6:81", d:cb("again1030"))
+      assert.are.equal("cb again1 ok async 10.1.0.1:81", d:wait_cb("again1"))
+      assert.are.equal(asked1 + 1, server:queries("n1.edge.test"))
+      assert.are.equal(asked1030, server:queries("n1030.edge.test"))
+      d:quit()
+    end)
+
     it("resolves localhost from /etc/hosts without asking DNS", function()
       server = dns.start({ ["localhost"] = { a = { "10.9.9.9" } } })
       d = driver(b.path, { servers = server.server })

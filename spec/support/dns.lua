@@ -40,7 +40,9 @@ local function replace_file(path, text)
   assert(os.rename(path .. ".tmp", path))
 end
 
+local parsed_text, parsed
 local function parse_records(text)
+  if text == parsed_text then return parsed end   -- the same file: parsed once, not per query
   local names = {}
   for name, ttl, kind, value in (text or ""):gmatch("(%S+) (%d+) (%u+) (%S+)") do
     local n = names[name] or { ttl = tonumber(ttl), A = {}, AAAA = {} }
@@ -48,6 +50,7 @@ local function parse_records(text)
     if kind == "SILENT" then n.silent = true
     elseif kind == "A" or kind == "AAAA" then table.insert(n[kind], value) end
   end
+  parsed_text, parsed = text, names
   return names
 end
 
