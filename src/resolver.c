@@ -396,7 +396,10 @@ static void why_failed(const edge_resolver *r, int status, int family, char *buf
     /* c-ares 1.18 reports SERVFAIL and REFUSED (after trying every server)
      * the same way as an unreachable server. */
     case ARES_ECONNREFUSED:
-        snprintf(buf, len, "no DNS server answered (%s: SERVFAIL, REFUSED or unreachable)", r->servers);
+        /* The return value is read so that a long server list may truncate
+         * the message (a message, not data) without -Wformat-truncation. */
+        if (snprintf(buf, len, "no DNS server answered (%s: SERVFAIL, REFUSED or unreachable)", r->servers) < 0)
+            buf[0] = '\0';
         break;
     case ARES_EDESTRUCTION: case ARES_ECANCELLED: snprintf(buf, len, "resolver shut down"); break;
     case ARES_EBADNAME: snprintf(buf, len, "not a valid host name"); break;
