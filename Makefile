@@ -13,9 +13,9 @@ SANITIZE ?=
 LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_INC  := /usr/share/include/llhttp
 
-PKGS    := lua5.4 openssl libnghttp2
+PKGS    := lua5.4 openssl libnghttp2 libcares
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo "-llua5.4 -lssl -lcrypto -lnghttp2")
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo "-llua5.4 -lssl -lcrypto -lnghttp2 -lcares")
 
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
@@ -91,6 +91,22 @@ build/test/cache_stress_asan: $(STRESS_SRCS) $(wildcard src/*.h)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(STRESS_SRCS)
 
+# The resolver driver (spec/c/resolver_driver.c, run by spec/resolver_spec.lua):
+# src/resolver.c on its own ev loop, built plain and under ASan + UBSan.
+.PHONY: resolver-driver
+DRIVER_SRCS := spec/c/resolver_driver.c src/resolver.c src/log.c src/alloc.c
+DRIVER_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -O1 -g -fno-omit-frame-pointer $(WARN)
+DRIVER_LIBS := -lcares -lev -lm
+resolver-driver: build/test/resolver_driver build/test/resolver_driver_asan
+build/test/resolver_driver: $(DRIVER_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(DRIVER_CFLAGS) -o $@ $(DRIVER_SRCS) $(DRIVER_LIBS)
+build/test/resolver_driver_asan: $(DRIVER_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(DRIVER_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(DRIVER_SRCS) $(DRIVER_LIBS)
+
 deps:
 	$(Q)scripts/install-deps.sh
 
@@ -103,7 +119,7 @@ run: deps
 	./edge -s lua/default.lua
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress fuzz-build
+	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress resolver-driver fuzz-build
 	$(Q)scripts/gen-certs.sh
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/test.sh
 

@@ -12,14 +12,7 @@ local util = require "support.util"
 
 local LOGS = "spec/fixtures/logs.lua"
 
-local function wait_until(fn, timeout)
-  local deadline = util.now() + timeout
-  repeat
-    local v = fn()
-    if v then return v end
-    util.sleep(0.05)
-  until util.now() > deadline
-end
+local wait_until = util.wait_until
 
 --- The lines of path that contain needle, once there is at least one (3 s).
 local function lines_with(path, needle)

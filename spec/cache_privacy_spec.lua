@@ -150,6 +150,9 @@ describe("cache privacy: what selects a response, and who may share it #e2e", fu
     local none2 = get("/vary", { ["Accept-Language"] = "" })   -- empty, not absent
     assert.are.equal("MISS", none2.headers["x-cache"])
     assert.are.equal(4, calls("/vary"))
+    -- The base key holds no response a script could be handed by mistake.
+    assert.are.equal("status=nil", get("/peek?p=/vary").body)
+    assert.are.equal("status=200", get("/peek?p=/cookie-force").body)   -- stored above
   end)
 
   it("normalises white space in varied values, and varies by every field named", function()

@@ -8,14 +8,7 @@ local admin = require "support.admin"
 
 local CACHE = "spec/fixtures/cache.lua"
 
-local function wait_until(fn, timeout)
-  local deadline = util.now() + timeout
-  repeat
-    local v = fn()
-    if v then return v end
-    util.sleep(0.1)
-  until util.now() > deadline
-end
+local wait_until = util.wait_until
 
 describe("cache sweep #e2e", function()
   local srv, aport

@@ -35,15 +35,7 @@ local function edge_in(dir, bin, ...)
   return util.run({ "sh", "-c", "cd " .. util.q(dir) .. " && exec " .. util.qall(argv) }, { timeout = 10 })
 end
 
-local function wait_until(fn, timeout)
-  local deadline = util.now() + timeout
-  repeat
-    local v = fn()
-    if v then return v end
-    util.sleep(0.05)
-  until util.now() >= deadline
-  return fn()
-end
+local wait_until = util.wait_until
 
 --- Starts a second edge with argv (after the binary) in the background.
 local function spawn_edge(...)

@@ -25,15 +25,7 @@ local OPS = "spec/fixtures/ops.lua"
 
 --- Polls fn() every `step` s (default 0.05) for at most `timeout` s;
 -- returns its first truthy value, or nil.
-local function wait_until(fn, timeout, step)
-  local deadline = util.now() + timeout
-  repeat
-    local v = fn()
-    if v then return v end
-    util.sleep(step or 0.05)
-  until util.now() >= deadline
-  return fn()
-end
+local wait_until = util.wait_until
 
 --- Two distinct free ports.
 local function two_ports()

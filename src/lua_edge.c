@@ -113,6 +113,12 @@ static int l_cache_get(lua_State *L)
     const edge_lua_runtime *rt = runtime(L);
     double now = rt->now(rt->ud);
     edge_cache_entry *e = edge_cache_get(check_cache(L, rt), key, klen, now);
+    if (e && edge_cache_entry_is_marker(e)) {
+        /* The key's response varied: its variants are stored under keys
+         * only a request can compute. */
+        edge_cache_release(e);
+        e = NULL;
+    }
     if (e == NULL) return lua_pushnil(L), 1;
     lua_pushcfunction(L, push_entry_call);
     lua_pushlightuserdata(L, e);

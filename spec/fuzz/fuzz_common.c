@@ -275,7 +275,7 @@ static int client_step(client *cl)
     }
     ev_run(worker.loop, EVRUN_NOWAIT);
     if (cl->wp.reload && !cl->reloaded && edge_dispatch_inflight() > 0) {
-        edge_worker_request_reload(&worker);   /* handled on the next iteration */
+        edge_workers_reload(&worker, 1);     /* handled on the next iteration */
         cl->reloaded = 1;
         n_reloads++;
     }

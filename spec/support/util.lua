@@ -97,6 +97,19 @@ function util.run(argv, opts)
   return code, out, err
 end
 
+--- Calls fn every `step` seconds (default 0.05) until it returns a true
+-- value, for at most `timeout` seconds; returns that value, or what one last
+-- call returns at the deadline.
+function util.wait_until(fn, timeout, step)
+  local deadline = util.now() + timeout
+  repeat
+    local v = fn()
+    if v then return v end
+    util.sleep(step or 0.05)
+  until util.now() >= deadline
+  return fn()
+end
+
 --- Splits text into a list of lines (without line terminators).
 function util.lines(text)
   local out = {}
