@@ -3,6 +3,7 @@
 #include "common.h"
 #include "log.h"
 #include "metrics.h"
+#include "resolver.h"
 #include "worker.h"
 
 #include <arpa/inet.h>
@@ -15,6 +16,9 @@ struct edge_fetch {
     edge_worker *w;
     edge_pool   *pool;          /* set once the address is known; busy while held */
     edge_upconn *conn;          /* the connection of the exchange in progress */
+    edge_resolve_query *query;  /* while the host is being resolved */
+    struct sockaddr_storage addrs[EDGE_RESOLVE_MAX_ADDRS];
+    int          n_addrs, addr_i;    /* the addresses of the host, and the one in use */
     struct sockaddr_storage addr;
     char        *host, *sni, *ca_file, *label, *wire;
     size_t       wire_len;
@@ -39,6 +43,7 @@ static void attempt(edge_fetch *f, int fresh);
 static void free_fetch(edge_fetch *f)
 {
     ev_timer_stop(f->w->loop, &f->defer);
+    if (f->query) edge_resolver_cancel(f->query);
     if (f->conn) edge_upconn_free(f->conn);
     if (f->pool) f->pool->busy--;
     edge_buf_free(&f->resp.data);
@@ -102,6 +107,19 @@ static int may_retry(edge_fetch *f, int result)
     return 0;
 }
 
+static void use_address(edge_fetch *f, const struct sockaddr_storage *addr);
+
+/* A host with several addresses: a connect failure moves on to the next one
+ * (not counted as a retry), as browsers and curl do. */
+static int next_address(edge_fetch *f, int result)
+{
+    if (result != EDGE_UPCONN_CONNECT_FAILED || f->addr_i + 1 >= f->n_addrs) return 0;
+    f->pool->busy--;
+    f->pool = NULL;
+    use_address(f, &f->addrs[++f->addr_i]);
+    return 1;
+}
+
 static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
 {
     edge_fetch *f = ud;
@@ -117,7 +135,8 @@ static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
         return;
     }
     /* A timeout after response bytes is not retried: the origin acted on it. */
-    int retry = !(result == EDGE_UPCONN_TIMEOUT && c->got_bytes) && may_retry(f, result);
+    int retry = next_address(f, result) ||
+                (!(result == EDGE_UPCONN_TIMEOUT && c->got_bytes) && may_retry(f, result));
     snprintf(f->err, sizeof(f->err), "%s", err);
     edge_upconn_free(c);
     if (retry) edge_log(EDGE_LOG_INFO, 0, "edge.fetch: trying %s again on a new connection: %s", f->label, f->err);
@@ -186,38 +205,59 @@ static void use_address(edge_fetch *f, const struct sockaddr_storage *addr)
 
 /* ---- names ---- */
 
+/* May run inside edge_resolver_resolve (an IP, a cached name): errors are
+ * then reported through the loop by fail_later, never from here. */
 static void on_resolved(void *ud, int status, const struct sockaddr_storage *addrs, int n, const char *err)
 {
     edge_fetch *f = ud;
+    f->query = NULL;
     if (status != EDGE_OK || n < 1) {
         fail_later(f, err);
         return;
     }
-    use_address(f, &addrs[0]);
+    f->n_addrs = n < EDGE_RESOLVE_MAX_ADDRS ? n : EDGE_RESOLVE_MAX_ADDRS;
+    memcpy(f->addrs, addrs, (size_t)f->n_addrs * sizeof(*addrs));
+    f->addr_i = 0;
+    use_address(f, &f->addrs[0]);
     attempt(f, 0);
 }
 
-/* The one place edge.fetch turns a host into an address. Until the worker
- * has a resolver (src/resolver.h), only IP literals are accepted. */
+/* An IP literal, when the worker has no resolver (c-ares did not start). */
+static int parse_ip(const char *host, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        return 1;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        return 1;
+    }
+    return 0;
+}
+
+/* The one place edge.fetch turns a host into addresses: the worker's
+ * resolver (src/resolver.h: /etc/hosts, DNS, its cache). */
 static void resolve(edge_fetch *f)
 {
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, f->host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)f->port);
-    } else if (inet_pton(AF_INET6, f->host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)f->port);
-    } else {
-        char err[320];
-        snprintf(err, sizeof(err), "cannot resolve %s: name resolution is not available", f->host);
-        on_resolved(f, EDGE_ERROR, NULL, 0, err);
+    if (f->w->resolver) {
+        edge_resolve_query *q = edge_resolver_resolve(f->w->resolver, f->host, f->port, on_resolved, f);
+        if (q) f->query = q;        /* NULL: on_resolved already ran */
         return;
     }
-    on_resolved(f, EDGE_OK, &ss, 1, NULL);
+    struct sockaddr_storage ss;
+    char err[320];
+    if (parse_ip(f->host, f->port, &ss)) {
+        on_resolved(f, EDGE_OK, &ss, 1, NULL);
+        return;
+    }
+    snprintf(err, sizeof(err), "cannot resolve %s: name resolution is not available", f->host);
+    on_resolved(f, EDGE_ERROR, NULL, 0, err);
 }
 
 /* ---- the entry points ---- */

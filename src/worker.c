@@ -6,6 +6,7 @@
 #include "conn.h"
 #include "log.h"
 #include "request.h"
+#include "resolver.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -298,6 +299,10 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     }
     w->script->counters = &w->counters;
     edge_pools_init(&w->upstream_pools, w->loop);
+    char why[256];
+    w->resolver = edge_resolver_new(w->loop, NULL, why, sizeof(why));
+    if (w->resolver == NULL)   /* edge.fetch then reaches IP addresses only */
+        edge_log(EDGE_LOG_WARN, 0, "worker %d: no name resolution for upstreams: %s", id, why);
     w->n_listen = n_fds;
     for (int i = 0; i < n_fds; i++) {
         w->listen_fds[i] = fds[i];
@@ -337,6 +342,8 @@ static void *worker_main(void *arg)
     close_all(w);
     on_reap(w->loop, &w->reaper, 0);
     edge_pools_free(&w->upstream_pools);    /* after close_all: no fetch is in flight now */
+    if (w->resolver) edge_resolver_free(w->resolver);
+    w->resolver = NULL;
     ev_timer_stop(w->loop, &w->access_timer);
     edge_access_log_flush(w);
     return NULL;
@@ -360,6 +367,7 @@ void edge_worker_free(edge_worker *w)
         if (w->listen_fds[i] >= 0) close(w->listen_fds[i]);
     edge_script_retire(w->script);
     edge_pools_free(&w->upstream_pools);    /* empty unless the worker never ran */
+    if (w->resolver) edge_resolver_free(w->resolver);
     edge_buf_free(&w->access_buf);
     free(w->spare_waiter);
     ev_loop_destroy(w->loop);

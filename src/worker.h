@@ -56,6 +56,7 @@ typedef struct edge_worker {
     uint64_t   request_seq;
     edge_counters counters;
     edge_pools upstream_pools;    /* edge.fetch's idle connections and client TLS contexts */
+    struct edge_resolver *resolver;   /* upstream names (c-ares); NULL if c-ares could not start */
     struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
     char       date[40];          /* the cached Date header value */
     ev_tstamp  date_second;
