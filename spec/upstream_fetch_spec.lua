@@ -102,8 +102,9 @@ describe("edge.fetch against nginx #e2e", function()
   end)
 
   it("closes connections after keepalive.max_requests and idle_timeout; keepalive = false pools none", function()
-    local url = ("http://127.0.0.1:%d/echo"):format(ngx.port)
-    local function opened_by(opts, n, pause)
+    -- Each case on a port of its own: a pool of its own, empty at first.
+    local function opened_by(port, opts, n, pause)
+      local url = ("http://127.0.0.1:%d/echo"):format(port)
       local before = metric(srv, "edge_upstream_connections_opened_total")
       if pause then
         assert.are.equal(200, fetch(srv, url, opts).status)
@@ -113,11 +114,11 @@ describe("edge.fetch against nginx #e2e", function()
       assert.are.equal(200, fetch(srv, url, opts, n).status)
       return metric(srv, "edge_upstream_connections_opened_total") - before
     end
-    -- A pool of size 0 takes its idle connection and keeps none: from here on it is empty.
-    assert.are.equal(200, fetch(srv, url, "{ keepalive = false }").status)
-    assert.are.equal(3, opened_by("{ keepalive = { max_requests = 2 } }", 6))
-    assert.are.equal(3, opened_by("{ keepalive = false }", 3))
-    assert.are.equal(2, opened_by("{ keepalive = { idle_timeout = 0.3 } }", 2, 0.7))
+    local p = ngx.more_ports
+    assert.are.equal(3, opened_by(p[1], "{ keepalive = { max_requests = 2 } }", 6))
+    assert.are.equal(3, opened_by(p[2], "{ keepalive = false }", 3))
+    assert.are.equal(1, opened_by(p[2], nil, 3))       -- false left the pool alone: it pools now
+    assert.are.equal(2, opened_by(p[3], "{ keepalive = { idle_timeout = 0.3 } }", 2, 0.7))
   end)
 
   it("drops an idle connection the origin closed (keepalive_timeout 1s) and opens a new one", function()
@@ -257,6 +258,40 @@ describe("edge.fetch against a misbehaving origin #e2e", function()
       assert.are.equal("read timeout after 0.5 s: " .. url(path), res.body)
       assert.is_true(util.now() - t0 < 2.5)
     end
+  end)
+
+  it("retries a read timeout only before any response byte", function()
+    local t0 = util.now()
+    local res = fetch(srv, url("/never"), "{ timeout = { read = 0.3 }, retries = 1 }")
+    assert.are.equal("read timeout after 0.3 s: " .. url("/never"), res.body)
+    local took = util.now() - t0
+    assert.is_true(took >= 0.55, "two tries take 0.6 s, took " .. took)
+    t0 = util.now()
+    res = fetch(srv, url("/slow-headers"), "{ timeout = { read = 0.3 }, retries = 2 }")
+    assert.are.equal("read timeout after 0.3 s: " .. url("/slow-headers"), res.body)
+    took = util.now() - t0
+    assert.is_true(took < 0.55, "the status line arrived: no retry, took " .. took)
+  end)
+
+  it("keeps at most keepalive.size idle connections per origin", function()
+    local opts = "{ keepalive = { size = 2 } }"
+    local curls = {}
+    for i = 1, 5 do
+      curls[i] = proc.spawn({ "curl", "-s", "--max-time", "10", "-H", "x-url: " .. url("/delay"),
+                              "-H", "x-opts: " .. opts, srv:plain_url("/f") }, { timeout = 15 })
+    end
+    for i = 1, 5 do
+      assert.are.equal(0, curls[i]:wait(10))
+      assert.are.equal("late", field(curls[i]:stdout(), "body"))
+    end
+    -- 5 connections were open at once; 2 stay idle, so the origin sees them
+    -- and the one this question comes on.
+    local deadline, n = util.now() + 5, nil
+    repeat
+      n = tonumber(field(fetch(srv, url("/open"), "{ keepalive = false }").body, "body"))
+      if n ~= 3 then util.sleep(0.1) end
+    until n == 3 or util.now() > deadline
+    assert.are.equal(3, n)
   end)
 
   it("times out connects (a full accept queue) and retries only when asked", function()

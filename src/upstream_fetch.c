@@ -130,7 +130,8 @@ static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
         memset(&c->resp, 0, sizeof(c->resp));
         f->ok = 1;
         if (c->ssl) edge_pool_keep_session(f->pool, c);
-        edge_pool_put(f->pool, c);
+        if (f->ka.size > 0) edge_pool_put(f->pool, c);
+        else edge_upconn_free(c);           /* keepalive = false: the pool is not ours to change */
         report(f);
         return;
     }
@@ -177,7 +178,7 @@ static edge_upconn *open_conn(edge_fetch *f)
  * (a retry) or the pool is empty. */
 static void attempt(edge_fetch *f, int fresh)
 {
-    edge_upconn *c = fresh ? NULL : edge_pool_take(f->pool);
+    edge_upconn *c = fresh || f->ka.size == 0 ? NULL : edge_pool_take(f->pool);
     if (c) EDGE_COUNT(f->w->counters.upstream_conns_reused);
     else if ((c = open_conn(f)) == NULL) return;
     snprintf(f->peer, sizeof(f->peer), "%s", c->peer);
@@ -196,7 +197,7 @@ static void use_address(edge_fetch *f, const struct sockaddr_storage *addr)
     snprintf(key, sizeof(key), "%s|%s|%d|%s|%d|%s", f->tls ? "tls" : "tcp", ip, f->port,
              f->sni ? f->sni : f->host, f->verify, f->ca_file ? f->ca_file : "");
     int created;
-    f->pool = edge_pools_get(&f->w->upstream_pools, key, &f->ka, &created);
+    f->pool = edge_pools_get(&f->w->upstream_pools, key, f->ka.size > 0 ? &f->ka : NULL, &created);
     f->pool->busy++;
     if (created && f->tls && !f->verify)
         edge_log(EDGE_LOG_WARN, 0, "edge.fetch: TLS certificates of %s:%d are not verified "

@@ -59,13 +59,13 @@ edge_pool *edge_pools_get(edge_pools *ps, const char *key, const edge_keepalive 
         if (strcmp(p->key, key) != 0) continue;
         unlink_pool(ps, p);
         push_front(ps, p);
-        p->ka = *ka;
+        if (ka) p->ka = *ka;
         return p;
     }
     if (ps->n >= MAX_POOLS) evict(ps);
     edge_pool *p = edge_calloc(1, sizeof(*p));
     p->key = edge_strdup(key);
-    p->ka = *ka;
+    if (ka) p->ka = *ka;                /* else size 0 until a fetch brings settings */
     p->owner = ps;
     push_front(ps, p);
     ps->n++;

@@ -48,8 +48,8 @@ void edge_pools_init(edge_pools *ps, struct ev_loop *loop);
  * may be in flight. */
 void edge_pools_free(edge_pools *ps);
 
-/* The pool for key, made on first use (ka applies from now on); *created
- * says whether it is new. Never NULL. */
+/* The pool for key, made on first use; ka (NULL: leave them) becomes its
+ * settings from now on; *created says whether it is new. Never NULL. */
 edge_pool *edge_pools_get(edge_pools *ps, const char *key, const edge_keepalive *ka, int *created);
 /* The most recently parked idle connection, off the pool; NULL when none. */
 struct edge_upconn *edge_pool_take(edge_pool *p);

@@ -4,7 +4,7 @@
 --   local origin = require "support.origin"
 --   local ngx = origin.nginx()      -- Debian's nginx, no daemon, config in a temp dir
 --   ngx.port, ngx.tls_port (certs/server.crt), ngx.short_port (keepalive_timeout 1s),
---   ngx.v6_port ([::1]), ngx:stop()
+--   ngx.v6_port ([::1]), ngx.more_ports (3 more plain ports: pools of their own), ngx:stop()
 --   local bad = origin.bad()        -- spec/support/bad_origin.lua (its header lists the paths)
 --   bad.port, bad:stop()
 --
@@ -56,6 +56,7 @@ http {
     listen 127.0.0.1:%d;
     listen 127.0.0.1:%d ssl;
     %s
+    %s
     ssl_certificate %s;
     ssl_certificate_key %s;
     ssl_session_tickets on;
@@ -83,8 +84,11 @@ function origin.nginx()
   self.port, self.tls_port, self.short_port = util.free_port(), util.free_port(), util.free_port()
   self.v6_port = v6_free_port()
   local v6 = self.v6_port and string.format("listen [::1]:%d;", self.v6_port) or ""
+  self.more_ports = { util.free_port(), util.free_port(), util.free_port() }
+  local more = {}
+  for _, p in ipairs(self.more_ports) do more[#more + 1] = string.format("listen 127.0.0.1:%d;", p) end
   local cwd = os.getenv("PWD")
-  local conf = string.format(CONF, dir, dir, dir, dir, dir, dir, dir, self.port, self.tls_port, v6,
+  local conf = string.format(CONF, dir, dir, dir, dir, dir, dir, dir, self.port, self.tls_port, v6, table.concat(more, " "),
     cwd .. "/certs/server.crt", cwd .. "/certs/server.key", dir, self.short_port)
   util.write_file(dir .. "/nginx.conf", conf)
   self.proc = proc.spawn({ "nginx", "-p", dir, "-c", dir .. "/nginx.conf", "-e", dir .. "/error.log" },
