@@ -140,9 +140,12 @@ static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
                 (!(result == EDGE_UPCONN_TIMEOUT && c->got_bytes) && may_retry(f, result));
     snprintf(f->err, sizeof(f->err), "%s", err);
     edge_upconn_free(c);
-    if (retry) edge_log(EDGE_LOG_INFO, 0, "edge.fetch: trying %s again on a new connection: %s", f->label, f->err);
-    if (retry) attempt(f, 1);
-    else report(f);
+    if (!retry) {
+        report(f);
+        return;
+    }
+    edge_log(EDGE_LOG_INFO, 0, "edge.fetch: trying %s again on a new connection: %s", f->label, f->err);
+    attempt(f, 1);
 }
 
 /* ---- connecting ---- */
@@ -193,11 +196,12 @@ static void use_address(edge_fetch *f, const struct sockaddr_storage *addr)
     const void *a = addr->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
                                                 : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
     inet_ntop(addr->ss_family, a, ip, sizeof(ip));
-    char key[1024];
-    snprintf(key, sizeof(key), "%s|%s|%d|%s|%d|%s", f->tls ? "tls" : "tcp", ip, f->port,
-             f->sni ? f->sni : f->host, f->verify, f->ca_file ? f->ca_file : "");
+    edge_buf key = {0};      /* never truncated: two origins must never share a pool */
+    edge_buf_printf(&key, "%s|%s|%d|%s|%d|%s", f->tls ? "tls" : "tcp", ip, f->port,
+                    f->sni ? f->sni : f->host, f->verify, f->ca_file ? f->ca_file : "");
     int created;
-    f->pool = edge_pools_get(&f->w->upstream_pools, key, f->ka.size > 0 ? &f->ka : NULL, &created);
+    f->pool = edge_pools_get(&f->w->upstream_pools, key.base, f->ka.size > 0 ? &f->ka : NULL, &created);
+    edge_buf_free(&key);
     f->pool->busy++;
     if (created && f->tls && !f->verify)
         edge_log(EDGE_LOG_WARN, 0, "edge.fetch: TLS certificates of %s:%d are not verified "
