@@ -409,13 +409,19 @@ describe("edge.fetch: cancellation, reload and drain #e2e", function()
   end
 
   it("aborts the upstream request when the client resets; the connection is closed, not pooled", function()
+    local answered = metric(srv, 'edge_upstream_requests_total{code="2xx"}')
+    local failed = metric(srv, 'edge_upstream_requests_total{code="error"}')
     local c = assert(client.tcp(srv.plain_port))
     c.conn:setoption("linger", { on = true, timeout = 0 })
     assert(c:send("GET /f HTTP/1.1\r\nHost: x\r\nx-url: http://127.0.0.1:" .. bad.port
-      .. "/never\r\n\r\n"))
+      .. "/delay\r\n\r\n"))
     util.sleep(0.3)
     c:close()
     assert.truthy(srv:wait_log("[^\n]*cancelled[^\n]*", 3), srv:log_tail())
+    -- Past the moment the origin answers (1 s): the abandoned fetch never reported.
+    util.sleep(1.2)
+    assert.are.equal(answered, metric(srv, 'edge_upstream_requests_total{code="2xx"}'))
+    assert.are.equal(failed, metric(srv, 'edge_upstream_requests_total{code="error"}'))
     -- The origin saw the connection go: only the /open request's is left.
     local deadline, n = util.now() + 5, nil
     repeat
