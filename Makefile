@@ -33,7 +33,7 @@ OBJS    := $(SRCS:src/%.c=$(BUILD)/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 # The same Lua-facing C code, built as a Lua module (require "edge") for busted unit specs.
 MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c \
-            src/balancer.c src/lua_upstream.c
+            src/balancer.c src/lua_upstream.c src/lua_upstream_opts.c
 MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o)
 
 ifeq ($(V),1)

@@ -190,7 +190,7 @@ describe("edge.upstream.define: errors at the caller's file:line", function()
       { { servers = "a:80" }, "servers must be a list of servers, got 'a:80'" },
       { { servers = {} }, "servers must list at least one server" },
       { { servers = many }, "servers lists 65 servers; at most 64 are allowed" },
-      { { servers = { x = "a:80" } }, "servers has an unexpected key 'x'" },
+      { { servers = { x = "a:80" } }, "servers must be a list; it has the key 'x'" },
       { { servers = { "a:80", 7 } }, 'servers[2] must be "host:port" or { "host:port", weight = N, backup = true }, got 7' },
       { { servers = { "a:80", { weight = 2 } } }, 'servers[2][1] must be the address "host:port", got nil' },
       { { servers = { "a:1", { "b:2", weight = -1 } } }, "servers[2].weight must be a positive integer (at most 100), got -1" },
@@ -200,7 +200,7 @@ describe("edge.upstream.define: errors at the caller's file:line", function()
       { { servers = { { "b:2", weight = "2" } } }, "servers[1].weight must be a positive integer (at most 100), got '2'" },
       { { servers = { { "b:2", backup = "yes" } } }, "servers[1].backup must be true or false, got 'yes'" },
       { { servers = { { "b:2", wieght = 2 } } }, "unknown option 'servers[1].wieght' (known: weight, backup)" },
-      { { servers = { { "b:2", "c:3" } } }, "servers[1] has an unexpected key 2" },
+      { { servers = { { "b:2", "c:3" } } }, "servers[1] has an unexpected key 2 (known: weight, backup)" },
       { { servers = { "a:0" } }, "servers[1]: bad address 'a:0': the port must be a number from 1 to 65535" },
       { { servers = { "a:65536" } }, "servers[1]: bad address 'a:65536': the port must be a number from 1 to 65535" },
       { { servers = { "a:" } }, "servers[1]: bad address 'a:': the port must be a number from 1 to 65535" },
@@ -264,7 +264,7 @@ describe("edge.upstream.define: errors at the caller's file:line", function()
       { { retries = { on = { "timeout", "501" } } }, "retries.on[2] " .. on .. "'501'" },
       { { retries = { on = { 501 } } }, "retries.on[1] " .. on .. "501" },
       { { retries = { on = { true } } }, "retries.on[1] " .. on .. "true" },
-      { { retries = { on = { x = "502" } } }, "retries.on has an unexpected key 'x'" },
+      { { retries = { on = { x = "502" } } }, "retries.on must be a list; it has the key 'x'" },
     }
     for _, c in ipairs(cases) do assert_rejects(one(c[1]), c[2]) end
   end)

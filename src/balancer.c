@@ -9,6 +9,50 @@
 
 /* ---- the definition ---- */
 
+static const char *const balance_names[] = {"round_robin", "least_conn", "hash"};
+
+static const struct { const char *name; unsigned bit; } failure_names[] = {
+    {"connect", EDGE_UPSTREAM_FAIL_CONNECT},
+    {"error", EDGE_UPSTREAM_FAIL_ERROR},
+    {"timeout", EDGE_UPSTREAM_FAIL_TIMEOUT},
+    {"invalid_header", EDGE_UPSTREAM_FAIL_INVALID_HEADER},
+    {"500", EDGE_UPSTREAM_FAIL_HTTP_500},
+    {"502", EDGE_UPSTREAM_FAIL_HTTP_502},
+    {"503", EDGE_UPSTREAM_FAIL_HTTP_503},
+    {"504", EDGE_UPSTREAM_FAIL_HTTP_504},
+    {"429", EDGE_UPSTREAM_FAIL_HTTP_429},
+    {"non_idempotent", EDGE_UPSTREAM_RETRY_NON_IDEMPOTENT},
+};
+
+const char *edge_upstream_balance_name(edge_balance balance)
+{
+    return (size_t)balance < EDGE_ARRAY_LEN(balance_names) ? balance_names[balance] : "?";
+}
+
+int edge_upstream_balance_parse(const char *name, edge_balance *out)
+{
+    for (size_t i = 0; i < EDGE_ARRAY_LEN(balance_names); i++) {
+        if (strcmp(balance_names[i], name) != 0) continue;
+        *out = (edge_balance)i;
+        return 0;
+    }
+    return -1;
+}
+
+const char *edge_upstream_failure_name(unsigned bit)
+{
+    for (size_t i = 0; i < EDGE_ARRAY_LEN(failure_names); i++)
+        if (failure_names[i].bit == bit) return failure_names[i].name;
+    return NULL;
+}
+
+unsigned edge_upstream_failure_parse(const char *name)
+{
+    for (size_t i = 0; i < EDGE_ARRAY_LEN(failure_names); i++)
+        if (strcmp(failure_names[i].name, name) == 0) return failure_names[i].bit;
+    return 0;
+}
+
 void edge_upstream_def_init(edge_upstream_def *def)
 {
     memset(def, 0, sizeof(*def));

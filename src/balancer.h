@@ -76,6 +76,16 @@ typedef struct edge_upstream_def {
     double dns_valid;                  /* seconds to keep an answer; 0: the answer's TTL */
 } edge_upstream_def;
 
+/* The option names of the model, as edge.upstream.define spells them. */
+const char *edge_upstream_balance_name(edge_balance balance);
+/* Sets *out from "round_robin", "least_conn" or "hash": 0, or -1 if unknown. */
+int edge_upstream_balance_parse(const char *name, edge_balance *out);
+/* "connect", "error", "timeout", "invalid_header", "500", "502", "503",
+ * "504", "429", "non_idempotent" for one bit of retries.on; NULL for others. */
+const char *edge_upstream_failure_name(unsigned bit);
+/* The bit for such a name, or 0 if unknown. */
+unsigned edge_upstream_failure_parse(const char *name);
+
 /* Zero-fills def, then sets every default (nginx's where nginx has one):
  * round_robin; keepalive 64 / 60 s / 1000 requests; timeouts connect 5 s,
  * send 60 s, read 60 s; tries 2 on connect, error, timeout; passive

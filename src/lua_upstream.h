@@ -40,4 +40,10 @@ edge_upstream *edge_lua_upstream_find(lua_State *L, const char *name, size_t len
 /* Calls fn for each upstream of L's VM, in no particular order. */
 void edge_lua_upstream_each(lua_State *L, void (*fn)(edge_upstream *u, void *ud), void *ud);
 
+/* For lua_upstream.c: fills u->def (and u->hash_key_ref) from the options
+ * table at index opts, or raises a Lua error at the caller's file:line
+ * naming the upstream (name) and the option. What it stored before raising
+ * is u's to free (the userdata's __gc does). */
+void edge_lua_upstream_parse(lua_State *L, edge_upstream *u, const char *name, int opts);
+
 #endif

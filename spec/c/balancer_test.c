@@ -480,6 +480,26 @@ static void test_all_down(edge_balance balance, const char *name)
     edge_upstream_def_free(&def);
 }
 
+/* Option names and bits map both ways; unknown names map to nothing. */
+static void test_names(void)
+{
+    int named = 0;
+    for (unsigned k = 0; k < 32; k++) {
+        const char *n = edge_upstream_failure_name(1u << k);
+        if (n == NULL) continue;
+        named++;
+        check(edge_upstream_failure_parse(n) == 1u << k, "names: '%s' parses to %#x, want %#x", n,
+              edge_upstream_failure_parse(n), 1u << k);
+    }
+    check(named == 10, "names: %d named failure bits, want 10", named);
+    check(edge_upstream_failure_parse("501") == 0 && edge_upstream_failure_parse("") == 0, "names: unknown failure parsed");
+    edge_balance bal = EDGE_BALANCE_ROUND_ROBIN;
+    check(edge_upstream_balance_parse("hash", &bal) == 0 && bal == EDGE_BALANCE_HASH, "names: 'hash'");
+    check(edge_upstream_balance_parse("least_conn", &bal) == 0 && bal == EDGE_BALANCE_LEAST_CONN, "names: 'least_conn'");
+    check(edge_upstream_balance_parse("random", &bal) != 0 && bal == EDGE_BALANCE_LEAST_CONN, "names: 'random' accepted");
+    check(strcmp(edge_upstream_balance_name(EDGE_BALANCE_ROUND_ROBIN), "round_robin") == 0, "names: round_robin");
+}
+
 static void test_bad_defs(void)
 {
     edge_upstream_def def;
@@ -522,6 +542,7 @@ int main(void)
     test_all_down(EDGE_BALANCE_LEAST_CONN, "least_conn");
     test_all_down(EDGE_BALANCE_HASH, "hash");
     test_bad_defs();
+    test_names();
     if (failures) {
         printf("balancer_test: %d of %d checks failed\n", failures, checks);
         return 1;
