@@ -32,7 +32,8 @@ SRCS    := $(filter-out src/lua_module.c,$(wildcard src/*.c))
 OBJS    := $(SRCS:src/%.c=$(BUILD)/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 # The same Lua-facing C code, built as a Lua module (require "edge") for busted unit specs.
-MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c
+MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c \
+            src/balancer.c src/lua_upstream.c src/lua_upstream_opts.c
 MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o)
 
 ifeq ($(V),1)
@@ -107,6 +108,20 @@ build/test/resolver_driver_asan: $(DRIVER_SRCS) $(wildcard src/*.h)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(DRIVER_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(DRIVER_SRCS) $(DRIVER_LIBS)
 
+# The balancer's C properties (spec/c/balancer_test.c, run by spec/balancer_spec.lua):
+# built plain and under ASan + UBSan.
+.PHONY: balancer-test
+BALANCER_TEST_SRCS := spec/c/balancer_test.c src/balancer.c src/alloc.c
+balancer-test: build/test/balancer_test build/test/balancer_test_asan
+build/test/balancer_test: $(BALANCER_TEST_SRCS) src/balancer.h src/common.h
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -o $@ $(BALANCER_TEST_SRCS)
+build/test/balancer_test_asan: $(BALANCER_TEST_SRCS) src/balancer.h src/common.h
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(BALANCER_TEST_SRCS)
+
 deps:
 	$(Q)scripts/install-deps.sh
 
@@ -119,7 +134,7 @@ run: deps
 	./edge -s lua/default.lua
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress resolver-driver fuzz-build
+	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress resolver-driver balancer-test fuzz-build
 	$(Q)scripts/gen-certs.sh
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/test.sh
 

@@ -6,6 +6,7 @@
 #include "common.h"
 #include "log.h"
 #include "lua_response.h"
+#include "lua_upstream.h"
 #include "request.h"
 
 #include <lauxlib.h>
@@ -296,6 +297,8 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     lua_pushlightuserdata(L, (void *)rt);
     luaL_setfuncs(L, cache_funcs, 1);
     lua_setfield(L, -2, "cache");
+    edge_lua_upstream_open(L);
+    lua_setfield(L, -2, "upstream");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, module_index);
     lua_setfield(L, -2, "__index");

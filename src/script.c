@@ -6,6 +6,7 @@
 #include "lua_fetch.h"
 #include "lua_req.h"
 #include "lua_response.h"
+#include "lua_upstream.h"
 #include "metrics.h"
 #include "request.h"
 
@@ -585,6 +586,7 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
         return EDGE_ERROR;
     }
     int rc = take_hooks(s, path, err, errlen);
+    if (rc == EDGE_OK) edge_lua_upstream_seal(L);     /* define only while loading */
     lua_settop(L, 0);
     if (rc != EDGE_OK) edge_script_close(s);
     return rc;
