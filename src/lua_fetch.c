@@ -7,9 +7,13 @@
 #include "lua_fetch.h"
 #include "common.h"
 #include "lua_req.h"
+#include "lua_upstream.h"
+#include "metrics.h"
 #include "request.h"
 #include "script.h"
 #include "upstream_fetch.h"
+#include "upstream_named.h"
+#include "worker.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -31,7 +35,8 @@
 #define MAX_RETRIES             10
 
 typedef struct fetch_call {
-    edge_fetch   *f;              /* while in flight */
+    edge_fetch   *f;              /* while in flight (a URL) */
+    edge_named_fetch *nf;         /* while in flight (a named upstream) */
     edge_request *req;
     edge_buf      wire;
     edge_response resp;
@@ -41,6 +46,7 @@ typedef struct fetch_call {
     char          host[256];
     char          authority[300];
     int           port;
+    int           port_given;
     int           tls;
 } fetch_call;
 
@@ -49,7 +55,9 @@ typedef struct fetch_call {
 static void free_call(fetch_call *c)
 {
     if (c->f) edge_fetch_cancel(c->f);
+    if (c->nf) edge_named_cancel(c->nf);
     c->f = NULL;
+    c->nf = NULL;
     edge_buf_free(&c->wire);
     edge_buf_free(&c->resp.data);
     edge_buf_free(&c->resp.body);
@@ -126,6 +134,7 @@ static void parse_authority(lua_State *L, fetch_call *c, const char *url, const 
         }
         if (port < 1 || port > 65535) bad_url(L, url, "port out of range");
         c->port = port;
+        c->port_given = 1;
     }
     int v6 = strchr(c->host, ':') != NULL;
     int dflt = c->port == (c->tls ? 443 : 80);
@@ -183,9 +192,9 @@ static lua_Integer opt_int(lua_State *L, int t, const char *name, lua_Integer df
     return v;
 }
 
+/* opts.timeout over *to (the defaults, or a named upstream's timeouts). */
 static void read_timeouts(lua_State *L, int opts, edge_fetch_timeouts *to)
 {
-    *to = (edge_fetch_timeouts){DEFAULT_CONNECT_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_READ_TIMEOUT};
     if (opts == 0) return;
     int t = lua_getfield(L, opts, "timeout");
     if (t == LUA_TNUMBER) {
@@ -360,6 +369,7 @@ static void on_fetch_done(void *ud, edge_fetch_result *r)
 {
     fetch_call *c = ud;
     c->f = NULL;
+    c->nf = NULL;
     edge_request *req = c->req;
     if (r->resp) {
         c->ok = 1;
@@ -380,7 +390,9 @@ static void cancel_fetch(void *ud)
 {
     fetch_call *c = ud;
     if (c->f) edge_fetch_cancel(c->f);
+    if (c->nf) edge_named_cancel(c->nf);
     c->f = NULL;
+    c->nf = NULL;
 }
 
 /* Resumed: res = { status, headers, body }, or nil and the message. */
@@ -410,6 +422,63 @@ static int fetch_continue(lua_State *L, int status, lua_KContext kctx)
     return 1;
 }
 
+/* ---- named upstreams ---- */
+
+/* Pushes hash_key(req)'s answer and returns it (NULL: not a string, so the
+ * balancer falls back to round robin). An error in hash_key raises here, in
+ * the caller of edge.fetch, like any error of the script's. */
+static const char *hash_key(lua_State *L, edge_upstream *u, edge_request *req, size_t *len)
+{
+    if (u->def.balance != EDGE_BALANCE_HASH || u->hash_key_ref == LUA_NOREF || req->lua.ud == NULL) {
+        lua_pushnil(L);
+        return NULL;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->hash_key_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, req->lua.ud_ref);
+    lua_call(L, 1, 1);
+    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) return NULL;
+    return lua_tolstring(L, -1, len);
+}
+
+/* Options that belong to the upstream's definition, not to a call. */
+static void refuse_option(lua_State *L, int opts, const char *name, const char *upstream)
+{
+    if (opts == 0) return;
+    if (lua_getfield(L, opts, name) != LUA_TNIL)
+        luaL_error(L, "edge.fetch: option %s is set by edge.upstream.define('%s'), not by a call", name, upstream);
+    lua_pop(L, 1);
+}
+
+/* edge.fetch("http://NAME/path") where NAME is a defined upstream: like
+ * nginx's proxy_pass http://NAME, the definition wins over DNS. */
+static int fetch_named(lua_State *L, fetch_call *c, edge_upstream *u, edge_request *req, const char *url,
+                       int opts, const char *path, size_t plen)
+{
+    const edge_upstream_def *def = &u->def;
+    if (c->tls != def->tls.enabled)
+        luaL_error(L, "edge.fetch: upstream %s %s, so its URL is %s://%s/...", def->name,
+                   def->tls.enabled ? "has tls" : "has no tls", def->tls.enabled ? "https" : "http", def->name);
+    refuse_option(L, opts, "tls", def->name);
+    refuse_option(L, opts, "keepalive", def->name);
+    edge_named_request r = {.label = url};
+    r.timeout = (edge_fetch_timeouts){def->timeout.connect, def->timeout.send, def->timeout.read};
+    read_timeouts(L, opts, &r.timeout);
+    r.max_body = (size_t)opt_int(L, opts, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
+    r.tries = 1 + (unsigned)opt_int(L, opts, "retries", (lua_Integer)def->retries.tries - 1, 0,
+                                    EDGE_UPSTREAM_MAX_TRIES - 1);
+    edge_fetch_request fr = {0};
+    build_request(L, c, opts, path, plen, &fr);     /* Host: the upstream's name, as nginx's $proxy_host */
+    r.is_head = fr.is_head;
+    r.idempotent = fr.idempotent;
+    r.key = hash_key(L, u, req, &r.key_len);        /* stays on the stack until copied */
+    r.wire = c->wire.base;
+    r.wire_len = c->wire.len;
+    c->nf = edge_named_fetch_start(req->worker, u, &r, on_fetch_done, c);
+    edge_buf_free(&c->wire);
+    lua_settop(L, CALL_SLOT);
+    return edge_script_wait(L, req, cancel_fetch, c, fetch_continue);
+}
+
 int edge_lua_fetch(lua_State *L, void *ud)
 {
     const char *url = luaL_checkstring(L, 1);
@@ -422,8 +491,12 @@ int edge_lua_fetch(lua_State *L, void *ud)
     size_t plen;
     const char *path = parse_url(L, c, url, &plen);
 
+    edge_upstream *u = c->port_given ? NULL : edge_lua_upstream_find(L, c->host, strlen(c->host));
+    if (u) return fetch_named(L, c, u, req, url, opts, path, plen);
+
     edge_fetch_request r = {.label = url};
     edge_fetch_target t = {.host = c->host, .port = c->port, .tls = c->tls};
+    r.timeout = (edge_fetch_timeouts){DEFAULT_CONNECT_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_READ_TIMEOUT};
     read_timeouts(L, opts, &r.timeout);
     read_keepalive(L, opts, &t.keepalive);
     r.max_body = (size_t)opt_int(L, opts, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);

@@ -2,6 +2,7 @@
 #include "metrics.h"
 #include "buf.h"
 #include "cache.h"
+#include "common.h"
 #include "dispatch.h"
 #include "request.h"
 #include "worker.h"
@@ -40,10 +41,10 @@ static void observe(edge_counter *buckets, edge_counter *count, edge_counter *su
     edge_counter_add(sum_us, (int64_t)(d * 1e6));
 }
 
-void edge_metrics_upstream(edge_counters *m, int status, double seconds)
+void edge_metrics_upstream(edge_counters *m, int slot, int status, double seconds)
 {
     int cls = status / 100;
-    EDGE_COUNT(m->upstream_requests[status == 0 ? 6 : cls >= 1 && cls <= 5 ? cls : 0]);
+    EDGE_COUNT(m->upstreams[slot].requests[status == 0 ? 6 : cls >= 1 && cls <= 5 ? cls : 0]);
     observe(m->upstream_duration, &m->upstream_duration_count, &m->upstream_duration_sum_us,
             seconds < 0 ? 0 : seconds);
 }
@@ -51,6 +52,28 @@ void edge_metrics_upstream(edge_counters *m, int status, double seconds)
 static uint64_t load(const edge_counter *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static void claim_slot(edge_upstream_stats *st, const char *name)
+{
+    snprintf(st->name, sizeof(st->name), "%s", name);
+    atomic_store_explicit(&st->used, 1, memory_order_release);   /* the name first, then the flag */
+}
+
+int edge_metrics_upstream_slot(edge_counters *m, const char *name)
+{
+    if (name == NULL || name[0] == '\0') return 0;
+    int last = EDGE_UPSTREAM_STATS_SLOTS - 1;
+    for (int i = 1; i < last; i++) {
+        edge_upstream_stats *st = &m->upstreams[i];
+        if (!atomic_load_explicit(&st->used, memory_order_relaxed)) {
+            claim_slot(st, name);
+            return i;
+        }
+        if (strncmp(st->name, name, sizeof(st->name) - 1) == 0) return i;
+    }
+    if (!atomic_load_explicit(&m->upstreams[last].used, memory_order_relaxed)) claim_slot(&m->upstreams[last], "_other");
+    return last;
 }
 
 /* Sums one counter (at byte offset off in edge_counters) over the workers. */
@@ -111,16 +134,65 @@ static void render_histogram(edge_buf *b, const char *name, edge_worker *workers
     edge_buf_printf(b, "%s_count %llu\n", name, (unsigned long long)count);
 }
 
+/* The distinct upstream names of every worker (a name may have another slot
+ * in each worker); slot 0's "" first. */
+static int upstream_names(edge_worker *workers, int n_workers, const char **names, int max)
+{
+    int n = 0;
+    names[n++] = "";
+    for (int w = 0; w < n_workers; w++)
+        for (int i = 1; i < EDGE_UPSTREAM_STATS_SLOTS; i++) {
+            const edge_upstream_stats *st = &workers[w].counters.upstreams[i];
+            if (!atomic_load_explicit(&st->used, memory_order_acquire)) break;
+            int seen = 0;
+            for (int j = 0; j < n && !seen; j++) seen = strcmp(names[j], st->name) == 0;
+            if (!seen && n < max) names[n++] = st->name;
+        }
+    return n;
+}
+
+/* The sum over workers of the counter at off in the stats of name. */
+static uint64_t upstream_sum(edge_worker *workers, int n_workers, const char *name, size_t off)
+{
+    uint64_t total = 0;
+    for (int w = 0; w < n_workers; w++)
+        for (int i = 0; i < EDGE_UPSTREAM_STATS_SLOTS; i++) {
+            const edge_upstream_stats *st = &workers[w].counters.upstreams[i];
+            if (i > 0 && !atomic_load_explicit(&st->used, memory_order_acquire)) break;
+            if (strcmp(i == 0 ? "" : st->name, name) != 0) continue;
+            total += load((const edge_counter *)((const char *)st + off));
+            break;
+        }
+    return total;
+}
+
+#define USUM(field) upstream_sum(workers, n_workers, names[u], offsetof(edge_upstream_stats, field))
+
 static void render_upstream(edge_buf *b, edge_worker *workers, int n_workers)
 {
     static const char *const codes[7] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx", "error"};
-    edge_buf_append_str(b, "# HELP edge_upstream_requests_total edge.fetch results, by status class "
-                           "(error: no response).\n# TYPE edge_upstream_requests_total counter\n");
-    for (int c = 0; c < 7; c++)
-        edge_buf_printf(b, "edge_upstream_requests_total{code=\"%s\"} %llu\n", codes[c],
-                        (unsigned long long)SUM(upstream_requests[c]));
-    metric(b, "edge_upstream_connect_failures_total", "counter",
-           "Upstream connects (TCP or TLS) that failed or timed out.", SUM(upstream_connect_failures));
+    const char *names[256];
+    int n = upstream_names(workers, n_workers, names, (int)EDGE_ARRAY_LEN(names));
+    edge_buf_append_str(b, "# HELP edge_upstream_requests_total Upstream tries (each retry counts), by upstream "
+                           "(\"\": a URL) and status class (error: no response).\n"
+                           "# TYPE edge_upstream_requests_total counter\n");
+    for (int u = 0; u < n; u++)
+        for (int c = 0; c < 7; c++)
+            edge_buf_printf(b, "edge_upstream_requests_total{upstream=\"%s\",code=\"%s\"} %llu\n", names[u],
+                            codes[c], (unsigned long long)USUM(requests[c]));
+    edge_buf_append_str(b, "# HELP edge_upstream_connect_failures_total Upstream connects (TCP or TLS) that "
+                           "failed or timed out.\n# TYPE edge_upstream_connect_failures_total counter\n");
+    for (int u = 0; u < n; u++)
+        edge_buf_printf(b, "edge_upstream_connect_failures_total{upstream=\"%s\"} %llu\n", names[u],
+                        (unsigned long long)USUM(connect_failures));
+    edge_buf_append_str(b, "# HELP edge_upstream_connections Upstream connections carrying a request (active) "
+                           "or idle in a pool.\n# TYPE edge_upstream_connections gauge\n");
+    for (int u = 0; u < n; u++) {
+        edge_buf_printf(b, "edge_upstream_connections{upstream=\"%s\",state=\"active\"} %llu\n", names[u],
+                        (unsigned long long)USUM(conns_active));
+        edge_buf_printf(b, "edge_upstream_connections{upstream=\"%s\",state=\"idle\"} %llu\n", names[u],
+                        (unsigned long long)USUM(conns_idle));
+    }
     metric(b, "edge_upstream_connections_opened_total", "counter", "Upstream connections opened.",
            SUM(upstream_conns_opened));
     metric(b, "edge_upstream_connections_reused_total", "counter",

@@ -18,6 +18,22 @@ enum { EDGE_PROTO_H1, EDGE_PROTO_H2, EDGE_PROTO_COUNT };
 
 typedef _Atomic uint64_t edge_counter;
 
+/* Upstream metrics by upstream name. Slot 0 is upstream="" (URL targets);
+ * the other slots are claimed by names on their first fetch and keep them
+ * for the worker's life (a reload keeps counting under the same name). Past
+ * EDGE_UPSTREAM_STATS_SLOTS - 2 names, the rest share upstream="_other", so
+ * a script cannot make the label's cardinality unbounded. */
+enum { EDGE_UPSTREAM_STATS_SLOTS = 32, EDGE_UPSTREAM_STATS_NAME = 72 };
+
+typedef struct edge_upstream_stats {
+    _Atomic int used;               /* set (release) once name is written; never cleared */
+    char name[EDGE_UPSTREAM_STATS_NAME];
+    edge_counter requests[7];       /* by status class ([1]..[5], [0] other), [6] errors */
+    edge_counter connect_failures;
+    edge_counter conns_active;      /* gauges: connections carrying a request, idle in a pool */
+    edge_counter conns_idle;
+} edge_upstream_stats;
+
 typedef struct edge_counters {
     edge_counter requests[EDGE_PROTO_COUNT][6];    /* by status class: [1] 1xx .. [5] 5xx, [0] other */
     edge_counter duration[EDGE_DURATION_BUCKETS];  /* cumulative at render time */
@@ -32,9 +48,7 @@ typedef struct edge_counters {
     edge_counter lua_budget_kills;
     edge_counter reloads;
     edge_counter reload_failures;
-    /* edge.fetch: responses by status class ([1]..[5], [0] other), [6] errors */
-    edge_counter upstream_requests[7];
-    edge_counter upstream_connect_failures;
+    edge_upstream_stats upstreams[EDGE_UPSTREAM_STATS_SLOTS];   /* edge.fetch, by upstream */
     edge_counter upstream_conns_opened;
     edge_counter upstream_conns_reused;
     edge_counter upstream_duration[EDGE_DURATION_BUCKETS];
@@ -52,8 +66,18 @@ static inline void edge_counter_add(edge_counter *c, int64_t n)
 /* Counts a response (status class, protocol, duration). */
 void edge_metrics_response(edge_counters *m, const struct edge_request *req, double now);
 
-/* Counts an upstream exchange's outcome (status 0: an error) and duration. */
-void edge_metrics_upstream(edge_counters *m, int status, double seconds);
+/* Counts an upstream exchange's outcome (status 0: an error) under its
+ * upstream's slot, and its duration. */
+void edge_metrics_upstream(edge_counters *m, int slot, int status, double seconds);
+
+/* The slot of upstream name (NULL or "": slot 0), claimed on first use; the
+ * worker's own thread only. */
+int edge_metrics_upstream_slot(edge_counters *m, const char *name);
+
+static inline void edge_counter_sub(edge_counter *c, int64_t n)
+{
+    edge_counter_add(c, -n);
+}
 
 /* Renders every worker's counters, the cache's and the in-flight gauge. */
 void edge_metrics_render(struct edge_buf *out, struct edge_worker *workers, int n_workers,

@@ -1,6 +1,7 @@
 /* edge.fetch's C side: one request to an origin, with its retries. */
 #include "upstream_fetch.h"
 #include "common.h"
+#include "balancer.h"
 #include "log.h"
 #include "metrics.h"
 #include "resolver.h"
@@ -22,7 +23,8 @@ struct edge_fetch {
     struct sockaddr_storage addr;
     char        *host, *sni, *ca_file, *label, *wire;
     size_t       wire_len;
-    int          port, tls, verify, is_head, idempotent, retries_left, stale_retried;
+    int          port, tls, verify, is_head, idempotent, retries_left, stale_retried, slot;
+    unsigned     failure;       /* why it failed: an edge_upstream_failure bit */
     size_t       max_body;
     edge_fetch_timeouts to;
     edge_keepalive ka;
@@ -44,7 +46,10 @@ static void free_fetch(edge_fetch *f)
 {
     ev_timer_stop(f->w->loop, &f->defer);
     if (f->query) edge_resolver_cancel(f->query);
-    if (f->conn) edge_upconn_free(f->conn);
+    if (f->conn) {
+        edge_upconn_free(f->conn);
+        edge_counter_sub(&f->w->counters.upstreams[f->slot].conns_active, 1);
+    }
     if (f->pool) f->pool->busy--;
     edge_buf_free(&f->resp.data);
     edge_buf_free(&f->resp.body);
@@ -67,8 +72,9 @@ static void report(edge_fetch *f)
     memcpy(err, f->err, sizeof(err));
     memcpy(peer, f->peer, sizeof(peer));
     edge_fetch_result r = {.resp = f->ok ? &resp : NULL, .err = err, .peer = peer,
-                           .seconds = ev_now(f->w->loop) - f->started};
-    edge_metrics_upstream(&f->w->counters, f->ok ? resp.status : 0, r.seconds);
+                           .seconds = ev_now(f->w->loop) - f->started,
+                           .failure = f->ok ? 0 : f->failure ? f->failure : EDGE_UPSTREAM_FAIL_ERROR};
+    edge_metrics_upstream(&f->w->counters, f->slot, f->ok ? resp.status : 0, r.seconds);
     edge_fetch_cb cb = f->cb;
     void *ud = f->ud;
     free_fetch(f);
@@ -83,8 +89,11 @@ static void on_defer(struct ev_loop *loop, ev_timer *t, int revents)
     report(edge_container_of(t, edge_fetch, defer));
 }
 
+/* Errors found before any I/O (a name that does not resolve, a CA file
+ * that does not load) are the connect's failures. */
 static void fail_later(edge_fetch *f, const char *msg)
 {
+    f->failure = EDGE_UPSTREAM_FAIL_CONNECT;
     snprintf(f->err, sizeof(f->err), "%s", msg);
     f->ok = 0;
     ev_timer_set(&f->defer, 0., 0.);
@@ -120,11 +129,27 @@ static int next_address(edge_fetch *f, int result)
     return 1;
 }
 
+/* The balancer's name for why an exchange failed (retries.on's words). */
+static unsigned failure_of(int result, const char *err)
+{
+    switch (result) {
+    case EDGE_UPCONN_CONNECT_FAILED: return EDGE_UPSTREAM_FAIL_CONNECT;
+    case EDGE_UPCONN_TIMEOUT:        return EDGE_UPSTREAM_FAIL_TIMEOUT;
+    case EDGE_UPCONN_FAILED:
+        return strncmp(err, "malformed response", 18) == 0 ? EDGE_UPSTREAM_FAIL_INVALID_HEADER
+                                                            : EDGE_UPSTREAM_FAIL_ERROR;
+    default:                         return EDGE_UPSTREAM_FAIL_ERROR;
+    }
+}
+
 static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
 {
     edge_fetch *f = ud;
     f->conn = NULL;
-    if (result == EDGE_UPCONN_CONNECT_FAILED) EDGE_COUNT(f->w->counters.upstream_connect_failures);
+    edge_upstream_stats *st = &f->w->counters.upstreams[f->slot];
+    edge_counter_sub(&st->conns_active, 1);
+    if (result == EDGE_UPCONN_CONNECT_FAILED) EDGE_COUNT(st->connect_failures);
+    f->failure = failure_of(result, err);
     if (result == EDGE_UPCONN_DONE) {
         f->resp = c->resp;
         memset(&c->resp, 0, sizeof(c->resp));
@@ -186,6 +211,7 @@ static void attempt(edge_fetch *f, int fresh)
     else if ((c = open_conn(f)) == NULL) return;
     snprintf(f->peer, sizeof(f->peer), "%s", c->peer);
     f->conn = c;
+    edge_counter_add(&f->w->counters.upstreams[f->slot].conns_active, 1);
     edge_upconn_exchange(c, f->wire, f->wire_len, &f->to, f->max_body, f->is_head, f->label, on_exchange, f);
 }
 
@@ -197,12 +223,13 @@ static void use_address(edge_fetch *f, const struct sockaddr_storage *addr)
                                                 : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
     inet_ntop(addr->ss_family, a, ip, sizeof(ip));
     edge_buf key = {0};      /* never truncated: two origins must never share a pool */
-    edge_buf_printf(&key, "%s|%s|%d|%s|%d|%s", f->tls ? "tls" : "tcp", ip, f->port,
+    edge_buf_printf(&key, "u%d|%s|%s|%d|%s|%d|%s", f->slot, f->tls ? "tls" : "tcp", ip, f->port,
                     f->sni ? f->sni : f->host, f->verify, f->ca_file ? f->ca_file : "");
     int created;
     f->pool = edge_pools_get(&f->w->upstream_pools, key.base, f->ka.size > 0 ? &f->ka : NULL, &created);
     edge_buf_free(&key);
     f->pool->busy++;
+    if (created) f->pool->idle_gauge = &f->w->counters.upstreams[f->slot].conns_idle;
     if (created && f->tls && !f->verify)
         edge_log(EDGE_LOG_WARN, 0, "edge.fetch: TLS certificates of %s:%d are not verified "
                  "(tls.verify = false)", f->host, f->port);
@@ -291,6 +318,7 @@ edge_fetch *edge_upstream_fetch(edge_worker *w, const edge_fetch_target *t, cons
     f->is_head = r->is_head;
     f->idempotent = r->idempotent;
     f->retries_left = r->retries;
+    f->slot = t->stats_slot >= 0 && t->stats_slot < EDGE_UPSTREAM_STATS_SLOTS ? t->stats_slot : 0;
     f->max_body = r->max_body;
     f->to = r->timeout;
     f->cb = cb;

@@ -28,6 +28,7 @@ typedef struct edge_fetch_target {
     const char *ca_file;     /* NULL: the system store */
     edge_keepalive keepalive;
     const struct sockaddr_storage *addr;   /* already resolved (named upstreams), or NULL */
+    int         stats_slot;  /* the /metrics upstream label (edge_metrics_upstream_slot); 0: "" */
 } edge_fetch_target;
 
 /* What to send. wire is the whole request (line, headers, body), copied. */
@@ -49,6 +50,7 @@ typedef struct edge_fetch_result {
     const char *err;         /* on error: a message for people */
     const char *peer;        /* the address last tried, "" when none */
     double      seconds;     /* from the start of the fetch */
+    unsigned    failure;     /* on error: one edge_upstream_failure bit (balancer.h) */
 } edge_fetch_result;
 
 typedef void (*edge_fetch_cb)(void *ud, edge_fetch_result *r);

@@ -1,6 +1,7 @@
 /* Per-worker pools of idle upstream connections. */
 #include "upstream_pool.h"
 #include "common.h"
+#include "metrics.h"
 #include "tls.h"
 #include "upstream_conn.h"
 
@@ -80,6 +81,7 @@ edge_upconn *edge_pool_take(edge_pool *p)
     p->idle = c->next;
     c->next = NULL;
     p->n_idle--;
+    if (p->idle_gauge) edge_counter_sub(p->idle_gauge, 1);
     return c;
 }
 
@@ -91,6 +93,7 @@ static void on_idle_closed(edge_upconn *c, void *ud)
         if (*pp != c) continue;
         *pp = c->next;
         p->n_idle--;
+        if (p->idle_gauge) edge_counter_sub(p->idle_gauge, 1);
         break;
     }
     edge_upconn_free(c);
@@ -107,6 +110,7 @@ void edge_pool_put(edge_pool *p, edge_upconn *c)
     c->next = p->idle;
     p->idle = c;
     p->n_idle++;
+    if (p->idle_gauge) edge_counter_add(p->idle_gauge, 1);
 }
 
 void edge_pool_keep_session(edge_pool *p, edge_upconn *c)

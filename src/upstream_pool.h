@@ -10,6 +10,7 @@
 #include <ev.h>
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct edge_upconn;
 
@@ -25,6 +26,7 @@ typedef struct edge_pool {
     struct edge_upconn *idle;        /* a LIFO stack through upconn->next */
     int    n_idle;
     int    busy;                     /* fetches holding this pool: it is not evicted */
+    _Atomic uint64_t *idle_gauge;    /* follows n_idle in /metrics (its upstream's), or NULL */
     SSL_SESSION *session;            /* the last resumable session to this origin */
     struct edge_pools *owner;
     struct edge_pool *prev, *next;   /* most recently used first */
