@@ -559,7 +559,8 @@ trap 'exit 143' TERM
 busy=$( { head -1 /proc/stat; sleep 1; head -1 /proc/stat; } | awk '{idle = $5 + $6; t = 0
   for (i = 2; i <= NF; i++) t += $i; if (NR == 1) { i0 = idle; t0 = t } else printf "%.0f", 100 * (1 - (idle - i0) / (t - t0)) }')
 {
-  echo "edge bench $RUN_ID: $EDGE ($(date -r "$EDGE" '+built %F %T')), ${DURATION}s per run, wrk -c$CONNECTIONS," \
+  echo "edge bench $RUN_ID: $EDGE ($(date -r "$EDGE" '+built %F %T')), ${DURATION}s per run, wrk -c$CONNECTIONS$( \
+    (( ORIGIN )) && echo " (fetch: -c${FETCH_CONNECTIONS:-64})")," \
     "scenarios ${SCENARIOS[*]}, $ROUNDS round(s)"
   echo "servers ${SERVERS[*]} on CPU $SERVER_CPU (1 worker), load on CPU $LOAD_CPU;" \
     "$(nproc --all) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), ${busy}% busy before start"
