@@ -32,9 +32,14 @@ SRCS    := $(filter-out src/lua_module.c,$(wildcard src/*.c))
 OBJS    := $(SRCS:src/%.c=$(BUILD)/%.o)
 LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 # The same Lua-facing C code, built as a Lua module (require "edge") for busted unit specs.
+# edge.fetch in it is the server's client on a private loop: upstream code, resolver, the TLS client
+# context and llhttp (compiled with -fPIC) come along; Lua itself comes from the host interpreter.
 MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c \
-            src/balancer.c src/lua_upstream.c src/lua_upstream_opts.c
-MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o)
+            src/balancer.c src/lua_upstream.c src/lua_upstream_opts.c \
+            src/lua_fetch.c src/upstream_fetch.c src/upstream_conn.c src/upstream_pool.c src/resolver.c src/tls.c
+MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o) build/lua-obj/llhttp/api.o build/lua-obj/llhttp/http.o \
+            build/lua-obj/llhttp/llhttp.o
+MOD_LIBS := $(shell pkg-config --libs openssl libcares 2>/dev/null || echo "-lssl -lcrypto -lcares") -lev -lm -pthread
 
 ifeq ($(V),1)
   Q :=
@@ -70,11 +75,15 @@ lua-module: build/lua/edge.so
 build/lua/edge.so: $(MOD_OBJS)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) -shared -o $@ $^ -lm
+	$(Q)$(CC) -shared -o $@ $^ $(MOD_LIBS)
 build/lua-obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $< (module)"
 	$(Q)$(CC) $(CFLAGS_BASE) $(WARN) $(CFLAGS) -fPIC -DEDGE_LUA_MODULE -c -o $@ $<
+build/lua-obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (module)"
+	$(Q)$(CC) $(CFLAGS_BASE) -fPIC -DLLHTTP_STRICT_MODE=1 -w -c -o $@ $<
 
 # The cache stress test (spec/c/cache_stress.c, run by spec/cache_stress_spec.lua):
 # 8 threads on one shard, built under ThreadSanitizer and under ASan + UBSan.

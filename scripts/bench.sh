@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks edge with wrk and h2load, optionally side by side with the nginx peers of ../shared/peers/.
-#   scripts/bench.sh [--duration S] [--connections N] [--scenarios hot,miss,h2,streams25k] [--peer]
+#   scripts/bench.sh [--duration S] [--connections N] [--scenarios hot,miss,h2,streams25k,fetch] [--peer]
 #                    [--static] [--rounds N] [--edge PATH]
 # Each server is pinned to CPU 0 with one worker, the load to CPU 1. Servers listen on 127.0.0.1 only,
 # on free ports, and are stopped by PID on exit. Per scenario and server it prints req/s, p50, p99,
@@ -8,6 +8,8 @@
 # server over the run: the figure that survives a client-bound run) and the server's peak RSS over
 # the run. With --peer, edge and the peer take turns within each scenario and the ratios edge/peer
 # are printed at the end. Exits 1 if a run failed (streams25k: if a single request did not succeed).
+# fetch has servers of its own: an origin nginx (plain HTTP, pinned to the load's CPU), an edge whose
+# script fetches from it (scripts/bench/fetch.lua) and the nginx peers of scripts/bench/nginx-fetch.sh.
 # Raw load-generator outputs and server logs: bench-results/<timestamp>/ (bench-results/latest).
 # shellcheck disable=SC2317  # scenario_* and cleanup are called indirectly
 set -euo pipefail
@@ -18,8 +20,10 @@ usage: scripts/bench.sh [options]
   --duration S        seconds per run (default 10)
   --connections N     wrk connections for hot/miss (default 400)
   --scenarios LIST    comma-separated, from: $(list_scenarios) (default $DEFAULT_SCENARIOS)
-  --peer              also run the nginx + Lua peer (../shared/peers/nginx.sh lua), alternating
-  --static            also run the nginx static peer (nginx.sh static): the ceiling
+  --peer              also run the nginx + Lua peer (../shared/peers/nginx.sh lua; for fetch:
+                      scripts/bench/nginx-fetch.sh fetch), alternating
+  --static            also run the nginx static peer (nginx.sh static; for fetch: nginx-fetch.sh
+                      proxy, a bare proxy_pass): the ceiling
   --rounds N          repeat the whole alternation N times; ratios use the medians (default 1)
   --edge PATH         edge binary (default ./edge)
   -h, --help          this text
@@ -34,11 +38,18 @@ Scenarios: hot  = one URL, wrk -t1 -cN --latency
                   (at most \${STREAMS_START_TIMEOUT:-30} s), then released together (SIGCONT);
                   bounded by the request count (not --duration), killed after \${STREAMS_TIMEOUT:-180} s;
                   FAILS unless every request succeeds; reports the most requests in flight at once
+           fetch = every request goes to an origin (nginx-fetch.sh origin: plain HTTP on loopback, pinned
+                  to the load's CPU, one worker, return 200): edge runs scripts/bench/fetch.lua
+                  (edge.fetch in respond, no cache, keepalive.size 64), the peer is nginx + Lua
+                  (ngx.location.capture to a proxy_pass to an upstream with keepalive 64);
+                  wrk -t1 -c\${FETCH_CONNECTIONS:-64} --latency; for edge, the upstream connections
+                  opened per upstream request, from /metrics (edge runs with --admin): reuse = 1 - that
 Peak RSS: VmHWM of the server, reset at the start of each run (/proc/PID/clear_refs), read at its
           end; nginx: master + workers summed (their shared pages counted in each).
 Environment: EDGE_SCRIPT (default lua/default.lua), PEERS_DIR (default ../shared/peers next to the
              repository), START_TIMEOUT (seconds, default 15), H2_CLIENTS, H2_STREAMS,
-             STREAMS_CLIENTS, STREAMS_PER_CONN, STREAMS_REQUESTS, STREAMS_TIMEOUT, STREAMS_START_TIMEOUT.
+             STREAMS_CLIENTS, STREAMS_PER_CONN, STREAMS_REQUESTS, STREAMS_TIMEOUT, STREAMS_START_TIMEOUT,
+             FETCH_CONNECTIONS.
 Results: one line per scenario and server, a table and the edge/peer ratios at the end;
          raw outputs and server logs in bench-results/<timestamp>/ (bench-results/latest).
 EOF
@@ -156,6 +167,31 @@ scenario_streams25k() {
   (( summaries > 0 )) || return 1
 }
 
+# Every request goes through the server to the origin. wrk's connections (64 by default) match the
+# keep-alive pools of both edge and the peer (64 idle connections): with more clients than that,
+# every server keeps opening and closing upstream connections beyond its pool. For edge, the
+# upstream connection reuse comes from /metrics, read before and after the run.
+scenario_fetch() {
+  local m0 m1
+  [[ $CUR_SRV == edge* ]] && m0=$(upstream_counts)
+  run_load "$2" wrk -t1 -c"${FETCH_CONNECTIONS:-64}" -d"${DURATION}s" --latency "$1" || return
+  parse_wrk "$2"
+  [[ $CUR_SRV == edge* ]] || return 0
+  m1=$(upstream_counts) || { echo "bench: could not read edge's /metrics" >&2; return 1; }
+  local opened=$(( ${m1% *} - ${m0% *} )) fetched=$(( ${m1#* } - ${m0#* } ))
+  R_REUSE=$(awk -v o="$opened" -v n="$fetched" 'BEGIN { if (n > 0) printf "%.2f", 100 * (1 - o / n) }')
+  R_NOTE="$fetched upstream requests, $opened upstream connections opened: reuse ${R_REUSE:-n/a} %"
+}
+
+# upstream_counts: "OPENED REQUESTS" from edge's /metrics: edge_upstream_connections_opened_total and
+# edge_upstream_requests_total summed over its codes.
+upstream_counts() {
+  curl -sf --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+    $1 == "edge_upstream_connections_opened_total" { o = $2 }
+    $1 ~ /^edge_upstream_requests_total[{]/ { n += $2 }
+    END { printf "%.0f %.0f\n", o, n }'
+}
+
 # parse_h2load OUT: R_REQS (succeeded), R_NON2XX (4xx + 5xx, like wrk's "Non-2xx or 3xx") and
 # R_SOCKERR (errored, timeouts included) from h2load's summary.
 parse_h2load() {
@@ -242,6 +278,15 @@ server_cmd() {
                "${EDGE_EXTRA[@]}") ;;
     nginx-lua) CMD=("$PEERS_DIR/nginx.sh" lua "$2" "$CERT" "$KEY" 1) ;;
     nginx-static) CMD=("$PEERS_DIR/nginx.sh" static "$2" "$CERT" "$KEY" 1) ;;
+    # The fetch scenario's servers (env and nginx-fetch.sh exec: the PID stays the server's).
+    nginx-origin) CMD=("$BENCH_DIR/nginx-fetch.sh" origin "$2" 1) ;;
+    edge-fetch) pick_port || die "no free port found"
+                ADMIN_PORT=$PORT
+                CMD=(env "EDGE_BENCH_ORIGIN=http://127.0.0.1:${SRV_PORT[nginx-origin]}"
+                     "$EDGE" -s "$BENCH_DIR/fetch.lua" -w 1 -l "127.0.0.1:$2" --cert "$CERT" --key "$KEY"
+                     --log-level warn --admin "127.0.0.1:$ADMIN_PORT" "${EDGE_EXTRA[@]}") ;;
+    nginx-fetch) CMD=("$BENCH_DIR/nginx-fetch.sh" fetch "$2" "$CERT" "$KEY" "${SRV_PORT[nginx-origin]}" 1) ;;
+    nginx-proxy) CMD=("$BENCH_DIR/nginx-fetch.sh" proxy "$2" "$CERT" "$KEY" "${SRV_PORT[nginx-origin]}" 1) ;;
     *) die "unknown server $1" ;;
   esac
 }
@@ -264,21 +309,23 @@ pick_port() {
 
 alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $s != Z* ]]; }
 
-# start_server NAME: starts it pinned to SERVER_CPU and waits (bounded) until GET / answers 200.
+# start_server NAME: starts it pinned to SERVER_CPU (the fetch origin: to LOAD_CPU, as a part of the
+# load) and waits (bounded) until GET / answers 200.
 start_server() {
-  local name=$1 port pid code deadline log=$RESULTS/$1.log
+  local name=$1 port pid code deadline log=$RESULTS/$1.log cpu=$SERVER_CPU scheme=https
+  [[ $name == nginx-origin ]] && cpu=$LOAD_CPU scheme=http
   pick_port || die "no free port found"
   port=$PORT
   server_cmd "$name" "$port"
-  echo "bench: starting $name on 127.0.0.1:$port: taskset -c $SERVER_CPU ${CMD[*]}"
-  taskset -c "$SERVER_CPU" "${CMD[@]}" >"$log" 2>&1 </dev/null &
+  echo "bench: starting $name on 127.0.0.1:$port: taskset -c $cpu ${CMD[*]}"
+  taskset -c "$cpu" "${CMD[@]}" >"$log" 2>&1 </dev/null &
   pid=$!
   SRV_PID[$name]=$pid SRV_PORT[$name]=$port SRV_LOG[$name]=$log
   STARTED+=("$name")
   deadline=$((SECONDS + START_TIMEOUT)) code=000
   while (( SECONDS < deadline )); do
     alive "$pid" || { sed 's/^/  | /' "$log" >&2; die "$name exited during start-up (log above, $log)"; }
-    code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "https://127.0.0.1:$port/" 2>/dev/null) || true
+    code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "$scheme://127.0.0.1:$port/" 2>/dev/null) || true
     [[ $code == 200 ]] && return 0
     sleep 0.2
   done
@@ -363,7 +410,7 @@ rss_peak() {
 # ---------------------------------------------------------------------------------------------
 # One run: scenario × server, with the server's CPU read just before and just after the load.
 # ---------------------------------------------------------------------------------------------
-declare -A RPC=() P99=() RSS=()
+declare -A RPC=() P99=() RSS=() REUSE=()
 ROWS=() NOTES=() FAILED=0 RUN_SEQ=0
 row() { printf '%-13s %-13s %9s %8s %9s %14s %7s %10s %9s %s' "$@" | sed 's/ *$//'; }
 
@@ -374,7 +421,7 @@ run_one() {
   if (( ROUNDS > 1 )); then out=$RESULTS/$1-$2-r$3.txt label=$1/$3; fi
   url="https://127.0.0.1:${SRV_PORT[$srv]}/"
   RUN_SEQ=$((RUN_SEQ + 1))
-  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR='' R_FAIL='' R_NOTE='' CUR_PID=$pid
+  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR='' R_FAIL='' R_NOTE='' R_REUSE='' CUR_PID=$pid CUR_SRV=$srv
   alive "$pid" || die "$srv (pid $pid) is no longer running (log: ${SRV_LOG[$srv]})"
   reset=$(rss_reset "$pid")
   read -r b0 b1 < <(server_ticks "$pid")
@@ -389,7 +436,7 @@ run_one() {
     [[ $a1 == "$b1" ]] || echo "bench: $srv's processes changed during the run ($b1 -> $a1)" >&2
     cpu=$(awk -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
     rpc=$(awk -v n="$R_REQS" -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { if (d > 0) printf "%.0f", n / (d / hz); else print "n/a" }')
-    RPC[$sc/$srv]+="$rpc " P99[$sc/$srv]+="${R_P99:-n/a} " RSS[$sc/$srv]+="${rss%\*} "
+    RPC[$sc/$srv]+="$rpc " P99[$sc/$srv]+="${R_P99:-n/a} " RSS[$sc/$srv]+="${rss%\*} " REUSE[$sc/$srv]+="$R_REUSE "
     line=$(row "$label" "$srv" "$(printf '%.0f' "$R_RPS")" "${R_P50:-n/a}" "${R_P99:-n/a}" \
       "$R_NON2XX/$R_SOCKERR" "$cpu" "$rpc" "$rss" "${R_FAIL:+FAIL}")
     [[ -n $R_NOTE ]] && NOTES+=("$label $srv: $R_NOTE")
@@ -461,16 +508,36 @@ for sc in "${SCENARIOS[@]}"; do [[ $sc == h2 || $sc == streams* ]] && H2=1; done
 (( $(nproc --all) >= 2 )) || die "needs 2 CPUs (server on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
 [[ -s $CERT && -s $KEY ]] || die "no certificate in certs/ (make certs)"
 [[ -e $SCRIPT ]] || die "$SCRIPT not found"
-SERVERS=(edge)
-if (( PEER || STATIC )); then
+# scenario_servers SC: the servers SC runs on, edge's first (the ratios compare it to the others).
+scenario_servers() {
+  if [[ $1 == fetch ]]; then
+    echo "edge-fetch$( (( PEER )) && echo " nginx-fetch")$( (( STATIC )) && echo " nginx-proxy")"
+  else
+    echo "edge$( (( PEER )) && echo " nginx-lua")$( (( STATIC )) && echo " nginx-static")"
+  fi
+}
+# SERVERS: every server some scenario runs on, each once. fetch also needs its origin (ORIGIN=1).
+SERVERS=() ORIGIN=0 NGINX_PEER=0
+for sc in "${SCENARIOS[@]}"; do
+  [[ $sc == fetch ]] && ORIGIN=1
+  for srv in $(scenario_servers "$sc"); do
+    [[ " ${SERVERS[*]} " == *" $srv "* ]] || SERVERS+=("$srv")
+    [[ $srv == nginx-lua || $srv == nginx-static ]] && NGINX_PEER=1
+  done
+done
+if (( NGINX_PEER )); then
   [[ -f $PEERS_DIR/nginx.sh ]] || die "peer servers not found: $PEERS_DIR/nginx.sh is missing" \
     "(the shared folder must sit next to the repository, at $(readlink -m "$ROOT/../shared"))"
   PEERS_DIR=$(readlink -f "$PEERS_DIR")
+fi
+if (( PEER || STATIC || ORIGIN )); then
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] ||
     die "nginx not found (scripts/install-deps.sh --peer)"
   export PATH=$PATH:/usr/sbin
-  (( PEER )) && SERVERS+=(nginx-lua)
-  (( STATIC )) && SERVERS+=(nginx-static)
+fi
+if [[ " ${SERVERS[*]} " == *" nginx-fetch "* ]]; then
+  [[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]] ||
+    die "nginx's Lua module not found (scripts/install-deps.sh --peer)"
 fi
 # The peers run with access_log off; an edge that has an access log (--access-log, default stdout)
 # gets it off too, so that both do the same work (and the log does not fill the disk).
@@ -492,13 +559,15 @@ trap 'exit 143' TERM
 busy=$( { head -1 /proc/stat; sleep 1; head -1 /proc/stat; } | awk '{idle = $5 + $6; t = 0
   for (i = 2; i <= NF; i++) t += $i; if (NR == 1) { i0 = idle; t0 = t } else printf "%.0f", 100 * (1 - (idle - i0) / (t - t0)) }')
 {
-  echo "edge bench $RUN_ID: $EDGE ($(date -r "$EDGE" '+built %F %T')), ${DURATION}s per run, wrk -c$CONNECTIONS," \
+  echo "edge bench $RUN_ID: $EDGE ($(date -r "$EDGE" '+built %F %T')), ${DURATION}s per run, wrk -c$CONNECTIONS$( \
+    (( ORIGIN )) && echo " (fetch: -c${FETCH_CONNECTIONS:-64})")," \
     "scenarios ${SCENARIOS[*]}, $ROUNDS round(s)"
   echo "servers ${SERVERS[*]} on CPU $SERVER_CPU (1 worker), load on CPU $LOAD_CPU;" \
     "$(nproc --all) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), ${busy}% busy before start"
 } | tee "$RESULTS/summary.txt"
 (( busy < 10 )) || echo "bench: warning: the CPUs were already ${busy}% busy; figures will be noisy" >&2
 
+(( ORIGIN == 0 )) || start_server nginx-origin
 for srv in "${SERVERS[@]}"; do start_server "$srv"; done
 # One unmeasured second of the hot path per server, so first-touch costs land in no scenario.
 # With an HTTP/2 scenario, one second of h2load too.
@@ -513,7 +582,7 @@ HEADER=$(row scenario server req/s "p50 ms" "p99 ms" non2xx/sockerr cpu-s req/cp
 echo "$HEADER"
 for (( round = 1; round <= ROUNDS; round++ )); do
   for sc in "${SCENARIOS[@]}"; do
-    for srv in "${SERVERS[@]}"; do
+    for srv in $(scenario_servers "$sc"); do
       run_one "$sc" "$srv" "$round"
       sleep 1
     done
@@ -529,15 +598,26 @@ done
     echo
     printf '%s\n' "${NOTES[@]}"
   fi
-  for peer in "${SERVERS[@]:1}"; do
-    echo
-    echo "edge / $peer$( (( ROUNDS > 1 )) && echo ", medians of $ROUNDS rounds")   (req/cpu-s: higher is better for edge; p99, peak RSS: lower is better)"
-    for sc in "${SCENARIOS[@]}"; do
-      printf '  %-11s req/cpu-s %7s   p99 %7s   peak RSS %7s\n' "$sc" \
-        "$(ratio "$(median "${RPC[$sc/edge]:-}")" "$(median "${RPC[$sc/$peer]:-}")")" \
-        "$(ratio "$(median "${P99[$sc/edge]:-}")" "$(median "${P99[$sc/$peer]:-}")")" \
-        "$(ratio "$(median "${RSS[$sc/edge]:-}")" "$(median "${RSS[$sc/$peer]:-}")")"
+  # Per scenario: its edge against each of its peers (fetch: edge-fetch against nginx-fetch/-proxy).
+  ratio_lines=()
+  for sc in "${SCENARIOS[@]}"; do
+    read -r -a on < <(scenario_servers "$sc")
+    for peer in "${on[@]:1}"; do
+      ratio_lines+=("$(printf '  %-11s %-12s req/cpu-s %7s   p99 %7s   peak RSS %7s' "$sc" "$peer" \
+        "$(ratio "$(median "${RPC[$sc/${on[0]}]:-}")" "$(median "${RPC[$sc/$peer]:-}")")" \
+        "$(ratio "$(median "${P99[$sc/${on[0]}]:-}")" "$(median "${P99[$sc/$peer]:-}")")" \
+        "$(ratio "$(median "${RSS[$sc/${on[0]}]:-}")" "$(median "${RSS[$sc/$peer]:-}")")")")
     done
+  done
+  if (( ${#ratio_lines[@]} )); then
+    echo
+    echo "edge / peer$( (( ROUNDS > 1 )) && echo ", medians of $ROUNDS rounds")   (req/cpu-s: higher is better for edge; p99, peak RSS: lower is better)"
+    printf '%s\n' "${ratio_lines[@]}"
+  fi
+  for sc in "${SCENARIOS[@]}"; do
+    [[ $sc == fetch ]] || continue
+    echo
+    echo "fetch: edge's upstream connection reuse (1 - connections opened / upstream requests)$( (( ROUNDS > 1 )) && echo ", median of $ROUNDS rounds"): $(median "${REUSE[fetch/edge-fetch]:-}") %"
   done
   if (( FAILED )); then
     echo

@@ -22,7 +22,7 @@ description = {
   summary = "The Lua side of edge, a Lua-scriptable HTTPS edge server: the edge module and its libraries",
   detailed = [[
     require "edge" outside the server (a virtual clock, the real C cache),
-    edge.router, edge.request, edge.response and edge.testing.{clock,request,server}
+    edge.router, edge.request, edge.response and edge.testing.{clock,request,server,upstream}
     for unit and end-to-end specs of edge scripts.
   ]],
 }

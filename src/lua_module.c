@@ -7,14 +7,27 @@
  * 1.0000000000000007) and a reading is the double nearest the decimal time:
  * edge.sleep(0.01) from 0 reads 0.01. It does not start at the wall-clock
  * time: near 1.7e9 s a double's step is 2.4e-7 s, and edge.sleep(0.01) then
- * moved edge.now() by 0.0099999905. A spec that needs a date sets one. */
+ * moved edge.now() by 0.0099999905. A spec that needs a date sets one.
+ *
+ * edge.fetch is the server's (lua_fetch.c, upstream_fetch.c: the same
+ * argument checks, client, pools and resolver) on a private ev loop that the
+ * call runs until the response: it blocks the process, which is what a test
+ * wants. Its timeouts are real time; the virtual clock does not move. */
 #include "cache.h"
 #include "lua_edge.h"
+#include "lua_fetch.h"
 #include "log.h"
+#include "request.h"
+#include "resolver.h"
+#include "script.h"
+#include "worker.h"
 
 #include <lauxlib.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 int luaopen_edge(lua_State *L);
 
@@ -83,10 +96,78 @@ static void module_log(lua_State *L, int level, const char *where, const char *m
     edge_log_write(level, 0, "[lua] %s%s", where, msg);
 }
 
+/* ---- edge.fetch on a private loop ----
+ *
+ * lua_fetch.c asks the script for the waiting request (edge_script_waitable),
+ * waits (edge_script_wait) and is woken by the fetch's callback
+ * (edge_script_wake). Here those run the module's loop in place until the
+ * wake, then call the continuation directly: nothing yields, so edge.fetch
+ * works anywhere in a spec (a coroutine, a hook called directly). The worker
+ * is made on the first fetch and kept for the process: its pools keep idle
+ * connections between calls, as in the server. */
+
+static edge_worker *fetch_worker;
+static edge_request fetch_request;
+static int fetch_woken;
+
+/* The worker edge.fetch runs on, made on first use; raises if no loop. */
+static edge_worker *module_worker(lua_State *L)
+{
+    if (fetch_worker) return fetch_worker;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    if (loop == NULL) luaL_error(L, "edge.fetch: cannot create an event loop");
+    edge_worker *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        ev_loop_destroy(loop);
+        luaL_error(L, "edge.fetch: out of memory");
+    }
+    w->loop = loop;
+    edge_pools_init(&w->upstream_pools, loop);
+    char err[256];
+    w->resolver = edge_resolver_new(loop, NULL, err, sizeof(err));
+    if (w->resolver == NULL) edge_log_write(EDGE_LOG_WARN, 0, "edge.fetch: only IP literals: %s", err);
+    /* A TLS origin that closes mid-write raises SIGPIPE (SSL writes with
+     * write(2)); the server ignores it, and so does a test process unless
+     * it chose otherwise. */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+    fetch_worker = w;
+    return w;
+}
+
+edge_request *edge_script_waitable(lua_State *L, edge_script *s, const char *what)
+{
+    memset(&fetch_request, 0, sizeof(fetch_request));
+    fetch_request.worker = module_worker(L);
+    return &fetch_request;
+}
+
+/* Runs the loop until the fetch reports (its timeouts bound this), then
+ * returns what the continuation returns, as a resumed call would. */
+int edge_script_wait(lua_State *L, edge_request *req, edge_lua_cancel_fn cancel, void *ud, lua_KFunction k)
+{
+    fetch_woken = 0;
+    while (!fetch_woken) ev_run(req->worker->loop, EVRUN_ONCE);
+    return k(L, LUA_OK, 0);
+}
+
+void edge_script_wake(edge_request *req)
+{
+    fetch_woken = 1;
+}
+
+/* metrics.c renders /metrics from every worker (and brings the server's
+ * dispatch and reload counters along): a test process has no /metrics, so
+ * the module's worker keeps its plain counters (upstream_fetch.c bumps them)
+ * and the status and response-time histogram are not recorded. */
+void edge_metrics_upstream(edge_counters *m, int status, double seconds)
+{
+}
+
 /* One cache per process, like the server's, with the server's default bound. */
 static edge_lua_runtime module_runtime = {
-    .now = module_now, .sleep = module_sleep, .log = module_log, .ud = NULL, .worker_id = 0,
-    .cache = NULL, .cache_ttl = 60
+    .now = module_now, .sleep = module_sleep, .fetch = edge_lua_fetch, .log = module_log, .ud = NULL,
+    .worker_id = 0, .cache = NULL, .cache_ttl = 60
 };
 
 int luaopen_edge(lua_State *L)
