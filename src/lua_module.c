@@ -156,14 +156,6 @@ void edge_script_wake(edge_request *req)
     fetch_woken = 1;
 }
 
-/* metrics.c renders /metrics from every worker (and brings the server's
- * dispatch and reload counters along): a test process has no /metrics, so
- * the module's worker keeps its plain counters (upstream_fetch.c bumps them)
- * and the status and response-time histogram are not recorded. */
-void edge_metrics_upstream(edge_counters *m, int status, double seconds)
-{
-}
-
 /* One cache per process, like the server's, with the server's default bound. */
 static edge_lua_runtime module_runtime = {
     .now = module_now, .sleep = module_sleep, .fetch = edge_lua_fetch, .log = module_log, .ud = NULL,

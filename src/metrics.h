@@ -64,6 +64,9 @@ static inline void edge_counter_add(edge_counter *c, int64_t n)
 #define EDGE_COUNT(c) edge_counter_add(&(c), 1)
 
 /* Counts a response (status class, protocol, duration). */
+/* The upper bounds of the request-duration histogram's buckets, in seconds. */
+extern const double edge_metrics_bucket_bounds[EDGE_DURATION_BUCKETS];
+
 void edge_metrics_response(edge_counters *m, const struct edge_request *req, double now);
 
 /* Counts an upstream exchange's outcome (status 0: an error) under its
