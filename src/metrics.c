@@ -3,6 +3,7 @@
 #include "buf.h"
 #include "cache.h"
 #include "dispatch.h"
+#include "health_check.h"
 #include "request.h"
 #include "worker.h"
 
@@ -130,6 +131,7 @@ static void render_upstream(edge_buf *b, edge_worker *workers, int n_workers)
     render_histogram(b, "edge_upstream_response_seconds", workers, n_workers,
                      offsetof(edge_counters, upstream_duration), offsetof(edge_counters, upstream_duration_count),
                      offsetof(edge_counters, upstream_duration_sum_us));
+    edge_health_render(b);
 }
 
 static void render_cache(edge_buf *b, edge_cache *cache)
