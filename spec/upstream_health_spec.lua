@@ -116,6 +116,12 @@ describe("upstream health: active checks #e2e", function()
     assert.is_true(grew >= 5 and grew <= 20, "origin a got " .. grew .. " checks in 1.1 s")
     assert.are.equal(1, server_up(aport, "api", a.addr_port))
     assert.are.equal(1, server_up(aport, "api", b.addr_port))
+    local _, text = admin.scrape(aport)
+    assert.truthy(text:find("# TYPE edge_upstream_server_up gauge\n", 1, true), text)
+    if util.run({ "sh", "-c", "command -v promtool" }) == 0 then
+      local rc, out, err = util.run({ "promtool", "check", "metrics" }, { stdin = text, timeout = 20 })
+      assert.are.equal(0, rc, "promtool check metrics failed:\n" .. out .. err .. "\n--- metrics ---\n" .. text)
+    end
   end)
 
   it("a server whose /healthz answers 500 is taken out after fall failed checks and back after rise passes", function()

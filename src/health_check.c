@@ -227,7 +227,8 @@ static void init_check(edge_health *h, check *c, edge_upstream *u, int server)
     c->server = server;
     c->up = 1;                             /* as nginx: up until its checks say otherwise */
     server_name(c->name, sizeof(c->name), s);
-    /* Host: the server's host, with its port unless it is the scheme's */
+    /* Host: the server's host, with its port unless it is the scheme's. The
+     * path has no space or control byte (define refuses them). */
     int default_port = s->port == (def->tls.enabled ? 443 : 80);
     int v6 = strchr(s->host, ':') != NULL;
     if (default_port) edge_buf_printf(&c->wire, "GET %s HTTP/1.1\r\nHost: %s%s%s", def->active.path,
