@@ -257,21 +257,26 @@ static void add_checks(edge_upstream *u, void *ud)
     for (size_t i = 0; i < u->def.n_servers; i++) init_check(h, &h->checks[h->n++], u, (int)i);
 }
 
+typedef struct walk_args {
+    void (*fn)(edge_upstream *u, void *ud);
+    void *ud;
+} walk_args;
+
 /* Runs under lua_pcall: walking the upstreams may allocate (a memory error
  * then means no checks, logged, instead of a panic). */
 static int walk(lua_State *L)
 {
-    void (*fn)(edge_upstream *, void *) = (void (*)(edge_upstream *, void *))(uintptr_t)lua_touserdata(L, 1);
-    edge_lua_upstream_each(L, fn, lua_touserdata(L, 2));
+    walk_args *a = lua_touserdata(L, 1);
+    edge_lua_upstream_each(L, a->fn, a->ud);
     return 0;
 }
 
 static int each_upstream(lua_State *L, void (*fn)(edge_upstream *, void *), void *ud)
 {
+    walk_args a = {fn, ud};
     lua_pushcfunction(L, walk);
-    lua_pushlightuserdata(L, (void *)(uintptr_t)fn);
-    lua_pushlightuserdata(L, ud);
-    if (lua_pcall(L, 2, 0, 0) == LUA_OK) return EDGE_OK;
+    lua_pushlightuserdata(L, &a);
+    if (lua_pcall(L, 1, 0, 0) == LUA_OK) return EDGE_OK;
     edge_log(EDGE_LOG_ERR, 0, "active health checks not started: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
     return EDGE_ERROR;
