@@ -117,6 +117,7 @@ typedef struct peer {
     double   down_until;        /* 0: up; else out until then, then one trial at a time */
     unsigned backup : 1;
     unsigned trial : 1;         /* an attempt to this down server is in flight */
+    unsigned checked_down : 1;  /* taken out by active health checks (health_check.c) */
 } peer;
 
 typedef struct ring_point {
@@ -326,12 +327,14 @@ static int choose(edge_balancer *b, const char *key, size_t klen, uint64_t cand)
 
 /* ---- health ---- */
 
-/* Up, or down with fail_timeout over: due a trial. */
+/* Passing its active checks (if any), and passively up or down with
+ * fail_timeout over (due a trial). */
 static uint64_t up_mask(const edge_balancer *b, double now)
 {
     uint64_t m = 0;
     for (size_t i = 0; i < b->n; i++) {
         const peer *p = &b->peers[i];
+        if (p->checked_down) continue;
         if (p->down_until == 0 || now >= p->down_until) m |= bit(i);
     }
     return m;
@@ -409,5 +412,16 @@ unsigned edge_balancer_active(const edge_balancer *b, int server)
 
 int edge_balancer_is_up(const edge_balancer *b, int server)
 {
-    return server >= 0 && (size_t)server < b->n && b->peers[server].down_until == 0;
+    return server >= 0 && (size_t)server < b->n && b->peers[server].down_until == 0 &&
+           !b->peers[server].checked_down;
+}
+
+void edge_balancer_set_checked(edge_balancer *b, int server, int up)
+{
+    if (server >= 0 && (size_t)server < b->n) b->peers[server].checked_down = !up;
+}
+
+int edge_balancer_is_checked_up(const edge_balancer *b, int server)
+{
+    return server >= 0 && (size_t)server < b->n && !b->peers[server].checked_down;
 }

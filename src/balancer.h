@@ -13,7 +13,9 @@
  *                so adding or removing a server moves only its share of keys.
  * Passive health: max_fails failures within fail_timeout take a server out for
  * fail_timeout; then one trial request may go to it, and its success puts the
- * server back. Backup servers get requests only when no primary can. */
+ * server back. Active health (edge_balancer_set_checked) takes a server out
+ * until its checks pass again. Backup servers get requests only when no
+ * primary can. */
 #ifndef EDGE_BALANCER_H
 #define EDGE_BALANCER_H
 
@@ -71,7 +73,7 @@ typedef struct edge_upstream_def {
         char *path;
         double interval, timeout;
         unsigned rise, fall;
-    } active;                          /* stored; the checker is not written yet */
+    } active;                          /* health_check.c runs them (enabled: a table was given) */
     struct { int enabled, verify; char *sni, *ca_file; } tls;    /* sni, ca_file may be NULL */
     double dns_valid;                  /* seconds to keep an answer; 0: the answer's TTL */
 } edge_upstream_def;
@@ -137,7 +139,16 @@ void edge_balancer_done(edge_balancer *b, int server, edge_peer_outcome outcome,
 /* Attempts on server now in flight (picked, not done). */
 unsigned edge_balancer_active(const edge_balancer *b, int server);
 /* 0 from the moment passive health takes server out until a trial request
- * to it succeeds; 1 otherwise. */
+ * to it succeeds, and while active checks have it down; 1 otherwise. */
 int edge_balancer_is_up(const edge_balancer *b, int server);
+
+/* Active health (health_check.c decides rise and fall): up 0 takes server
+ * out, up 1 puts it back. A server out by its checks is never picked while
+ * another server that is not tried is up; when none is, the try-them-all
+ * rule of edge_balancer_pick applies to it as to a passively down one. The
+ * passive state is kept apart: both must be up for a server to be up. */
+void edge_balancer_set_checked(edge_balancer *b, int server, int up);
+/* 0 while active checks have server down; 1 otherwise (also with no checks). */
+int edge_balancer_is_checked_up(const edge_balancer *b, int server);
 
 #endif

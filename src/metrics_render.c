@@ -5,6 +5,7 @@
 #include "cache.h"
 #include "common.h"
 #include "dispatch.h"
+#include "health_check.h"
 #include "request.h"
 #include "worker.h"
 
@@ -145,6 +146,7 @@ static void render_upstream(edge_buf *b, edge_worker *workers, int n_workers)
     render_histogram(b, "edge_upstream_response_seconds", workers, n_workers,
                      offsetof(edge_counters, upstream_duration), offsetof(edge_counters, upstream_duration_count),
                      offsetof(edge_counters, upstream_duration_sum_us));
+    edge_health_render(b);
 }
 
 static void render_cache(edge_buf *b, edge_cache *cache)

@@ -2,6 +2,7 @@
 #include "script.h"
 #include "common.h"
 #include "dispatch.h"
+#include "health_check.h"
 #include "log.h"
 #include "lua_fetch.h"
 #include "lua_req.h"
@@ -592,8 +593,15 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
     return rc;
 }
 
+void edge_script_stop_checks(edge_script *s)
+{
+    edge_health_stop(s->health);
+    s->health = NULL;
+}
+
 void edge_script_close(edge_script *s)
 {
+    edge_script_stop_checks(s);     /* they point into the VM's upstreams */
     if (s->L) lua_close(s->L);
     s->L = NULL;
 }
@@ -601,6 +609,7 @@ void edge_script_close(edge_script *s)
 void edge_script_retire(edge_script *s)
 {
     s->retired = 1;
+    edge_script_stop_checks(s);     /* a retired VM is never checked, nor kept alive by checks */
     if (s->refs > 0) return;
     edge_script_close(s);
     free(s);

@@ -17,6 +17,7 @@
 
 struct edge_cache;
 struct edge_counters;
+struct edge_health;
 
 struct edge_request;
 
@@ -32,6 +33,7 @@ typedef struct edge_script {
     size_t     mem_used;          /* bytes the VM allocated */
     size_t     mem_limit;         /* --lua-memory; 0: no limit */
     struct edge_counters *counters;   /* the worker's, or NULL (edge -t) */
+    struct edge_health *health;   /* active checks while this is the live script, or NULL */
     unsigned   retired : 1;       /* replaced by a reload: closed when refs reaches 0 */
 } edge_script;
 
@@ -45,10 +47,14 @@ extern double edge_script_sleep_scale;
 
 /* The memory bound for VMs opened from now on (--lua-memory; 0: none). */
 void edge_script_set_memory_limit(size_t bytes);
-/* Closes the VM. No request may still use it. */
+/* Closes the VM (stopping its health checks first). No request may still use it. */
 void edge_script_close(edge_script *s);
-/* For a heap-allocated VM replaced by a reload (or at exit): closes and frees
- * it now if no request uses it, else when the last one releases it. */
+/* Stops the VM's active health checks, if any: in-flight checks are
+ * cancelled. For a drain; retiring and closing do it too. */
+void edge_script_stop_checks(edge_script *s);
+/* For a heap-allocated VM replaced by a reload (or at exit): stops its
+ * health checks at once, then closes and frees it now if no request uses it,
+ * else when the last one releases it. */
 void edge_script_retire(edge_script *s);
 
 /* Runs cache_key(req): EDGE_OK (req->cache_key set when the hook returned a

@@ -6,6 +6,7 @@
 #include "conn.h"
 #include "log.h"
 #include "request.h"
+#include "health_check.h"
 #include "resolver.h"
 
 #include <ctype.h>
@@ -217,6 +218,7 @@ static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
     w->script = s;
     edge_script_retire(old);
     w->script->counters = &w->counters;
+    if (!w->stopping) s->health = edge_health_start(w, s->L);
     EDGE_COUNT(w->counters.reloads);
     edge_log(EDGE_LOG_NOTICE, 0, "script %s reloaded", w->cfg->script);
 }
@@ -241,6 +243,7 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     edge_worker *w = a->data;
     if (w->stopping) return;
     w->stopping = 1;
+    edge_script_stop_checks(w->script);     /* a drain sends no more checks */
     set_accepting(w, 0);
     ev_timer_stop(loop, &w->accept_backoff);
     for (int i = 0; i < w->n_listen; i++) {
@@ -338,7 +341,9 @@ static void *worker_main(void *arg)
 {
     edge_worker *w = arg;
     edge_log_worker = w->id;
+    w->script->health = edge_health_start(w, w->script->L);   /* the resolver and pools exist now */
     ev_run(w->loop, 0);
+    edge_script_stop_checks(w->script);     /* before the pools go: a check holds one */
     close_all(w);
     on_reap(w->loop, &w->reaper, 0);
     edge_pools_free(&w->upstream_pools);    /* after close_all: no fetch is in flight now */

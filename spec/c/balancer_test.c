@@ -480,6 +480,52 @@ static void test_all_down(edge_balance balance, const char *name)
     edge_upstream_def_free(&def);
 }
 
+/* Active health: a server its checks put down is never picked while another
+ * is up, whatever its passive state; with every server down by checks, the
+ * try-them-all rule still applies; set up again, it gets picks again. */
+static void test_checked(edge_balance balance, const char *name)
+{
+    edge_balancer *b = new_balancer(balance, 3, NULL, NULL);
+    edge_balancer_set_checked(b, 1, 0);
+    check(!edge_balancer_is_up(b, 1) && !edge_balancer_is_checked_up(b, 1),
+          "%s checked: s1 still up after its checks failed", name);
+    check(edge_balancer_is_checked_up(b, 0), "%s checked: s0 counted down by checks", name);
+    int on1 = 0;
+    for (int i = 0; i < 60; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        on1 += pick_once(b, key, i) == 1;
+    }
+    check(on1 == 0, "%s checked: s1 got %d of 60 picks while its checks failed", name, on1);
+    /* passive success does not override the checks */
+    uint64_t t = (uint64_t)1 << 0 | (uint64_t)1 << 2;   /* s0 and s2 tried: only s1 is left */
+    int all_down = 0;
+    int s = edge_balancer_pick(b, "k", 1, &t, 100, &all_down);
+    check(s == 1 && all_down == 1, "%s checked: last untried s1 picked %d (all_down %d), want 1, 1", name, s,
+          all_down);
+    edge_balancer_done(b, s, EDGE_PEER_OK, 100);
+    check(!edge_balancer_is_checked_up(b, 1), "%s checked: a request's success undid the checks", name);
+    for (int i = 0; i < 3; i++) edge_balancer_set_checked(b, i, 0);
+    t = 0;
+    int seen = 0;
+    for (int i = 0; i < 3; i++) {
+        s = edge_balancer_pick(b, "k", 1, &t, 101, &all_down);
+        if (s >= 0) seen |= 1 << s;
+    }
+    check(seen == 7 && all_down == 1, "%s checked: all down tried %#x (all_down %d), want each once", name, seen,
+          all_down);
+    for (int i = 0; i < 3; i++) edge_balancer_done(b, i, EDGE_PEER_ABORTED, 101);
+    for (int i = 0; i < 3; i++) edge_balancer_set_checked(b, i, 1);
+    on1 = 0;
+    for (int i = 0; i < 60; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        on1 += pick_once(b, key, 200 + i) == 1;
+    }
+    check(on1 > 0 && edge_balancer_is_up(b, 1), "%s checked: s1 back up got %d of 60 picks", name, on1);
+    edge_balancer_free(b);
+}
+
 /* Option names and bits map both ways; unknown names map to nothing. */
 static void test_names(void)
 {
@@ -541,6 +587,9 @@ int main(void)
     test_all_down(EDGE_BALANCE_ROUND_ROBIN, "round_robin");
     test_all_down(EDGE_BALANCE_LEAST_CONN, "least_conn");
     test_all_down(EDGE_BALANCE_HASH, "hash");
+    test_checked(EDGE_BALANCE_ROUND_ROBIN, "round_robin");
+    test_checked(EDGE_BALANCE_LEAST_CONN, "least_conn");
+    test_checked(EDGE_BALANCE_HASH, "hash");
     test_bad_defs();
     test_names();
     if (failures) {
