@@ -85,6 +85,15 @@ describe("edge.fetch in busted", function()
     assert.are.equal(before, clock.now())
   end)
 
+  it("counts a fetch's timeouts from the fetch, however long the process sat still before", function()
+    local port = util.free_port()
+    local _, err = edge.fetch("http://127.0.0.1:" .. port .. "/", { timeout = 0.5 })
+    assert.truthy(err:match("^connect refused"), err)
+    util.sleep(0.8)   -- longer than the timeout: the module's loop did not run meanwhile
+    _, err = edge.fetch("http://127.0.0.1:" .. port .. "/", { timeout = 0.5 })
+    assert.truthy(err:match("^connect refused"), "timed out at once on a stale loop clock: " .. err)
+  end)
+
   it("raises for bad arguments, as in the server", function()
     assert.has_error(function() edge.fetch("ftp://x/") end)
     assert.has_error(function() edge.fetch("http://127.0.0.1/", { headers = { a = "b\r\nc: d" } }) end)

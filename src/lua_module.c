@@ -139,6 +139,9 @@ edge_request *edge_script_waitable(lua_State *L, edge_script *s, const char *wha
 {
     memset(&fetch_request, 0, sizeof(fetch_request));
     fetch_request.worker = module_worker(L);
+    /* The loop sat still while the spec ran: without this, the fetch's
+     * timers would count from the last fetch and could fire at once. */
+    ev_now_update(fetch_request.worker->loop);
     return &fetch_request;
 }
 
