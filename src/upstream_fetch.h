@@ -38,6 +38,7 @@ typedef struct edge_fetch_request {
     const char *label;       /* names the request in timeout messages (the URL); copied */
     unsigned    is_head : 1;
     unsigned    idempotent : 1;   /* may be sent again (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) */
+    unsigned    uncounted : 1;    /* a health check: kept out of the request metrics */
     int         retries;     /* more tries after a connect failure or a timeout before any
                               * response byte, idempotent requests only */
     size_t      max_body;
