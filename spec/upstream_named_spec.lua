@@ -223,3 +223,80 @@ describe("named upstreams through edge.fetch #e2e", function()
     assert.is_nil(srv:sanitizer_report())
   end)
 end)
+
+-- Runs edge in its own user and mount namespaces with `hosts` bind-mounted
+-- over /etc/hosts (unshare -rm: no privilege needed), so a spec decides what
+-- names resolve to. Returns the wrapper's path, or nil when the system
+-- cannot do it.
+local function hosts_wrapper(dir, hosts)
+  local probe = util.run({ "unshare", "-rm", "sh", "-c", 'mount --bind "$0" /etc/hosts', hosts }, { timeout = 10 })
+  if probe ~= 0 then return nil end
+  local wrapper = dir .. "/edge-with-hosts"
+  util.write_file(wrapper, string.format(
+    "#!/bin/sh\nexec unshare -rm sh -c 'mount --bind \"$0\" /etc/hosts && exec \"$@\"' %s %s \"$@\"\n",
+    util.q(hosts), util.q(util.edge_bin())))
+  assert(util.run({ "chmod", "+x", wrapper }) == 0)
+  return wrapper
+end
+
+describe("named upstreams: server names and their addresses #e2e", function()
+  local dir, hosts, origin_a, proxy, admin_port, wrapper
+  local HOSTS = "127.0.0.1 localhost\n127.0.0.2 multi.edge.test\n127.0.0.1 multi.edge.test\n"
+
+  lazy_setup(function()
+    dir = util.tmpdir("named-dns")
+    hosts = dir .. "/hosts"
+    util.write_file(hosts, HOSTS .. "127.0.0.1 kept.edge.test\n127.0.0.1 ttl.edge.test\n")
+    wrapper = hosts_wrapper(dir, hosts)
+    if not wrapper then return end
+    origin_a = start_origin("A")
+    admin_port = util.free_port()
+    proxy = server.start { script = "spec/fixtures/upstream_dns.lua", plain = true, bin = wrapper,
+                           cert = "certs/server.crt", key = "certs/server.key",
+                           env = { PORT_A = origin_a.plain_port },
+                           args = { "--workers", "1", "--admin", "127.0.0.1:" .. admin_port, "--log-level", "info" } }
+  end)
+  lazy_teardown(function()
+    if proxy then server.stop_and_check(proxy, origin_a) elseif origin_a then origin_a:stop() end
+  end)
+
+  local function via(name)
+    return proxy:request { plain = true, path = "/" .. name, timeout = 10 }
+  end
+
+  it("a connect failure on one address of a server goes on to its next address, within the same try", function()
+    if not wrapper then return pending("unshare -rm is not available: cannot give edge its own /etc/hosts") end
+    for _ = 1, 5 do
+      local res = via("multi")
+      assert.are.equal(200, res.status, res.body)
+      assert.truthy(res.body:match("^A GET multi /x$"), res.body)
+    end
+    local m = admin.scrape(admin_port)
+    -- one try per request (retries.tries = 1), yet each went on past the dead address
+    assert.is_true(admin.value(m, 'edge_upstream_connect_failures_total{upstream="multi"}') >= 1,
+      "127.0.0.2 was never tried first:\n" .. proxy:log_tail())
+    assert.are.equal(5, admin.value(m, 'edge_upstream_requests_total{upstream="multi",code="2xx"}'))
+    assert.are.equal(0, admin.value(m, 'edge_upstream_requests_total{upstream="multi",code="error"}'))
+  end)
+
+  it("dns.valid keeps an upstream's answer that long, whatever the TTL; without it the TTL applies", function()
+    if not wrapper then return pending("unshare -rm is not available: cannot give edge its own /etc/hosts") end
+    local t0 = util.now()
+    assert.are.equal(200, via("kept").status)
+    assert.are.equal(200, via("ttl").status)
+    -- both names move to an address where nothing listens
+    util.write_file(hosts, HOSTS .. "127.0.0.2 kept.edge.test\n127.0.0.2 ttl.edge.test\n")
+    util.sleep(2.2 - (util.now() - t0))
+    local ttl = via("ttl")
+    assert.are.equal(502, ttl.status, "ttl.edge.test still used its 1 s answer after 2 s")
+    assert.truthy(ttl.body:find("127.0.0.2:", 1, true), ttl.body)
+    local kept = via("kept")
+    assert.is_true(util.now() - t0 < 3.5, "too slow to test within dns.valid")
+    assert.are.equal(200, kept.status, "dns.valid = 4 did not keep the answer: " .. kept.body)
+    local moved_at
+    assert.truthy(util.wait_until(function()
+      if via("kept").status == 502 then moved_at = util.now() return true end
+    end, 8, 0.2), "kept.edge.test never moved to its new address")
+    assert.is_true(moved_at - t0 >= 3.9 and moved_at - t0 < 6, "moved after " .. (moved_at - t0) .. " s")
+  end)
+end)

@@ -186,6 +186,7 @@ static void start_check(check *c)
         .host = s->host, .port = s->port, .tls = def->tls.enabled, .verify = def->tls.verify,
         .sni = def->tls.sni, .ca_file = def->tls.ca_file,
         .keepalive = {.size = 0},         /* a new connection each time: the check tests connect too */
+        .dns_valid = def->dns_valid,
     };
     edge_fetch_request r = {
         .wire = c->wire.base, .wire_len = c->wire.len, .label = c->label, .idempotent = 1,

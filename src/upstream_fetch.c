@@ -28,6 +28,7 @@ struct edge_fetch {
     size_t       max_body;
     edge_fetch_timeouts to;
     edge_keepalive ka;
+    double       dns_valid;
     ev_timer     defer;         /* reports an error found before any I/O, from the loop */
     double       started;
     edge_response resp;         /* the response, moved off its connection */
@@ -278,7 +279,8 @@ static int parse_ip(const char *host, int port, struct sockaddr_storage *ss)
 static void resolve(edge_fetch *f)
 {
     if (f->w->resolver) {
-        edge_resolve_query *q = edge_resolver_resolve(f->w->resolver, f->host, f->port, on_resolved, f);
+        edge_resolve_query *q = edge_resolver_resolve_valid(f->w->resolver, f->host, f->port, f->dns_valid,
+                                                           on_resolved, f);
         if (q) f->query = q;        /* NULL: on_resolved already ran */
         return;
     }
@@ -315,6 +317,7 @@ edge_fetch *edge_upstream_fetch(edge_worker *w, const edge_fetch_target *t, cons
     f->tls = t->tls;
     f->verify = t->verify;
     f->ka = t->keepalive;
+    f->dns_valid = t->dns_valid;
     f->is_head = r->is_head;
     f->idempotent = r->idempotent;
     f->uncounted = r->uncounted;

@@ -29,6 +29,7 @@ typedef struct edge_fetch_target {
     edge_keepalive keepalive;
     const struct sockaddr_storage *addr;   /* already resolved (named upstreams), or NULL */
     int         stats_slot;  /* the /metrics upstream label (edge_metrics_upstream_slot); 0: "" */
+    double      dns_valid;   /* seconds a resolved answer is used (an upstream's dns.valid); 0: its TTL */
 } edge_fetch_target;
 
 /* What to send. wire is the whole request (line, headers, body), copied. */
