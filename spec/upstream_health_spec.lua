@@ -230,3 +230,93 @@ describe("upstream health: drain #e2e", function()
     assert.are.equal(0, rc, proxy:log_tail(40))
   end)
 end)
+
+describe("upstream health: what edge.fetch and /metrics see #e2e", function()
+  local dir, a, b, proxy, aport
+
+  lazy_setup(function()
+    dir = util.tmpdir("health-fetch")
+    a = start_origin(dir, "a")
+    b = start_origin(dir, "b")
+    local conf = dir .. "/upstreams.lua"
+    -- one try per request and no passive health: only the active checks can keep a server out
+    write_conf(conf, string.format([[
+return { pair = { servers = { %q, %q }, retries = { tries = 1 },
+                  health = { passive = { max_fails = 0 },
+                             active = { path = "/healthz", interval = 0.2, rise = 1, fall = 1, timeout = 0.5 } } } }
+]], a.addr_port, b.addr_port))
+    proxy, aport = start_proxy(conf)
+  end)
+
+  lazy_teardown(function()
+    local rc = proxy and proxy:stop()
+    for _, o in ipairs({ a, b }) do if o then o:stop() end end
+    if proxy then
+      assert.is_nil(proxy:sanitizer_report(), "sanitizer report:\n" .. proxy:log_tail(80))
+      assert.are.equal(0, rc, proxy:log_tail(40))
+    end
+  end)
+
+  local function metric(key)
+    return admin.value(admin.scrape(aport), key) or 0
+  end
+
+  local function fetch_through(n)
+    for _ = 1, n do
+      local res = proxy:get("/fetch?up=pair&p=/x", { timeout = 5 })
+      assert.are.equal(200, res and res.status, res and res.body)
+      assert.are.equal("origin\n", res.body)
+    end
+  end
+
+  it("health checks count in edge_upstream_health_checks_total, never in the request metrics", function()
+    assert.truthy(util.wait_until(function()
+      return metric('edge_upstream_health_checks_total{upstream="pair",result="pass"}') >= 8
+    end, 5), proxy:log_tail())
+    assert.is_true((count(a, "/healthz") or 0) >= 4)
+    for _, code in ipairs({ "2xx", "5xx", "error" }) do
+      assert.are.equal(0, metric('edge_upstream_requests_total{upstream="",code="' .. code .. '"}'), code)
+      assert.are.equal(0, metric('edge_upstream_requests_total{upstream="pair",code="' .. code .. '"}'), code)
+    end
+    assert.are.equal(0, metric("edge_upstream_connections_opened_total"))
+    assert.are.equal(0, metric("edge_upstream_response_seconds_count"))
+    assert.are.equal(0, metric('edge_upstream_health_checks_total{upstream="pair",result="fail"}'))
+    -- a failing check counts as such; the script's own fetches count as requests
+    set_health(a, 503)
+    assert.truthy(util.wait_until(function()
+      return metric('edge_upstream_health_checks_total{upstream="pair",result="fail"}') >= 2
+    end, 5), proxy:log_tail())
+    fetch_through(4)
+    assert.are.equal(4, metric('edge_upstream_requests_total{upstream="pair",code="2xx"}'))
+    assert.are.equal(0, metric('edge_upstream_requests_total{upstream="",code="5xx"}'))
+    assert.are.equal(0, metric('edge_upstream_requests_total{upstream="pair",code="5xx"}'))
+    set_health(a, 200)
+    local _, text = admin.scrape(aport)
+    assert.truthy(text:find("# TYPE edge_upstream_health_checks_total counter\n", 1, true), text)
+    if util.run({ "sh", "-c", "command -v promtool" }) == 0 then
+      local rc, out, err = util.run({ "promtool", "check", "metrics" }, { stdin = text, timeout = 20 })
+      assert.are.equal(0, rc, "promtool check metrics failed:\n" .. out .. err .. "\n--- metrics ---\n" .. text)
+    end
+  end)
+
+  it("edge.fetch sends nothing to a server its checks took out while another is up, and uses it again once up", function()
+    local down = "upstream pair: server " .. a.addr_port .. " down after 1 failed checks"
+    local up = "upstream pair: server " .. a.addr_port .. " up after 1 passed checks"
+    -- the previous spec's round of 503s is over: each worker has a back up
+    assert.truthy(util.wait_until(function() return log_count(proxy, up) == log_count(proxy, down) end, 5))
+    local ups, downs = log_count(proxy, up), log_count(proxy, down)
+    set_health(a, 500)
+    assert.truthy(util.wait_until(function() return log_count(proxy, down) >= downs + 2 end, 5),
+      "no 'down' line from each worker:\n" .. proxy:log_tail())
+    local a_before, b_before = count(a, "/x"), count(b, "/x")
+    fetch_through(20)
+    assert.are.equal(a_before, count(a, "/x"), "a server down by its checks got requests")
+    assert.are.equal(b_before + 20, count(b, "/x"))
+    set_health(a, 200)
+    assert.truthy(util.wait_until(function() return log_count(proxy, up) >= ups + 2 end, 5),
+      "no 'up' line from each worker:\n" .. proxy:log_tail())
+    a_before = count(a, "/x")
+    fetch_through(20)
+    assert.is_true(count(a, "/x") - a_before >= 5, "the server back up got no share of the requests")
+  end)
+end)

@@ -6,6 +6,7 @@
 #include "common.h"
 #include "log.h"
 #include "lua_upstream.h"
+#include "metrics.h"
 #include "upstream_fetch.h"
 #include "worker.h"
 
@@ -97,6 +98,7 @@ typedef struct check {
     double        started;
     unsigned      passes, fails; /* consecutive */
     int           up;
+    int           slot;          /* the upstream's /metrics slot: edge_upstream_health_checks_total */
     view_entry   *view;
 } check;
 
@@ -134,6 +136,7 @@ static void schedule_next(check *c)
 static void record(check *c, int pass, const char *why)
 {
     const edge_upstream_def *def = &c->u->def;
+    EDGE_COUNT(c->h->w->counters.upstreams[c->slot].health_checks[pass ? 1 : 0]);
     if (pass) {
         c->fails = 0;
         if (c->passes < def->active.rise) c->passes++;
@@ -183,9 +186,11 @@ static void start_check(check *c)
         .host = s->host, .port = s->port, .tls = def->tls.enabled, .verify = def->tls.verify,
         .sni = def->tls.sni, .ca_file = def->tls.ca_file,
         .keepalive = {.size = 0},         /* a new connection each time: the check tests connect too */
+        .dns_valid = def->dns_valid,
     };
     edge_fetch_request r = {
         .wire = c->wire.base, .wire_len = c->wire.len, .label = c->label, .idempotent = 1,
+        .uncounted = 1,                   /* its own metric: requests_total counts the script's tries */
         .retries = 0, .max_body = CHECK_MAX_BODY, .timeout = {.connect = to, .send = to, .read = to},
     };
     c->started = ev_now(c->h->w->loop);
@@ -226,6 +231,7 @@ static void init_check(edge_health *h, check *c, edge_upstream *u, int server)
     c->u = u;
     c->server = server;
     c->up = 1;                             /* as nginx: up until its checks say otherwise */
+    c->slot = edge_metrics_upstream_slot(&h->w->counters, def->name);
     server_name(c->name, sizeof(c->name), s);
     /* Host: the server's host, with its port unless it is the scheme's. The
      * path has no space or control byte (define refuses them). */

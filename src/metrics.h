@@ -32,6 +32,7 @@ typedef struct edge_upstream_stats {
     edge_counter connect_failures;
     edge_counter conns_active;      /* gauges: connections carrying a request, idle in a pool */
     edge_counter conns_idle;
+    edge_counter health_checks[2];  /* active health checks: [0] failed, [1] passed */
 } edge_upstream_stats;
 
 typedef struct edge_counters {

@@ -137,6 +137,15 @@ static void render_upstream(edge_buf *b, edge_worker *workers, int n_workers)
         edge_buf_printf(b, "edge_upstream_connections{upstream=\"%s\",state=\"idle\"} %llu\n", names[u],
                         (unsigned long long)USUM(conns_idle));
     }
+    edge_buf_append_str(b, "# HELP edge_upstream_health_checks_total Active health checks, by upstream and "
+                           "result (pass, fail); not counted in the request metrics.\n"
+                           "# TYPE edge_upstream_health_checks_total counter\n");
+    for (int u = 1; u < n; u++) {
+        edge_buf_printf(b, "edge_upstream_health_checks_total{upstream=\"%s\",result=\"pass\"} %llu\n", names[u],
+                        (unsigned long long)USUM(health_checks[1]));
+        edge_buf_printf(b, "edge_upstream_health_checks_total{upstream=\"%s\",result=\"fail\"} %llu\n", names[u],
+                        (unsigned long long)USUM(health_checks[0]));
+    }
     metric(b, "edge_upstream_connections_opened_total", "counter", "Upstream connections opened.",
            SUM(upstream_conns_opened));
     metric(b, "edge_upstream_connections_reused_total", "counter",

@@ -44,6 +44,7 @@ typedef struct entry {
     uint64_t  hash;
     int       family;
     ev_tstamp expires;                 /* fresh until then */
+    ev_tstamp stored;                  /* when the answer came: a caller's own valid counts from it */
     ev_tstamp retry_at;                /* failing: ask again from then on */
     int       failing;                 /* a refresh failed; the stale answer is served */
     answer    ans;
@@ -258,7 +259,8 @@ static int cache_store(edge_resolver *r, flight *f, const struct ares_addrinfo *
     if (e->failing)
         edge_log(EDGE_LOG_NOTICE, 0, "resolved %s again: the last good answer is no longer used", f->host);
     e->ans = a;
-    e->expires = ev_now(r->loop) + answer_ttl(r, ai);
+    e->stored = ev_now(r->loop);
+    e->expires = e->stored + answer_ttl(r, ai);
     e->failing = 0;
     f->status = EDGE_OK;
     f->ans = a;
@@ -491,6 +493,19 @@ static flight *flight_start(edge_resolver *r, const char *host, uint64_t hash)
 edge_resolve_query *edge_resolver_resolve(edge_resolver *r, const char *host, int port,
                                           edge_resolve_cb cb, void *ud)
 {
+    return edge_resolver_resolve_valid(r, host, port, 0, cb, ud);
+}
+
+/* Fresh for this caller: its own valid (seconds since the answer came), or
+ * the answer's TTL as the cache keeps it. */
+static int fresh_for(const entry *e, double valid, ev_tstamp now)
+{
+    return valid > 0 ? now < e->stored + valid : now < e->expires;
+}
+
+edge_resolve_query *edge_resolver_resolve_valid(edge_resolver *r, const char *host, int port, double valid,
+                                                edge_resolve_cb cb, void *ud)
+{
     char name[HOST_MAX + 1];
     struct sockaddr_storage ss;
     const char *why = NULL;
@@ -512,10 +527,11 @@ edge_resolve_query *edge_resolver_resolve(edge_resolver *r, const char *host, in
     ev_tstamp now = ev_now(r->loop);
     entry *e = cache_find(r, name, r->o.family, hash);
     flight *f = flight_find(r, name, hash);
-    if (e && e->ans.n > 0 && (now < e->expires || e->failing)) {
+    if (e && e->ans.n > 0 && (fresh_for(e, valid, now) || e->failing)) {
         /* Fresh, or failing: the stale answer now, a refresh in the background now and then. */
         if (e->failing && now >= e->retry_at && f == NULL) {
-            e->retry_at = now + (r->o.valid_min > RETRY_MIN ? r->o.valid_min : RETRY_MIN);
+            double pause = valid > 0 ? valid : r->o.valid_min;
+            e->retry_at = now + (pause > RETRY_MIN ? pause : RETRY_MIN);
             f = flight_start(r, name, hash);
             if (f->done) free(f);
         }

@@ -49,6 +49,12 @@ void edge_resolver_free(edge_resolver *r);
  * cancel other queries or free the resolver. */
 edge_resolve_query *edge_resolver_resolve(edge_resolver *r, const char *host, int port,
                                           edge_resolve_cb cb, void *ud);
+/* The same, with the caller's own freshness: a cached answer is used for
+ * `valid` seconds after it came, whatever its TTL (an upstream's dns.valid);
+ * valid <= 0 is edge_resolver_resolve. While a name fails, its last good
+ * answer is served and it is asked again every `valid` seconds (at least 1). */
+edge_resolve_query *edge_resolver_resolve_valid(edge_resolver *r, const char *host, int port, double valid,
+                                                edge_resolve_cb cb, void *ud);
 /* Withdraws a pending query: its callback never runs. Not after it ran:
  * the query is freed just before its callback. */
 void edge_resolver_cancel(edge_resolve_query *q);

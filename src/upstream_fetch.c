@@ -23,11 +23,12 @@ struct edge_fetch {
     struct sockaddr_storage addr;
     char        *host, *sni, *ca_file, *label, *wire;
     size_t       wire_len;
-    int          port, tls, verify, is_head, idempotent, retries_left, stale_retried, slot;
+    int          port, tls, verify, is_head, idempotent, retries_left, stale_retried, slot, uncounted;
     unsigned     failure;       /* why it failed: an edge_upstream_failure bit */
     size_t       max_body;
     edge_fetch_timeouts to;
     edge_keepalive ka;
+    double       dns_valid;
     ev_timer     defer;         /* reports an error found before any I/O, from the loop */
     double       started;
     edge_response resp;         /* the response, moved off its connection */
@@ -74,7 +75,7 @@ static void report(edge_fetch *f)
     edge_fetch_result r = {.resp = f->ok ? &resp : NULL, .err = err, .peer = peer,
                            .seconds = ev_now(f->w->loop) - f->started,
                            .failure = f->ok ? 0 : f->failure ? f->failure : EDGE_UPSTREAM_FAIL_ERROR};
-    edge_metrics_upstream(&f->w->counters, f->slot, f->ok ? resp.status : 0, r.seconds);
+    if (!f->uncounted) edge_metrics_upstream(&f->w->counters, f->slot, f->ok ? resp.status : 0, r.seconds);
     edge_fetch_cb cb = f->cb;
     void *ud = f->ud;
     free_fetch(f);
@@ -148,7 +149,7 @@ static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
     f->conn = NULL;
     edge_upstream_stats *st = &f->w->counters.upstreams[f->slot];
     edge_counter_sub(&st->conns_active, 1);
-    if (result == EDGE_UPCONN_CONNECT_FAILED) EDGE_COUNT(st->connect_failures);
+    if (result == EDGE_UPCONN_CONNECT_FAILED && !f->uncounted) EDGE_COUNT(st->connect_failures);
     f->failure = failure_of(result, err);
     if (result == EDGE_UPCONN_DONE) {
         f->resp = c->resp;
@@ -198,7 +199,7 @@ static edge_upconn *open_conn(edge_fetch *f)
     }
     edge_upconn *c = edge_upconn_open(f->w->loop, &f->addr, &tls, err, sizeof(err));
     if (c == NULL) fail_later(f, err);
-    else EDGE_COUNT(f->w->counters.upstream_conns_opened);
+    else if (!f->uncounted) EDGE_COUNT(f->w->counters.upstream_conns_opened);
     return c;
 }
 
@@ -278,7 +279,8 @@ static int parse_ip(const char *host, int port, struct sockaddr_storage *ss)
 static void resolve(edge_fetch *f)
 {
     if (f->w->resolver) {
-        edge_resolve_query *q = edge_resolver_resolve(f->w->resolver, f->host, f->port, on_resolved, f);
+        edge_resolve_query *q = edge_resolver_resolve_valid(f->w->resolver, f->host, f->port, f->dns_valid,
+                                                           on_resolved, f);
         if (q) f->query = q;        /* NULL: on_resolved already ran */
         return;
     }
@@ -315,8 +317,10 @@ edge_fetch *edge_upstream_fetch(edge_worker *w, const edge_fetch_target *t, cons
     f->tls = t->tls;
     f->verify = t->verify;
     f->ka = t->keepalive;
+    f->dns_valid = t->dns_valid;
     f->is_head = r->is_head;
     f->idempotent = r->idempotent;
+    f->uncounted = r->uncounted;
     f->retries_left = r->retries;
     f->slot = t->stats_slot >= 0 && t->stats_slot < EDGE_UPSTREAM_STATS_SLOTS ? t->stats_slot : 0;
     f->max_body = r->max_body;

@@ -29,6 +29,7 @@ typedef struct edge_fetch_target {
     edge_keepalive keepalive;
     const struct sockaddr_storage *addr;   /* already resolved (named upstreams), or NULL */
     int         stats_slot;  /* the /metrics upstream label (edge_metrics_upstream_slot); 0: "" */
+    double      dns_valid;   /* seconds a resolved answer is used (an upstream's dns.valid); 0: its TTL */
 } edge_fetch_target;
 
 /* What to send. wire is the whole request (line, headers, body), copied. */
@@ -38,6 +39,7 @@ typedef struct edge_fetch_request {
     const char *label;       /* names the request in timeout messages (the URL); copied */
     unsigned    is_head : 1;
     unsigned    idempotent : 1;   /* may be sent again (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) */
+    unsigned    uncounted : 1;    /* a health check: kept out of the request metrics */
     int         retries;     /* more tries after a connect failure or a timeout before any
                               * response byte, idempotent requests only */
     size_t      max_body;

@@ -122,7 +122,7 @@ static void try_next(edge_named_fetch *nf)
         .host = srv->host, .port = srv->port, .tls = def->tls.enabled, .verify = def->tls.verify,
         .sni = def->tls.sni, .ca_file = def->tls.ca_file,
         .keepalive = {(int)def->keepalive.size, def->keepalive.idle_timeout, (int)def->keepalive.max_requests},
-        .stats_slot = nf->slot,
+        .stats_slot = nf->slot, .dns_valid = def->dns_valid,
     };
     edge_fetch_request r = {.wire = nf->wire, .wire_len = nf->wire_len, .label = nf->label,
                             .is_head = nf->is_head, .idempotent = nf->idempotent, .retries = 0,

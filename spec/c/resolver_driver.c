@@ -5,6 +5,7 @@
  *
  * Commands, one a line, from FILE (followed as it grows, like tail -f) or stdin:
  *   resolve ID HOST PORT       many N PREFIX HOST PORT (IDs PREFIX1..PREFIXN)
+ *   resolvev ID HOST PORT VALID   (edge_resolver_resolve_valid: the caller's own valid)
  *   cancel ID                  on ID COMMAND   (run COMMAND when ID's callback runs)
  *   free                       echo TEXT       quit
  * Output, one a line on stdout:
@@ -110,7 +111,7 @@ static void on_resolved(void *ud, int status, const struct sockaddr_storage *add
     }
 }
 
-static void start_resolve(const char *id, const char *host, int port)
+static void start_resolve(const char *id, const char *host, int port, double valid)
 {
     if (resolver == NULL) {
         printf("FAIL resolve %s after free\n", id);
@@ -119,7 +120,8 @@ static void start_resolve(const char *id, const char *host, int port)
     slot *s = new_slot(id);
     s->state = PENDING;
     s->in_resolve = 1;
-    edge_resolve_query *q = edge_resolver_resolve(resolver, host, port, on_resolved, s);
+    edge_resolve_query *q = valid > 0 ? edge_resolver_resolve_valid(resolver, host, port, valid, on_resolved, s)
+                                      : edge_resolver_resolve(resolver, host, port, on_resolved, s);
     s->in_resolve = 0;
     if (s->state == ANSWERED && q) printf("FAIL %s answered at once but a query was returned\n", id);
     if (s->state == PENDING && !q) printf("FAIL %s: no answer and no query\n", id);
@@ -154,14 +156,18 @@ static void run_command(char *line)
     int n = sscanf(line, "%255s %255s %255s %255s", a, b, c, d);
     if (n < 1) return;
     if (strcmp(a, "resolve") == 0 && n == 4) {
-        start_resolve(b, c, atoi(d));
+        start_resolve(b, c, atoi(d), 0);
+    } else if (strcmp(a, "resolvev") == 0 && n == 4) {
+        double valid = 0;
+        if (sscanf(line, "%*s %*s %*s %*s %lf", &valid) != 1) { printf("FAIL bad command: %s\n", line); return; }
+        start_resolve(b, c, atoi(d), valid);
     } else if (strcmp(a, "many") == 0 && n == 4) {
         char host[256] = "", port[32] = "";
         if (sscanf(line, "%*s %*s %*s %255s %31s", host, port) != 2) { printf("FAIL bad command: %s\n", line); return; }
         for (int i = 1; i <= atoi(b); i++) {
             char id[48];
             snprintf(id, sizeof(id), "%.36s%d", c, i % 1000000);
-            start_resolve(id, host, atoi(port));
+            start_resolve(id, host, atoi(port), 0);
         }
     } else if (strcmp(a, "cancel") == 0 && n >= 2) {
         cancel(b);
