@@ -71,8 +71,9 @@ struct edge_upconn {
     edge_upconn *next;             /* in its pool's idle stack */
 
     /* the exchange in progress */
-    edge_buf    out;
-    size_t      out_off;
+    const char *out;               /* the request bytes: the caller's, valid until cb runs */
+    size_t      out_len, out_off;
+    int         send_errno;        /* the write made by edge_upconn_exchange failed */
     const char *label;             /* what timeouts name (the URL); the fetch's, outlives the exchange */
     edge_fetch_timeouts to;
     size_t      max_body;
@@ -95,8 +96,9 @@ struct edge_upconn {
 edge_upconn *edge_upconn_open(struct ev_loop *loop, const struct sockaddr_storage *addr,
                               const edge_upconn_tls *tls, char *err, size_t errlen);
 
-/* Sends wire (copied) and reads one response; cb runs exactly once, later,
- * from the loop. The connection must be new or idle (taken off its pool). */
+/* Sends wire (not copied: it must stay valid until cb runs) and reads one
+ * response; cb runs exactly once, later, from the loop. The connection must
+ * be new or idle (taken off its pool); an idle one writes at once. */
 void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
                           size_t max_body, int is_head, const char *label, edge_upconn_cb cb, void *ud);
 
