@@ -44,7 +44,6 @@ typedef struct fetch_call {
     char          err[384];
     /* the parsed URL */
     char          host[256];
-    char          authority[300];
     int           port;
     int           port_given;
     int           tls;
@@ -136,10 +135,24 @@ static void parse_authority(lua_State *L, fetch_call *c, const char *url, const 
         c->port = port;
         c->port_given = 1;
     }
+}
+
+/* The Host header: host, [v6], with :port unless it is the scheme's. Made
+ * here rather than kept in c: the call's userdata stays small (one per call). */
+static void write_host(edge_buf *b, const fetch_call *c)
+{
     int v6 = strchr(c->host, ':') != NULL;
-    int dflt = c->port == (c->tls ? 443 : 80);
-    if (dflt) snprintf(c->authority, sizeof(c->authority), v6 ? "[%s]" : "%s", c->host);
-    else snprintf(c->authority, sizeof(c->authority), v6 ? "[%s]:%d" : "%s:%d", c->host, c->port);
+    edge_buf_append_str(b, v6 ? "Host: [" : "Host: ");
+    edge_buf_append_str(b, c->host);
+    if (v6) edge_buf_append(b, "]", 1);
+    if (c->port != (c->tls ? 443 : 80)) {
+        char port[8];               /* ":65535" */
+        size_t i = sizeof(port);
+        for (int v = c->port; v > 0 && i > 1; v /= 10) port[--i] = (char)('0' + v % 10);
+        port[--i] = ':';
+        edge_buf_append(b, port + i, sizeof(port) - i);
+    }
+    edge_buf_append(b, "\r\n", 2);
 }
 
 /* Parses url into c; returns the path and query to send ("/" when none),
@@ -353,7 +366,7 @@ static void build_request(lua_State *L, fetch_call *c, int opts, const char *pat
     edge_buf_append_str(b, " HTTP/1.1\r\n");
     int has_host = 0;
     write_headers(L, opts, b, &has_host);
-    if (!has_host) edge_buf_printf(b, "Host: %s\r\n", c->authority);
+    if (!has_host) write_host(b, c);
     if (body || method_is(method, mlen, "POST") || method_is(method, mlen, "PUT") ||
         method_is(method, mlen, "PATCH"))
         edge_buf_printf(b, "Content-Length: %zu\r\n", blen);
