@@ -64,19 +64,28 @@ static void free_call(fetch_call *c)
     memset(&c->resp, 0, sizeof(c->resp));
 }
 
+/* Only the call's metatable has this __gc: the argument is a fetch_call. */
 static int call_gc(lua_State *L)
 {
-    free_call(luaL_checkudata(L, 1, CALL_MT));
+    free_call(lua_touserdata(L, 1));
     return 0;
 }
 
+static const char call_mt_key = 0;     /* its address keys the metatable in the registry */
+
+/* The metatable is found by a light userdata key (no string lookup: this
+ * runs for every call). */
 static fetch_call *push_call(lua_State *L)
 {
     fetch_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
     memset(c, 0, sizeof(*c));
-    if (luaL_newmetatable(L, CALL_MT)) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &call_mt_key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        luaL_newmetatable(L, CALL_MT);
         lua_pushcfunction(L, call_gc);
         lua_setfield(L, -2, "__gc");
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &call_mt_key);
     }
     lua_setmetatable(L, -2);
     return c;
@@ -411,7 +420,7 @@ static void cancel_fetch(void *ud)
 /* Resumed: res = { status, headers, body }, or nil and the message. */
 static int fetch_continue(lua_State *L, int status, lua_KContext kctx)
 {
-    fetch_call *c = luaL_checkudata(L, CALL_SLOT, CALL_MT);
+    fetch_call *c = lua_touserdata(L, CALL_SLOT);      /* pushed by edge_lua_fetch: ours */
     if (!c->ok) {
         lua_pushnil(L);
         lua_pushstring(L, c->err);

@@ -217,48 +217,68 @@ static void attempt(edge_fetch *f, int fresh)
     edge_upconn_exchange(c, f->wire, f->wire_len, &f->to, f->max_body, f->is_head, f->label, on_exchange, f);
 }
 
-static void key_str(edge_buf *b, const char *s)
+static char *key_str(char *p, const char *s, size_t n)
 {
-    edge_buf_append(b, s, strlen(s));
-    edge_buf_append(b, "|", 1);
+    memcpy(p, s, n);
+    p[n] = '|';
+    return p + n + 1;
 }
 
-static void key_int(edge_buf *b, unsigned v)
+static char *key_int(char *p, unsigned v)
 {
     char d[16];
     size_t i = sizeof(d);
     do d[--i] = (char)('0' + v % 10); while ((v /= 10) != 0 && i > 0);
-    edge_buf_append(b, d + i, sizeof(d) - i);
-    edge_buf_append(b, "|", 1);
+    return key_str(p, d + i, sizeof(d) - i);
 }
 
-/* The pool key: everything that makes a connection distinct, never
- * truncated (two origins must never share a pool). Built by hand, not with
- * printf: it is made for every fetch. */
-static void pool_key(const edge_fetch *f, const char *ip, edge_buf *key)
+static char *key_hex(char *p, const unsigned char *b, size_t n)
 {
-    key_int(key, (unsigned)f->slot);
-    key_str(key, f->tls ? "tls" : "tcp");
-    key_str(key, ip);
-    key_int(key, (unsigned)f->port);
-    key_str(key, f->sni ? f->sni : f->host);
-    key_int(key, (unsigned)f->verify);
-    edge_buf_append(key, f->ca_file ? f->ca_file : "", f->ca_file ? strlen(f->ca_file) : 0);
-    edge_buf_append(key, "", 1);                /* the terminating NUL */
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        *p++ = hex[b[i] >> 4];
+        *p++ = hex[b[i] & 15];
+    }
+    *p++ = '|';
+    return p;
+}
+
+#define KEY_STACK 512
+
+/* The pool key: everything that makes a connection distinct, never
+ * truncated (two origins must never share a pool). Made for every fetch, so
+ * by hand (no printf, no inet_ntop: the address is in hex) and on the stack
+ * when it fits. Returns the key; *heap is what to free, if anything. */
+static char *pool_key(const edge_fetch *f, const struct sockaddr_storage *addr, char stack[KEY_STACK],
+                      char **heap)
+{
+    const unsigned char *ab = addr->ss_family == AF_INET6
+        ? (const unsigned char *)&((const struct sockaddr_in6 *)addr)->sin6_addr
+        : (const unsigned char *)&((const struct sockaddr_in *)addr)->sin_addr;
+    size_t alen = addr->ss_family == AF_INET6 ? 16 : 4;
+    const char *name = f->sni ? f->sni : f->host;
+    size_t nlen = strlen(name), clen = f->ca_file ? strlen(f->ca_file) : 0;
+    size_t need = 3 * 17 + 4 + 2 * alen + 1 + nlen + 1 + clen + 1;
+    char *key = need <= KEY_STACK ? stack : (*heap = edge_malloc(need));
+    char *p = key_int(key, (unsigned)f->slot);
+    p = key_str(p, f->tls ? "tls" : "tcp", 3);
+    p = key_hex(p, ab, alen);
+    p = key_int(p, (unsigned)f->port);
+    p = key_str(p, name, nlen);
+    p = key_int(p, (unsigned)f->verify);
+    if (clen) memcpy(p, f->ca_file, clen);
+    p[clen] = '\0';
+    return key;
 }
 
 static void use_address(edge_fetch *f, const struct sockaddr_storage *addr)
 {
     f->addr = *addr;
-    char ip[INET6_ADDRSTRLEN] = "";
-    const void *a = addr->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
-                                                : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
-    inet_ntop(addr->ss_family, a, ip, sizeof(ip));
-    edge_buf key = {0};
-    pool_key(f, ip, &key);
+    char stack[KEY_STACK], *heap = NULL;
+    const char *key = pool_key(f, addr, stack, &heap);
     int created;
-    f->pool = edge_pools_get(&f->w->upstream_pools, key.base, f->ka.size > 0 ? &f->ka : NULL, &created);
-    edge_buf_free(&key);
+    f->pool = edge_pools_get(&f->w->upstream_pools, key, f->ka.size > 0 ? &f->ka : NULL, &created);
+    free(heap);
     f->pool->busy++;
     if (created) f->pool->idle_gauge = &f->w->counters.upstreams[f->slot].conns_idle;
     if (created && f->tls && !f->verify)
