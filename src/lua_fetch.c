@@ -440,6 +440,7 @@ static int fetch_continue(lua_State *L, int status, lua_KContext kctx)
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, c->resp.body.base ? c->resp.body.base : "", c->resp.body.len);
     lua_setfield(L, -2, "body");
+    edge_pools_give_response(&c->req->worker->upstream_pools, &c->resp);   /* for the next fetch */
     free_call(c);
     return 1;
 }

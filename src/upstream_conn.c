@@ -349,8 +349,8 @@ static void step_read(edge_upconn *c)
  * exchange to the next: no allocation per request on a kept-alive connection. */
 static void reset_exchange(edge_upconn *c)
 {
-    edge_buf_reset(&c->resp.data, 0);
-    edge_buf_reset(&c->resp.body, 0);
+    edge_buf_reset(&c->resp.data, 16384);   /* lent buffers (edge_pools_lend_response) stay */
+    edge_buf_reset(&c->resp.body, 65536);
     c->resp.n_headers = 0;
     c->resp.status = 0;
     edge_buf_reset(&c->hname, 1024);

@@ -214,6 +214,7 @@ static void attempt(edge_fetch *f, int fresh)
     f->peer[plen] = '\0';
     f->conn = c;
     edge_counter_add(&f->w->counters.upstreams[f->slot].conns_active, 1);
+    edge_pools_lend_response(&f->w->upstream_pools, &c->resp);
     edge_upconn_exchange(c, f->wire, f->wire_len, &f->to, f->max_body, f->is_head, f->label, on_exchange, f);
 }
 
