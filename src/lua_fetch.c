@@ -402,7 +402,9 @@ static void on_fetch_done(void *ud, edge_fetch_result *r)
     }
     edge_upstream_note *note = &req->upstream;
     note->used = 1;
-    snprintf(note->addr, sizeof(note->addr), "%s", r->peer);
+    size_t alen = strnlen(r->peer, sizeof(note->addr) - 1);     /* as snprintf "%s", without printf */
+    memcpy(note->addr, r->peer, alen);
+    note->addr[alen] = '\0';
     note->status = c->ok ? c->resp.status : 0;
     note->seconds = r->seconds;
     edge_script_wake(req);
