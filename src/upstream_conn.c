@@ -99,10 +99,11 @@ static void stop_watchers(edge_upconn *c)
     ev_timer_stop(c->loop, &c->timer);
 }
 
-/* Ends the exchange with result; the callback may free c. */
+/* Ends the exchange with result; the callback may free c. The timer stays:
+ * the callback parks c (which sets the idle deadline) or frees it. */
 static void finish(edge_upconn *c, int result)
 {
-    stop_watchers(c);
+    ev_io_stop(c->loop, &c->io);
     c->state = UC_DONE;
     c->clean = result == EDGE_UPCONN_DONE;
     if (result == EDGE_UPCONN_DONE) c->reusable = c->reusable && llhttp_should_keep_alive(&c->parser);
@@ -134,8 +135,22 @@ static void fail_io(edge_upconn *c, const char *what, int e)
     fail(c, EDGE_UPCONN_FAILED, "%s %s: %s", what, c->peer, e ? strerror(e) : "connection closed");
 }
 
+/* The timeout is a deadline, checked lazily (libev's "let the timer run"
+ * idiom): activity only moves c->deadline, and the timer is touched only when
+ * it would otherwise fire after the new deadline. When it fires early,
+ * on_timer sets it for what remains. A kept-alive exchange thus costs no
+ * timer heap operation at all when its timeouts are not shorter than the
+ * idle timeout. */
+static void set_deadline(edge_upconn *c, double timeout)
+{
+    c->deadline = ev_now(c->loop) + timeout;
+    if (ev_is_active(&c->timer) && ev_timer_remaining(c->loop, &c->timer) <= timeout) return;
+    c->timer.repeat = timeout;
+    ev_timer_again(c->loop, &c->timer);
+}
+
 /* Watches the fd for events (restarting the watcher only when they change)
- * and, when timeout >= 0, (re)starts the timer. */
+ * and, when timeout >= 0, sets the deadline. */
 static void arm(edge_upconn *c, int events, double timeout)
 {
     if (!ev_is_active(&c->io) || (c->io.events & (EV_READ | EV_WRITE)) != events) {
@@ -143,10 +158,7 @@ static void arm(edge_upconn *c, int events, double timeout)
         ev_io_modify(&c->io, events);
         ev_io_start(c->loop, &c->io);
     }
-    if (timeout >= 0) {
-        c->timer.repeat = timeout;
-        ev_timer_again(c->loop, &c->timer);
-    }
+    if (timeout >= 0) set_deadline(c, timeout);
 }
 
 /* ---- connect and handshake ---- */
@@ -247,8 +259,7 @@ static void step_send(edge_upconn *c)
             return;
         }
         c->out_off += (size_t)w;
-        c->timer.repeat = c->to.send;
-        ev_timer_again(c->loop, &c->timer);
+        set_deadline(c, c->to.send);
     }
     start_reading(c);
 }
@@ -335,9 +346,8 @@ static void step_read(edge_upconn *c)
             fail_io(c, "read from", errno);
             return;
         }
-        c->timer.repeat = c->to.read;
-        ev_timer_again(c->loop, &c->timer);
         if (feed(c, buf, (size_t)r)) return;
+        set_deadline(c, c->to.read);        /* progress, and more to come */
     }
     /* Stopped for fairness: bytes OpenSSL already holds raise no fd event. */
     if (c->ssl && SSL_pending(c->ssl) > 0) ev_feed_event(c->loop, &c->io, EV_READ);
@@ -382,7 +392,6 @@ static void send_now(edge_upconn *c)
 void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
                           size_t max_body, int is_head, const char *label, edge_upconn_cb cb, void *ud)
 {
-    ev_timer_stop(c->loop, &c->timer);
     reset_exchange(c);
     c->out = wire;
     c->out_len = n;
@@ -422,6 +431,16 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     edge_upconn *c = edge_container_of(t, edge_upconn, timer);
+    double left = c->deadline - ev_now(loop);
+    if (c->state == UC_DONE) {
+        ev_timer_stop(loop, t);
+        return;
+    }
+    if (left > 1e-3) {                  /* fired for an older, earlier deadline */
+        t->repeat = left;
+        ev_timer_again(loop, t);
+        return;
+    }
     if (c->state == UC_IDLE) {
         stop_watchers(c);
         c->idle_cb(c, c->idle_ud);

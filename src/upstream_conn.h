@@ -61,7 +61,8 @@ struct edge_upconn {
     int         connect_errno;     /* connect(2) failed at once: reported from the loop */
     SSL        *ssl;
     ev_io       io;
-    ev_timer    timer;
+    ev_timer    timer;             /* fires at or before deadline (see set_deadline) */
+    ev_tstamp   deadline;          /* when the current phase times out */
     llhttp_t    parser;
     enum edge_upconn_state state;
     uint32_t    nreq;              /* exchanges started on this connection */
