@@ -214,6 +214,42 @@ static lua_Integer opt_int(lua_State *L, int t, const char *name, lua_Integer df
     return v;
 }
 
+/* The options a call gave, as bits: one pass over opts with lua_next
+ * instead of a lua_getfield per possible option (most calls give one or
+ * two). A table with a metatable may answer through __index: all bits. */
+enum { O_TIMEOUT = 1, O_KEEPALIVE = 2, O_MAX_BODY = 4, O_RETRIES = 8, O_TLS = 16, O_METHOD = 32,
+       O_BODY = 64, O_HEADERS = 128 };
+
+static unsigned options_given(lua_State *L, int opts)
+{
+    static const struct { const char *name; size_t len; unsigned bit; } known[] = {
+        {"timeout", 7, O_TIMEOUT}, {"keepalive", 9, O_KEEPALIVE}, {"max_body", 8, O_MAX_BODY},
+        {"retries", 7, O_RETRIES}, {"tls", 3, O_TLS}, {"method", 6, O_METHOD}, {"body", 4, O_BODY},
+        {"headers", 7, O_HEADERS}};
+    if (opts == 0) return 0;
+    if (lua_getmetatable(L, opts)) {
+        lua_pop(L, 1);
+        return ~0u;
+    }
+    unsigned bits = 0;
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        size_t n;
+        const char *k = lua_tolstring(L, -1, &n);
+        for (size_t i = 0; i < EDGE_ARRAY_LEN(known); i++)
+            if (n == known[i].len && memcmp(k, known[i].name, n) == 0) bits |= known[i].bit;
+    }
+    return bits;
+}
+
+/* opts when it holds one of the options in bits, else 0 (none to read). */
+static int opts_with(int opts, unsigned given, unsigned bits)
+{
+    return given & bits ? opts : 0;
+}
+
 /* opts.timeout over *to (the defaults, or a named upstream's timeouts). */
 static void read_timeouts(lua_State *L, int opts, edge_fetch_timeouts *to)
 {
@@ -483,16 +519,20 @@ static int fetch_named(lua_State *L, fetch_call *c, edge_upstream *u, edge_reque
     if (c->tls != def->tls.enabled)
         luaL_error(L, "edge.fetch: upstream %s %s, so its URL is %s://%s/...", def->name,
                    def->tls.enabled ? "has tls" : "has no tls", def->tls.enabled ? "https" : "http", def->name);
-    refuse_option(L, opts, "tls", def->name);
-    refuse_option(L, opts, "keepalive", def->name);
+    unsigned given = options_given(L, opts);
+    refuse_option(L, opts_with(opts, given, O_TLS), "tls", def->name);
+    refuse_option(L, opts_with(opts, given, O_KEEPALIVE), "keepalive", def->name);
     edge_named_request r = {.label = url};
     r.timeout = (edge_fetch_timeouts){def->timeout.connect, def->timeout.send, def->timeout.read};
-    read_timeouts(L, opts, &r.timeout);
-    r.max_body = (size_t)opt_int(L, opts, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
-    r.tries = 1 + (unsigned)opt_int(L, opts, "retries", (lua_Integer)def->retries.tries - 1, 0,
+    read_timeouts(L, opts_with(opts, given, O_TIMEOUT), &r.timeout);
+    r.max_body = (size_t)opt_int(L, opts_with(opts, given, O_MAX_BODY), "max_body", DEFAULT_MAX_BODY, 0,
+                                 (lua_Integer)1 << 40);
+    r.tries = 1 + (unsigned)opt_int(L, opts_with(opts, given, O_RETRIES), "retries",
+                                    (lua_Integer)def->retries.tries - 1, 0,
                                     EDGE_UPSTREAM_MAX_TRIES - 1);
     edge_fetch_request fr = {0};
-    build_request(L, c, opts, path, plen, &fr);     /* Host: the upstream's name, as nginx's $proxy_host */
+    build_request(L, c, opts_with(opts, given, O_METHOD | O_BODY | O_HEADERS), path, plen,
+                  &fr);                             /* Host: the upstream's name, as nginx's $proxy_host */
     r.is_head = fr.is_head;
     r.idempotent = fr.idempotent;
     r.key = hash_key(L, u, req, &r.key_len);        /* stays on the stack until copied */
@@ -522,12 +562,14 @@ int edge_lua_fetch(lua_State *L, void *ud)
     edge_fetch_request r = {.label = url};
     edge_fetch_target t = {.host = c->host, .port = c->port, .tls = c->tls};
     r.timeout = (edge_fetch_timeouts){DEFAULT_CONNECT_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_READ_TIMEOUT};
-    read_timeouts(L, opts, &r.timeout);
-    read_keepalive(L, opts, &t.keepalive);
-    r.max_body = (size_t)opt_int(L, opts, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
-    r.retries = (int)opt_int(L, opts, "retries", 0, 0, MAX_RETRIES);
-    read_tls(L, opts, &t);
-    build_request(L, c, opts ? opts : 0, path, plen, &r);
+    unsigned given = options_given(L, opts);
+    read_timeouts(L, opts_with(opts, given, O_TIMEOUT), &r.timeout);
+    read_keepalive(L, opts_with(opts, given, O_KEEPALIVE), &t.keepalive);
+    r.max_body = (size_t)opt_int(L, opts_with(opts, given, O_MAX_BODY), "max_body", DEFAULT_MAX_BODY, 0,
+                                 (lua_Integer)1 << 40);
+    r.retries = (int)opt_int(L, opts_with(opts, given, O_RETRIES), "retries", 0, 0, MAX_RETRIES);
+    read_tls(L, opts_with(opts, given, O_TLS), &t);
+    build_request(L, c, opts_with(opts, given, O_METHOD | O_BODY | O_HEADERS), path, plen, &r);
     r.wire = c->wire.base;
     r.wire_len = c->wire.len;
     c->f = edge_upstream_fetch(req->worker, &t, &r, on_fetch_done, c);
