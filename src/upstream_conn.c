@@ -145,6 +145,7 @@ static void set_deadline(edge_upconn *c, double timeout)
 {
     c->deadline = ev_now(c->loop) + timeout;
     if (ev_is_active(&c->timer) && ev_timer_remaining(c->loop, &c->timer) <= timeout) return;
+    c->timer_for = c->deadline;
     c->timer.repeat = timeout;
     ev_timer_again(c->loop, &c->timer);
 }
@@ -431,13 +432,18 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     edge_upconn *c = edge_container_of(t, edge_upconn, timer);
-    double left = c->deadline - ev_now(loop);
     if (c->state == UC_DONE) {
         ev_timer_stop(loop, t);
         return;
     }
-    if (left > 1e-3) {                  /* fired for an older, earlier deadline */
-        t->repeat = left;
+    /* Fired for an older deadline: wait for the current one. Even when that
+     * one has passed too, it gets its own firing (a loop turn later), as a
+     * timer set at that deadline would have fired after any other due timer
+     * set earlier (a health check's own deadline, for one). */
+    if (c->deadline != c->timer_for) {
+        double left = c->deadline - ev_now(loop);
+        c->timer_for = c->deadline;
+        t->repeat = left > 1e-6 ? left : 1e-6;
         ev_timer_again(loop, t);
         return;
     }

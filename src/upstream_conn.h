@@ -63,6 +63,7 @@ struct edge_upconn {
     ev_io       io;
     ev_timer    timer;             /* fires at or before deadline (see set_deadline) */
     ev_tstamp   deadline;          /* when the current phase times out */
+    ev_tstamp   timer_for;         /* the deadline the timer was last set for */
     llhttp_t    parser;
     enum edge_upconn_state state;
     uint32_t    nreq;              /* exchanges started on this connection */
