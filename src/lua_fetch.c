@@ -44,7 +44,6 @@ typedef struct fetch_call {
     char          err[384];
     /* the parsed URL */
     char          host[256];
-    char          authority[300];
     int           port;
     int           port_given;
     int           tls;
@@ -65,19 +64,28 @@ static void free_call(fetch_call *c)
     memset(&c->resp, 0, sizeof(c->resp));
 }
 
+/* Only the call's metatable has this __gc: the argument is a fetch_call. */
 static int call_gc(lua_State *L)
 {
-    free_call(luaL_checkudata(L, 1, CALL_MT));
+    free_call(lua_touserdata(L, 1));
     return 0;
 }
 
+static const char call_mt_key = 0;     /* its address keys the metatable in the registry */
+
+/* The metatable is found by a light userdata key (no string lookup: this
+ * runs for every call). */
 static fetch_call *push_call(lua_State *L)
 {
     fetch_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
     memset(c, 0, sizeof(*c));
-    if (luaL_newmetatable(L, CALL_MT)) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &call_mt_key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        luaL_newmetatable(L, CALL_MT);
         lua_pushcfunction(L, call_gc);
         lua_setfield(L, -2, "__gc");
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &call_mt_key);
     }
     lua_setmetatable(L, -2);
     return c;
@@ -136,10 +144,24 @@ static void parse_authority(lua_State *L, fetch_call *c, const char *url, const 
         c->port = port;
         c->port_given = 1;
     }
+}
+
+/* The Host header: host, [v6], with :port unless it is the scheme's. Made
+ * here rather than kept in c: the call's userdata stays small (one per call). */
+static void write_host(edge_buf *b, const fetch_call *c)
+{
     int v6 = strchr(c->host, ':') != NULL;
-    int dflt = c->port == (c->tls ? 443 : 80);
-    if (dflt) snprintf(c->authority, sizeof(c->authority), v6 ? "[%s]" : "%s", c->host);
-    else snprintf(c->authority, sizeof(c->authority), v6 ? "[%s]:%d" : "%s:%d", c->host, c->port);
+    edge_buf_append_str(b, v6 ? "Host: [" : "Host: ");
+    edge_buf_append_str(b, c->host);
+    if (v6) edge_buf_append(b, "]", 1);
+    if (c->port != (c->tls ? 443 : 80)) {
+        char port[8];               /* ":65535" */
+        size_t i = sizeof(port);
+        for (int v = c->port; v > 0 && i > 1; v /= 10) port[--i] = (char)('0' + v % 10);
+        port[--i] = ':';
+        edge_buf_append(b, port + i, sizeof(port) - i);
+    }
+    edge_buf_append(b, "\r\n", 2);
 }
 
 /* Parses url into c; returns the path and query to send ("/" when none),
@@ -190,6 +212,42 @@ static lua_Integer opt_int(lua_State *L, int t, const char *name, lua_Integer df
     if (!isint || v < min || v > max)
         luaL_error(L, "edge.fetch: option %s must be an integer from %I to %I", name, min, max);
     return v;
+}
+
+/* The options a call gave, as bits: one pass over opts with lua_next
+ * instead of a lua_getfield per possible option (most calls give one or
+ * two). A table with a metatable may answer through __index: all bits. */
+enum { O_TIMEOUT = 1, O_KEEPALIVE = 2, O_MAX_BODY = 4, O_RETRIES = 8, O_TLS = 16, O_METHOD = 32,
+       O_BODY = 64, O_HEADERS = 128 };
+
+static unsigned options_given(lua_State *L, int opts)
+{
+    static const struct { const char *name; size_t len; unsigned bit; } known[] = {
+        {"timeout", 7, O_TIMEOUT}, {"keepalive", 9, O_KEEPALIVE}, {"max_body", 8, O_MAX_BODY},
+        {"retries", 7, O_RETRIES}, {"tls", 3, O_TLS}, {"method", 6, O_METHOD}, {"body", 4, O_BODY},
+        {"headers", 7, O_HEADERS}};
+    if (opts == 0) return 0;
+    if (lua_getmetatable(L, opts)) {
+        lua_pop(L, 1);
+        return ~0u;
+    }
+    unsigned bits = 0;
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        size_t n;
+        const char *k = lua_tolstring(L, -1, &n);
+        for (size_t i = 0; i < EDGE_ARRAY_LEN(known); i++)
+            if (n == known[i].len && memcmp(k, known[i].name, n) == 0) bits |= known[i].bit;
+    }
+    return bits;
+}
+
+/* opts when it holds one of the options in bits, else 0 (none to read). */
+static int opts_with(int opts, unsigned given, unsigned bits)
+{
+    return given & bits ? opts : 0;
 }
 
 /* opts.timeout over *to (the defaults, or a named upstream's timeouts). */
@@ -353,7 +411,7 @@ static void build_request(lua_State *L, fetch_call *c, int opts, const char *pat
     edge_buf_append_str(b, " HTTP/1.1\r\n");
     int has_host = 0;
     write_headers(L, opts, b, &has_host);
-    if (!has_host) edge_buf_printf(b, "Host: %s\r\n", c->authority);
+    if (!has_host) write_host(b, c);
     if (body || method_is(method, mlen, "POST") || method_is(method, mlen, "PUT") ||
         method_is(method, mlen, "PATCH"))
         edge_buf_printf(b, "Content-Length: %zu\r\n", blen);
@@ -380,7 +438,9 @@ static void on_fetch_done(void *ud, edge_fetch_result *r)
     }
     edge_upstream_note *note = &req->upstream;
     note->used = 1;
-    snprintf(note->addr, sizeof(note->addr), "%s", r->peer);
+    size_t alen = strnlen(r->peer, sizeof(note->addr) - 1);     /* as snprintf "%s", without printf */
+    memcpy(note->addr, r->peer, alen);
+    note->addr[alen] = '\0';
     note->status = c->ok ? c->resp.status : 0;
     note->seconds = r->seconds;
     edge_script_wake(req);
@@ -398,7 +458,7 @@ static void cancel_fetch(void *ud)
 /* Resumed: res = { status, headers, body }, or nil and the message. */
 static int fetch_continue(lua_State *L, int status, lua_KContext kctx)
 {
-    fetch_call *c = luaL_checkudata(L, CALL_SLOT, CALL_MT);
+    fetch_call *c = lua_touserdata(L, CALL_SLOT);      /* pushed by edge_lua_fetch: ours */
     if (!c->ok) {
         lua_pushnil(L);
         lua_pushstring(L, c->err);
@@ -418,6 +478,7 @@ static int fetch_continue(lua_State *L, int status, lua_KContext kctx)
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, c->resp.body.base ? c->resp.body.base : "", c->resp.body.len);
     lua_setfield(L, -2, "body");
+    edge_pools_give_response(&c->req->worker->upstream_pools, &c->resp);   /* for the next fetch */
     free_call(c);
     return 1;
 }
@@ -458,16 +519,20 @@ static int fetch_named(lua_State *L, fetch_call *c, edge_upstream *u, edge_reque
     if (c->tls != def->tls.enabled)
         luaL_error(L, "edge.fetch: upstream %s %s, so its URL is %s://%s/...", def->name,
                    def->tls.enabled ? "has tls" : "has no tls", def->tls.enabled ? "https" : "http", def->name);
-    refuse_option(L, opts, "tls", def->name);
-    refuse_option(L, opts, "keepalive", def->name);
+    unsigned given = options_given(L, opts);
+    refuse_option(L, opts_with(opts, given, O_TLS), "tls", def->name);
+    refuse_option(L, opts_with(opts, given, O_KEEPALIVE), "keepalive", def->name);
     edge_named_request r = {.label = url};
     r.timeout = (edge_fetch_timeouts){def->timeout.connect, def->timeout.send, def->timeout.read};
-    read_timeouts(L, opts, &r.timeout);
-    r.max_body = (size_t)opt_int(L, opts, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
-    r.tries = 1 + (unsigned)opt_int(L, opts, "retries", (lua_Integer)def->retries.tries - 1, 0,
+    read_timeouts(L, opts_with(opts, given, O_TIMEOUT), &r.timeout);
+    r.max_body = (size_t)opt_int(L, opts_with(opts, given, O_MAX_BODY), "max_body", DEFAULT_MAX_BODY, 0,
+                                 (lua_Integer)1 << 40);
+    r.tries = 1 + (unsigned)opt_int(L, opts_with(opts, given, O_RETRIES), "retries",
+                                    (lua_Integer)def->retries.tries - 1, 0,
                                     EDGE_UPSTREAM_MAX_TRIES - 1);
     edge_fetch_request fr = {0};
-    build_request(L, c, opts, path, plen, &fr);     /* Host: the upstream's name, as nginx's $proxy_host */
+    build_request(L, c, opts_with(opts, given, O_METHOD | O_BODY | O_HEADERS), path, plen,
+                  &fr);                             /* Host: the upstream's name, as nginx's $proxy_host */
     r.is_head = fr.is_head;
     r.idempotent = fr.idempotent;
     r.key = hash_key(L, u, req, &r.key_len);        /* stays on the stack until copied */
@@ -497,12 +562,14 @@ int edge_lua_fetch(lua_State *L, void *ud)
     edge_fetch_request r = {.label = url};
     edge_fetch_target t = {.host = c->host, .port = c->port, .tls = c->tls};
     r.timeout = (edge_fetch_timeouts){DEFAULT_CONNECT_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_READ_TIMEOUT};
-    read_timeouts(L, opts, &r.timeout);
-    read_keepalive(L, opts, &t.keepalive);
-    r.max_body = (size_t)opt_int(L, opts, "max_body", DEFAULT_MAX_BODY, 0, (lua_Integer)1 << 40);
-    r.retries = (int)opt_int(L, opts, "retries", 0, 0, MAX_RETRIES);
-    read_tls(L, opts, &t);
-    build_request(L, c, opts ? opts : 0, path, plen, &r);
+    unsigned given = options_given(L, opts);
+    read_timeouts(L, opts_with(opts, given, O_TIMEOUT), &r.timeout);
+    read_keepalive(L, opts_with(opts, given, O_KEEPALIVE), &t.keepalive);
+    r.max_body = (size_t)opt_int(L, opts_with(opts, given, O_MAX_BODY), "max_body", DEFAULT_MAX_BODY, 0,
+                                 (lua_Integer)1 << 40);
+    r.retries = (int)opt_int(L, opts_with(opts, given, O_RETRIES), "retries", 0, 0, MAX_RETRIES);
+    read_tls(L, opts_with(opts, given, O_TLS), &t);
+    build_request(L, c, opts_with(opts, given, O_METHOD | O_BODY | O_HEADERS), path, plen, &r);
     r.wire = c->wire.base;
     r.wire_len = c->wire.len;
     c->f = edge_upstream_fetch(req->worker, &t, &r, on_fetch_done, c);

@@ -19,6 +19,7 @@
 #define READ_CHUNK 16384
 
 static void on_io(struct ev_loop *loop, ev_io *w, int revents);
+static void on_idle_io(edge_upconn *c);
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents);
 static const llhttp_settings_t *parser_settings(void);
 
@@ -66,7 +67,6 @@ edge_upconn *edge_upconn_open(struct ev_loop *loop, const struct sockaddr_storag
     c->born = ev_now(loop);
     c->state = UC_CONNECTING;
     format_peer(addr, c->peer, sizeof(c->peer));
-    ev_init(&c->io, on_io);
     ev_init(&c->timer, on_timer);
     c->fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
@@ -74,6 +74,9 @@ edge_upconn *edge_upconn_open(struct ev_loop *loop, const struct sockaddr_storag
         edge_upconn_free(c);
         return NULL;
     }
+    /* The fd is set once: later changes of events only (ev_io_modify) let
+     * libev skip epoll_ctl when the events stay the same. */
+    ev_io_init(&c->io, on_io, c->fd, 0);
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
@@ -96,10 +99,11 @@ static void stop_watchers(edge_upconn *c)
     ev_timer_stop(c->loop, &c->timer);
 }
 
-/* Ends the exchange with result; the callback may free c. */
+/* Ends the exchange with result; the callback may free c. The timer stays:
+ * the callback parks c (which sets the idle deadline) or frees it. */
 static void finish(edge_upconn *c, int result)
 {
-    stop_watchers(c);
+    ev_io_stop(c->loop, &c->io);
     c->state = UC_DONE;
     c->clean = result == EDGE_UPCONN_DONE;
     if (result == EDGE_UPCONN_DONE) c->reusable = c->reusable && llhttp_should_keep_alive(&c->parser);
@@ -131,17 +135,31 @@ static void fail_io(edge_upconn *c, const char *what, int e)
     fail(c, EDGE_UPCONN_FAILED, "%s %s: %s", what, c->peer, e ? strerror(e) : "connection closed");
 }
 
+/* The timeout is a deadline, checked lazily (libev's "let the timer run"
+ * idiom): activity only moves c->deadline, and the timer is touched only when
+ * it would otherwise fire after the new deadline. When it fires early,
+ * on_timer sets it for what remains. A kept-alive exchange thus costs no
+ * timer heap operation at all when its timeouts are not shorter than the
+ * idle timeout. */
+static void set_deadline(edge_upconn *c, double timeout)
+{
+    c->deadline = ev_now(c->loop) + timeout;
+    if (ev_is_active(&c->timer) && ev_timer_remaining(c->loop, &c->timer) <= timeout) return;
+    c->timer_for = c->deadline;
+    c->timer.repeat = timeout;
+    ev_timer_again(c->loop, &c->timer);
+}
+
+/* Watches the fd for events (restarting the watcher only when they change)
+ * and, when timeout >= 0, sets the deadline. */
 static void arm(edge_upconn *c, int events, double timeout)
 {
-    if (c->io.fd != c->fd || (c->io.events & (EV_READ | EV_WRITE)) != events) {
+    if (!ev_is_active(&c->io) || (c->io.events & (EV_READ | EV_WRITE)) != events) {
         ev_io_stop(c->loop, &c->io);
-        ev_io_set(&c->io, c->fd, events);
+        ev_io_modify(&c->io, events);
         ev_io_start(c->loop, &c->io);
     }
-    if (timeout >= 0) {
-        c->timer.repeat = timeout;
-        ev_timer_again(c->loop, &c->timer);
-    }
+    if (timeout >= 0) set_deadline(c, timeout);
 }
 
 /* ---- connect and handshake ---- */
@@ -227,8 +245,12 @@ static ssize_t write_some(edge_upconn *c, const char *p, size_t n)
 
 static void step_send(edge_upconn *c)
 {
-    while (c->out_off < c->out.len) {
-        ssize_t w = write_some(c, c->out.base + c->out_off, c->out.len - c->out_off);
+    if (c->send_errno) {                /* the first write, made from edge_upconn_exchange, failed */
+        fail_io(c, "send to", c->send_errno);
+        return;
+    }
+    while (c->out_off < c->out_len) {
+        ssize_t w = write_some(c, c->out + c->out_off, c->out_len - c->out_off);
         if (w < 0) {
             fail_io(c, "send to", errno);
             return;
@@ -238,8 +260,7 @@ static void step_send(edge_upconn *c)
             return;
         }
         c->out_off += (size_t)w;
-        c->timer.repeat = c->to.send;
-        ev_timer_again(c->loop, &c->timer);
+        set_deadline(c, c->to.send);
     }
     start_reading(c);
 }
@@ -326,9 +347,8 @@ static void step_read(edge_upconn *c)
             fail_io(c, "read from", errno);
             return;
         }
-        c->timer.repeat = c->to.read;
-        ev_timer_again(c->loop, &c->timer);
         if (feed(c, buf, (size_t)r)) return;
+        set_deadline(c, c->to.read);        /* progress, and more to come */
     }
     /* Stopped for fairness: bytes OpenSSL already holds raise no fd event. */
     if (c->ssl && SSL_pending(c->ssl) > 0) ev_feed_event(c->loop, &c->io, EV_READ);
@@ -336,28 +356,48 @@ static void step_read(edge_upconn *c)
 
 /* ---- the exchange ---- */
 
+/* The scratch buffers for header names and values stay (small) from one
+ * exchange to the next: no allocation per request on a kept-alive connection. */
 static void reset_exchange(edge_upconn *c)
 {
-    edge_buf_reset(&c->resp.data, 0);
-    edge_buf_reset(&c->resp.body, 0);
+    edge_buf_reset(&c->resp.data, 16384);   /* lent buffers (edge_pools_lend_response) stay */
+    edge_buf_reset(&c->resp.body, 65536);
     c->resp.n_headers = 0;
     c->resp.status = 0;
-    edge_buf_reset(&c->hname, 0);
-    edge_buf_reset(&c->hvalue, 0);
+    edge_buf_reset(&c->hname, 1024);
+    edge_buf_reset(&c->hvalue, 4096);
     c->header_bytes = 0;
     c->header_fields = 0;
     c->got_bytes = c->complete = c->reusable = c->in_value = c->clean = 0;
     c->err[0] = '\0';
 }
 
+/* A kept-alive connection writes the request at once: the socket is almost
+ * always writable, and waiting for EV_WRITE costs a loop turn and two
+ * epoll_ctl. Whatever happens, the callback still runs from the loop. */
+static void send_now(edge_upconn *c)
+{
+    c->state = UC_SENDING;
+    ssize_t w = write_some(c, c->out, c->out_len);
+    if (w < 0) {
+        c->send_errno = errno ? errno : EPIPE;
+        arm(c, EV_WRITE, c->to.send);
+        ev_feed_event(c->loop, &c->io, EV_WRITE);  /* step_send reports it */
+        return;
+    }
+    c->out_off = (size_t)w;
+    if (c->out_off == c->out_len) start_reading(c);
+    else arm(c, EV_WRITE, c->to.send);
+}
+
 void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
                           size_t max_body, int is_head, const char *label, edge_upconn_cb cb, void *ud)
 {
-    stop_watchers(c);
     reset_exchange(c);
-    edge_buf_reset(&c->out, 0);
-    edge_buf_append(&c->out, wire, n);
+    c->out = wire;
+    c->out_len = n;
     c->out_off = 0;
+    c->send_errno = 0;
     c->to = *to;
     c->max_body = max_body;
     c->is_head = is_head;
@@ -368,15 +408,11 @@ void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge
     c->nreq++;
     llhttp_init(&c->parser, HTTP_RESPONSE, parser_settings());
     c->parser.data = c;
-    ev_init(&c->io, on_io);             /* a parked connection had the idle callbacks */
-    ev_io_set(&c->io, c->fd, 0);
-    ev_init(&c->timer, on_timer);
     if (c->state == UC_CONNECTING) {
         arm(c, EV_WRITE, to->connect);     /* writable: connected, or SO_ERROR says why not */
         if (c->connect_errno) ev_feed_event(c->loop, &c->io, EV_WRITE);   /* failed already */
     } else {
-        c->state = UC_SENDING;
-        arm(c, EV_WRITE, to->send);        /* go through the loop even when a write would succeed */
+        send_now(c);
     }
 }
 
@@ -388,7 +424,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
     case UC_HANDSHAKE:  step_handshake(c); break;
     case UC_SENDING:    step_send(c); break;
     case UC_READING:    step_read(c); break;
-    case UC_IDLE:       break;             /* parked: see on_idle_io */
+    case UC_IDLE:       on_idle_io(c); break;
     case UC_DONE:       stop_watchers(c); break;
     }
 }
@@ -396,7 +432,25 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     edge_upconn *c = edge_container_of(t, edge_upconn, timer);
-    if (c->state == UC_CONNECTING || c->state == UC_HANDSHAKE)
+    if (c->state == UC_DONE) {
+        ev_timer_stop(loop, t);
+        return;
+    }
+    /* Fired for an older deadline: wait for the current one. Even when that
+     * one has passed too, it gets its own firing (a loop turn later), as a
+     * timer set at that deadline would have fired after any other due timer
+     * set earlier (a health check's own deadline, for one). */
+    if (c->deadline != c->timer_for) {
+        double left = c->deadline - ev_now(loop);
+        c->timer_for = c->deadline;
+        t->repeat = left > 1e-6 ? left : 1e-6;
+        ev_timer_again(loop, t);
+        return;
+    }
+    if (c->state == UC_IDLE) {
+        stop_watchers(c);
+        c->idle_cb(c, c->idle_ud);
+    } else if (c->state == UC_CONNECTING || c->state == UC_HANDSHAKE)
         fail(c, EDGE_UPCONN_CONNECT_FAILED, "connect timeout after %g s: %s", c->to.connect, c->peer);
     else if (c->state == UC_SENDING)
         fail(c, EDGE_UPCONN_TIMEOUT, "send timeout after %g s: %s", c->to.send, c->label);
@@ -413,9 +467,8 @@ int edge_upconn_reusable(const edge_upconn *c)
 
 /* Readable while idle: EOF, an error or bytes nobody asked for all end the
  * connection. A TLS 1.3 session ticket arriving late is read and kept. */
-static void on_idle_io(struct ev_loop *loop, ev_io *w, int revents)
+static void on_idle_io(edge_upconn *c)
 {
-    edge_upconn *c = edge_container_of(w, edge_upconn, io);
     char b[512];
     ssize_t r = read_some(c, b, sizeof(b));
     if (r == -2) return;
@@ -423,24 +476,16 @@ static void on_idle_io(struct ev_loop *loop, ev_io *w, int revents)
     c->idle_cb(c, c->idle_ud);
 }
 
-static void on_idle_timer(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    edge_upconn *c = edge_container_of(t, edge_upconn, timer);
-    stop_watchers(c);
-    c->idle_cb(c, c->idle_ud);
-}
-
+/* The read watcher stays as it was (EV_READ after a response): parking costs
+ * no epoll_ctl; on_io and on_timer dispatch on UC_IDLE. */
 void edge_upconn_park(edge_upconn *c, double idle_timeout, edge_upconn_idle_cb cb, void *ud)
 {
-    stop_watchers(c);
     c->state = UC_IDLE;
     c->idle_cb = cb;
     c->idle_ud = ud;
-    edge_buf_free(&c->out);
-    ev_io_init(&c->io, on_idle_io, c->fd, EV_READ);
-    ev_io_start(c->loop, &c->io);
-    ev_timer_init(&c->timer, on_idle_timer, idle_timeout, 0.);
-    ev_timer_start(c->loop, &c->timer);
+    c->out = NULL;
+    c->out_len = c->out_off = 0;
+    arm(c, EV_READ, idle_timeout);
 }
 
 SSL_SESSION *edge_upconn_session(edge_upconn *c)
@@ -464,7 +509,6 @@ void edge_upconn_free(edge_upconn *c)
     if (c->ssl && c->clean) SSL_shutdown(c->ssl);
     if (c->ssl) SSL_free(c->ssl);
     if (c->fd >= 0) close(c->fd);
-    edge_buf_free(&c->out);
     edge_buf_free(&c->resp.data);
     edge_buf_free(&c->resp.body);
     free(c->resp.headers);

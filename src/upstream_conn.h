@@ -61,7 +61,9 @@ struct edge_upconn {
     int         connect_errno;     /* connect(2) failed at once: reported from the loop */
     SSL        *ssl;
     ev_io       io;
-    ev_timer    timer;
+    ev_timer    timer;             /* fires at or before deadline (see set_deadline) */
+    ev_tstamp   deadline;          /* when the current phase times out */
+    ev_tstamp   timer_for;         /* the deadline the timer was last set for */
     llhttp_t    parser;
     enum edge_upconn_state state;
     uint32_t    nreq;              /* exchanges started on this connection */
@@ -71,8 +73,9 @@ struct edge_upconn {
     edge_upconn *next;             /* in its pool's idle stack */
 
     /* the exchange in progress */
-    edge_buf    out;
-    size_t      out_off;
+    const char *out;               /* the request bytes: the caller's, valid until cb runs */
+    size_t      out_len, out_off;
+    int         send_errno;        /* the write made by edge_upconn_exchange failed */
     const char *label;             /* what timeouts name (the URL); the fetch's, outlives the exchange */
     edge_fetch_timeouts to;
     size_t      max_body;
@@ -95,8 +98,9 @@ struct edge_upconn {
 edge_upconn *edge_upconn_open(struct ev_loop *loop, const struct sockaddr_storage *addr,
                               const edge_upconn_tls *tls, char *err, size_t errlen);
 
-/* Sends wire (copied) and reads one response; cb runs exactly once, later,
- * from the loop. The connection must be new or idle (taken off its pool). */
+/* Sends wire (not copied: it must stay valid until cb runs) and reads one
+ * response; cb runs exactly once, later, from the loop. The connection must
+ * be new or idle (taken off its pool); an idle one writes at once. */
 void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
                           size_t max_body, int is_head, const char *label, edge_upconn_cb cb, void *ud);
 

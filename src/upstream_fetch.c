@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,8 @@ struct edge_fetch {
     edge_pool   *pool;          /* set once the address is known; busy while held */
     edge_upconn *conn;          /* the connection of the exchange in progress */
     edge_resolve_query *query;  /* while the host is being resolved */
-    struct sockaddr_storage addrs[EDGE_RESOLVE_MAX_ADDRS];
-    int          n_addrs, addr_i;    /* the addresses of the host, and the one in use */
+    struct sockaddr_storage *more_addrs;   /* the host's addresses after the first, or NULL */
+    int          n_addrs, addr_i;    /* how many addresses the host has, and the one in use */
     struct sockaddr_storage addr;
     char        *host, *sni, *ca_file, *label, *wire;
     size_t       wire_len;
@@ -55,12 +56,10 @@ static void free_fetch(edge_fetch *f)
     edge_buf_free(&f->resp.data);
     edge_buf_free(&f->resp.body);
     free(f->resp.headers);
-    free(f->host);
     free(f->sni);
     free(f->ca_file);
-    free(f->label);
-    free(f->wire);
-    free(f);
+    free(f->more_addrs);
+    free(f);                /* host, label and wire live in f's block */
 }
 
 /* Frees f, then runs the callback: whatever it does (it may free the
@@ -126,7 +125,8 @@ static int next_address(edge_fetch *f, int result)
     if (result != EDGE_UPCONN_CONNECT_FAILED || f->addr_i + 1 >= f->n_addrs) return 0;
     f->pool->busy--;
     f->pool = NULL;
-    use_address(f, &f->addrs[++f->addr_i]);
+    ++f->addr_i;
+    use_address(f, &f->more_addrs[f->addr_i - 1]);
     return 1;
 }
 
@@ -210,25 +210,77 @@ static void attempt(edge_fetch *f, int fresh)
     edge_upconn *c = fresh || f->ka.size == 0 ? NULL : edge_pool_take(f->pool);
     if (c) EDGE_COUNT(f->w->counters.upstream_conns_reused);
     else if ((c = open_conn(f)) == NULL) return;
-    snprintf(f->peer, sizeof(f->peer), "%s", c->peer);
+    size_t plen = strnlen(c->peer, sizeof(f->peer) - 1);
+    memcpy(f->peer, c->peer, plen);
+    f->peer[plen] = '\0';
     f->conn = c;
     edge_counter_add(&f->w->counters.upstreams[f->slot].conns_active, 1);
+    edge_pools_lend_response(&f->w->upstream_pools, &c->resp);
     edge_upconn_exchange(c, f->wire, f->wire_len, &f->to, f->max_body, f->is_head, f->label, on_exchange, f);
+}
+
+static char *key_str(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    p[n] = '|';
+    return p + n + 1;
+}
+
+static char *key_int(char *p, unsigned v)
+{
+    char d[16];
+    size_t i = sizeof(d);
+    do d[--i] = (char)('0' + v % 10); while ((v /= 10) != 0 && i > 0);
+    return key_str(p, d + i, sizeof(d) - i);
+}
+
+static char *key_hex(char *p, const unsigned char *b, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        *p++ = hex[b[i] >> 4];
+        *p++ = hex[b[i] & 15];
+    }
+    *p++ = '|';
+    return p;
+}
+
+#define KEY_STACK 512
+
+/* The pool key: everything that makes a connection distinct, never
+ * truncated (two origins must never share a pool). Made for every fetch, so
+ * by hand (no printf, no inet_ntop: the address is in hex) and on the stack
+ * when it fits. Returns the key; *heap is what to free, if anything. */
+static char *pool_key(const edge_fetch *f, const struct sockaddr_storage *addr, char stack[KEY_STACK],
+                      char **heap)
+{
+    const unsigned char *ab = addr->ss_family == AF_INET6
+        ? (const unsigned char *)&((const struct sockaddr_in6 *)addr)->sin6_addr
+        : (const unsigned char *)&((const struct sockaddr_in *)addr)->sin_addr;
+    size_t alen = addr->ss_family == AF_INET6 ? 16 : 4;
+    const char *name = f->sni ? f->sni : f->host;
+    size_t nlen = strlen(name), clen = f->ca_file ? strlen(f->ca_file) : 0;
+    size_t need = 3 * 17 + 4 + 2 * alen + 1 + nlen + 1 + clen + 1;
+    char *key = need <= KEY_STACK ? stack : (*heap = edge_malloc(need));
+    char *p = key_int(key, (unsigned)f->slot);
+    p = key_str(p, f->tls ? "tls" : "tcp", 3);
+    p = key_hex(p, ab, alen);
+    p = key_int(p, (unsigned)f->port);
+    p = key_str(p, name, nlen);
+    p = key_int(p, (unsigned)f->verify);
+    if (clen) memcpy(p, f->ca_file, clen);
+    p[clen] = '\0';
+    return key;
 }
 
 static void use_address(edge_fetch *f, const struct sockaddr_storage *addr)
 {
     f->addr = *addr;
-    char ip[INET6_ADDRSTRLEN] = "";
-    const void *a = addr->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
-                                                : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
-    inet_ntop(addr->ss_family, a, ip, sizeof(ip));
-    edge_buf key = {0};      /* never truncated: two origins must never share a pool */
-    edge_buf_printf(&key, "u%d|%s|%s|%d|%s|%d|%s", f->slot, f->tls ? "tls" : "tcp", ip, f->port,
-                    f->sni ? f->sni : f->host, f->verify, f->ca_file ? f->ca_file : "");
+    char stack[KEY_STACK], *heap = NULL;
+    const char *key = pool_key(f, addr, stack, &heap);
     int created;
-    f->pool = edge_pools_get(&f->w->upstream_pools, key.base, f->ka.size > 0 ? &f->ka : NULL, &created);
-    edge_buf_free(&key);
+    f->pool = edge_pools_get(&f->w->upstream_pools, key, f->ka.size > 0 ? &f->ka : NULL, &created);
+    free(heap);
     f->pool->busy++;
     if (created) f->pool->idle_gauge = &f->w->counters.upstreams[f->slot].conns_idle;
     if (created && f->tls && !f->verify)
@@ -249,9 +301,14 @@ static void on_resolved(void *ud, int status, const struct sockaddr_storage *add
         return;
     }
     f->n_addrs = n < EDGE_RESOLVE_MAX_ADDRS ? n : EDGE_RESOLVE_MAX_ADDRS;
-    memcpy(f->addrs, addrs, (size_t)f->n_addrs * sizeof(*addrs));
+    free(f->more_addrs);
+    f->more_addrs = NULL;
+    if (f->n_addrs > 1) {           /* kept apart: most hosts have one, and f stays small */
+        f->more_addrs = edge_malloc((size_t)(f->n_addrs - 1) * sizeof(*addrs));
+        memcpy(f->more_addrs, addrs + 1, (size_t)(f->n_addrs - 1) * sizeof(*addrs));
+    }
     f->addr_i = 0;
-    use_address(f, &f->addrs[0]);
+    use_address(f, &addrs[0]);
     attempt(f, 0);
 }
 
@@ -304,14 +361,18 @@ static char *dup_or_null(const char *s)
 edge_fetch *edge_upstream_fetch(edge_worker *w, const edge_fetch_target *t, const edge_fetch_request *r,
                                 edge_fetch_cb cb, void *ud)
 {
-    edge_fetch *f = edge_calloc(1, sizeof(*f));
+    /* One block for f, its host, label and request bytes: one malloc per
+     * fetch instead of four. */
+    size_t hlen = strlen(t->host) + 1, llen = strlen(r->label) + 1;
+    edge_fetch *f = edge_malloc(sizeof(*f) + hlen + llen + r->wire_len);
+    memset(f, 0, sizeof(*f));
     f->w = w;
-    f->host = edge_strdup(t->host);
+    f->host = memcpy((char *)(f + 1), t->host, hlen);
+    f->label = memcpy(f->host + hlen, r->label, llen);
+    f->wire = f->label + llen;
+    if (r->wire_len) memcpy(f->wire, r->wire, r->wire_len);
     f->sni = dup_or_null(t->sni);
     f->ca_file = dup_or_null(t->ca_file);
-    f->label = edge_strdup(r->label);
-    f->wire = edge_malloc(r->wire_len ? r->wire_len : 1);
-    memcpy(f->wire, r->wire, r->wire_len);
     f->wire_len = r->wire_len;
     f->port = t->port;
     f->tls = t->tls;

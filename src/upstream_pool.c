@@ -121,6 +121,41 @@ void edge_pool_keep_session(edge_pool *p, edge_upconn *c)
     p->session = s;
 }
 
+#define SPARE_DATA_MAX    16384     /* larger buffers are freed, not kept */
+#define SPARE_BODY_MAX    65536
+#define SPARE_HEADERS_MAX 64
+
+static void free_response(edge_response *r)
+{
+    edge_buf_free(&r->data);
+    edge_buf_free(&r->body);
+    free(r->headers);
+    memset(r, 0, sizeof(*r));
+}
+
+void edge_pools_give_response(edge_pools *ps, edge_response *r)
+{
+    if (ps->n_spare == EDGE_POOLS_SPARE_RESPONSES || r->data.cap > SPARE_DATA_MAX ||
+        r->body.cap > SPARE_BODY_MAX || r->cap_headers > SPARE_HEADERS_MAX) {
+        free_response(r);
+        return;
+    }
+    edge_response *s = &ps->spare[ps->n_spare++];
+    memset(s, 0, sizeof(*s));
+    s->data = r->data;
+    s->body = r->body;
+    s->data.len = s->body.len = 0;
+    s->headers = r->headers;
+    s->cap_headers = r->cap_headers;
+    memset(r, 0, sizeof(*r));
+}
+
+void edge_pools_lend_response(edge_pools *ps, edge_response *r)
+{
+    if (ps->n_spare == 0 || r->data.base || r->body.base || r->headers) return;
+    *r = ps->spare[--ps->n_spare];
+}
+
 SSL_CTX *edge_pools_client_ctx(edge_pools *ps, const char *ca_file, char *err, size_t errlen)
 {
     for (edge_client_ctx *x = ps->ctxs; x; x = x->next)
@@ -139,6 +174,7 @@ SSL_CTX *edge_pools_client_ctx(edge_pools *ps, const char *ca_file, char *err, s
 void edge_pools_free(edge_pools *ps)
 {
     while (ps->list) free_pool(ps, ps->list);
+    while (ps->n_spare > 0) free_response(&ps->spare[--ps->n_spare]);
     while (ps->ctxs) {
         edge_client_ctx *x = ps->ctxs;
         ps->ctxs = x->next;

@@ -12,7 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "request.h"
+
 struct edge_upconn;
+
+#define EDGE_POOLS_SPARE_RESPONSES 32   /* response buffers kept for the next fetches */
 
 typedef struct edge_keepalive {
     int    size;            /* idle connections kept per key (0: none) */
@@ -43,6 +47,8 @@ typedef struct edge_pools {
     edge_pool *list;
     int        n;
     edge_client_ctx *ctxs;
+    edge_response spare[EDGE_POOLS_SPARE_RESPONSES];   /* empty, their buffers allocated */
+    int        n_spare;
 } edge_pools;
 
 void edge_pools_init(edge_pools *ps, struct ev_loop *loop);
@@ -60,6 +66,12 @@ struct edge_upconn *edge_pool_take(edge_pool *p);
 void edge_pool_put(edge_pool *p, struct edge_upconn *c);
 /* Remembers c's TLS session for the next connection to this origin. */
 void edge_pool_keep_session(edge_pool *p, struct edge_upconn *c);
+
+/* Response buffers are recycled, saving three allocations and frees per
+ * fetch. give takes r's buffers (keeping a few small ones, freeing the rest)
+ * and leaves r empty; lend gives an empty r (no buffers) spare ones if any. */
+void edge_pools_give_response(edge_pools *ps, edge_response *r);
+void edge_pools_lend_response(edge_pools *ps, edge_response *r);
 
 /* The worker's client context for ca_file (NULL: the system store), made on
  * first use; NULL with a message when ca_file cannot be loaded. */
