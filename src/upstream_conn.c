@@ -1,6 +1,7 @@
 /* A client connection to an origin: connect, TLS, one request, one response. */
 #include "upstream_conn.h"
 #include "common.h"
+#include "listener.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -24,20 +25,6 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents);
 static const llhttp_settings_t *parser_settings(void);
 
 /* ---- set-up ---- */
-
-static void format_peer(const struct sockaddr_storage *ss, char *out, size_t n)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-        snprintf(out, n, "[%s]:%u", ip, ntohs(a->sin6_port));
-    } else {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-        snprintf(out, n, "%s:%u", ip, ntohs(a->sin_port));
-    }
-}
 
 static int start_tls(edge_upconn *c, const edge_upconn_tls *tls, char *err, size_t errlen)
 {
@@ -66,7 +53,7 @@ edge_upconn *edge_upconn_open(struct ev_loop *loop, const struct sockaddr_storag
     c->loop = loop;
     c->born = ev_now(loop);
     c->state = UC_CONNECTING;
-    format_peer(addr, c->peer, sizeof(c->peer));
+    edge_sockaddr_format(addr, c->peer, sizeof(c->peer));
     ev_init(&c->timer, on_timer);
     c->fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
