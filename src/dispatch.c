@@ -79,7 +79,6 @@ static void end_flight(edge_request *req)
     size_t klen;
     const char *key = flight_key(req, &klen);
     edge_cache_flight_done(req->worker->cache, key, klen);
-    forget_flight_key(req);
 }
 
 /* The end of every dispatched request that gets an answer. */

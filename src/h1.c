@@ -323,6 +323,20 @@ static void defer_log_line(edge_h1 *h)
 
 /* Commits the lines of responses written by now (all: every line, the
  * connection is closing). */
+/* Removes the committed lines and marks from the front, so a client that
+ * keeps one response always in flight (pipelining while reading slowly)
+ * holds only its pending lines, not every line of the connection. */
+static void drop_committed(edge_h1 *h)
+{
+    const log_mark *marks = (const log_mark *)h->log_marks.base;
+    size_t line_bytes = marks[h->log_next - 1].line_end;
+    edge_buf_consume(&h->log_lines, line_bytes);
+    edge_buf_consume(&h->log_marks, h->log_next * sizeof(log_mark));
+    log_mark *rest = (log_mark *)h->log_marks.base;
+    for (size_t i = 0; i < h->log_marks.len / sizeof(log_mark); i++) rest[i].line_end -= line_bytes;
+    h->log_next = 0;
+}
+
 static void commit_log_lines(edge_h1 *h, int all)
 {
     edge_conn *c = h->c;
@@ -341,6 +355,8 @@ static void commit_log_lines(edge_h1 *h, int all)
         h->log_next = 0;
         edge_buf_reset(&h->log_lines, 1024);
         edge_buf_reset(&h->log_marks, 256);
+    } else if (h->log_next > 0) {
+        drop_committed(h);
     }
 }
 
@@ -562,7 +578,7 @@ static void h1_on_close(edge_conn *c)
     edge_dispatch_cancel(&h->req);
     /* The client left before its response: logged as nginx does, 499. */
     edge_response_set_status(&h->req.resp, 499);
-    if (edge_access_log_enabled()) edge_access_log_request(c->w, &h->req);
+    edge_access_log_request(c->w, &h->req);
 }
 
 static void h1_free(edge_conn *c)

@@ -122,7 +122,7 @@ static edge_worker *module_worker(lua_State *L)
         luaL_error(L, "edge.fetch: out of memory");
     }
     w->loop = loop;
-    edge_pools_init(&w->upstream_pools, loop);
+    edge_pools_init(&w->upstream_pools);
     char err[256];
     w->resolver = edge_resolver_new(loop, NULL, err, sizeof(err));
     if (w->resolver == NULL) edge_log_write(EDGE_LOG_WARN, 0, "edge.fetch: only IP literals: %s", err);

@@ -20,6 +20,7 @@ typedef struct edge_upstream {
     edge_upstream_def def;
     edge_balancer *balancer;    /* this worker's choice of server and passive health */
     int hash_key_ref;           /* registry reference of hash_key(req), or LUA_NOREF */
+    int metrics_slot;           /* this worker's metrics slot for the name; 0 until first used */
     char where[128];            /* "app.lua:12:", where it was defined */
 } edge_upstream;
 

@@ -11,22 +11,6 @@ const double edge_metrics_bucket_bounds[EDGE_DURATION_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10
 };
 
-void edge_metrics_response(edge_counters *m, const edge_request *req, double now)
-{
-    int proto = req->version[0] == '2' ? EDGE_PROTO_H2 : EDGE_PROTO_H1;
-    int cls = req->resp.status / 100;
-    EDGE_COUNT(m->requests[proto][cls >= 1 && cls <= 5 ? cls : 0]);
-    double d = req->start > 0 && now > req->start ? now - req->start : 0;
-    for (int i = 0; i < EDGE_DURATION_BUCKETS; i++) {
-        if (d <= edge_metrics_bucket_bounds[i]) {
-            EDGE_COUNT(m->duration[i]);
-            break;
-        }
-    }
-    EDGE_COUNT(m->duration_count);
-    edge_counter_add(&m->duration_sum_us, (int64_t)(d * 1e6));
-}
-
 static void observe(edge_counter *buckets, edge_counter *count, edge_counter *sum_us, double d)
 {
     for (int i = 0; i < EDGE_DURATION_BUCKETS; i++) {
@@ -38,6 +22,16 @@ static void observe(edge_counter *buckets, edge_counter *count, edge_counter *su
     EDGE_COUNT(*count);
     edge_counter_add(sum_us, (int64_t)(d * 1e6));
 }
+
+void edge_metrics_response(edge_counters *m, const edge_request *req, double now)
+{
+    int proto = req->version[0] == '2' ? EDGE_PROTO_H2 : EDGE_PROTO_H1;
+    int cls = req->resp.status / 100;
+    EDGE_COUNT(m->requests[proto][cls >= 1 && cls <= 5 ? cls : 0]);
+    double d = req->start > 0 && now > req->start ? now - req->start : 0;
+    observe(m->duration, &m->duration_count, &m->duration_sum_us, d);
+}
+
 
 void edge_metrics_upstream(edge_counters *m, int slot, int status, double seconds)
 {

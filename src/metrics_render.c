@@ -35,35 +35,6 @@ static void metric(edge_buf *b, const char *name, const char *type, const char *
                     (unsigned long long)v);
 }
 
-static void render_requests(edge_buf *b, edge_worker *workers, int n_workers)
-{
-    edge_buf_append_str(b, "# HELP edge_requests_total Responses sent, by protocol and status class.\n"
-                           "# TYPE edge_requests_total counter\n");
-    for (int p = 0; p < EDGE_PROTO_COUNT; p++)
-        for (int c = 0; c < 6; c++)
-            edge_buf_printf(b, "edge_requests_total{protocol=\"%s\",status=\"%s\"} %llu\n", proto_names[p],
-                            class_names[c], (unsigned long long)SUM(requests[p][c]));
-
-    edge_buf_append_str(b, "# HELP edge_request_duration_seconds Time from the first byte of a request "
-                           "to its response.\n# TYPE edge_request_duration_seconds histogram\n");
-    uint64_t cumulative = 0;
-    for (int i = 0; i < EDGE_DURATION_BUCKETS; i++) {
-        cumulative += SUM(duration[i]);
-        edge_buf_printf(b, "edge_request_duration_seconds_bucket{le=\"%g\"} %llu\n", edge_metrics_bucket_bounds[i],
-                        (unsigned long long)cumulative);
-    }
-    uint64_t count = SUM(duration_count);
-    edge_buf_printf(b, "edge_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)count);
-    edge_buf_printf(b, "edge_request_duration_seconds_sum %.6f\n", (double)SUM(duration_sum_us) / 1e6);
-    edge_buf_printf(b, "edge_request_duration_seconds_count %llu\n", (unsigned long long)count);
-
-    edge_buf_append_str(b, "# HELP edge_connections Open client connections, by protocol.\n"
-                           "# TYPE edge_connections gauge\n");
-    for (int p = 0; p < EDGE_PROTO_COUNT; p++)
-        edge_buf_printf(b, "edge_connections{protocol=\"%s\"} %llu\n", proto_names[p],
-                        (unsigned long long)SUM(open_conns[p]));
-}
-
 static void render_histogram(edge_buf *b, const char *name, edge_worker *workers, int n_workers,
                              size_t buckets_off, size_t count_off, size_t sum_off)
 {
@@ -77,6 +48,28 @@ static void render_histogram(edge_buf *b, const char *name, edge_worker *workers
     edge_buf_printf(b, "%s_sum %.6f\n", name, (double)sum(workers, n_workers, sum_off) / 1e6);
     edge_buf_printf(b, "%s_count %llu\n", name, (unsigned long long)count);
 }
+
+static void render_requests(edge_buf *b, edge_worker *workers, int n_workers)
+{
+    edge_buf_append_str(b, "# HELP edge_requests_total Responses sent, by protocol and status class.\n"
+                           "# TYPE edge_requests_total counter\n");
+    for (int p = 0; p < EDGE_PROTO_COUNT; p++)
+        for (int c = 0; c < 6; c++)
+            edge_buf_printf(b, "edge_requests_total{protocol=\"%s\",status=\"%s\"} %llu\n", proto_names[p],
+                            class_names[c], (unsigned long long)SUM(requests[p][c]));
+
+    edge_buf_append_str(b, "# HELP edge_request_duration_seconds Time from the first byte of a request "
+                           "to its response.\n# TYPE edge_request_duration_seconds histogram\n");
+    render_histogram(b, "edge_request_duration_seconds", workers, n_workers, offsetof(edge_counters, duration),
+                     offsetof(edge_counters, duration_count), offsetof(edge_counters, duration_sum_us));
+
+    edge_buf_append_str(b, "# HELP edge_connections Open client connections, by protocol.\n"
+                           "# TYPE edge_connections gauge\n");
+    for (int p = 0; p < EDGE_PROTO_COUNT; p++)
+        edge_buf_printf(b, "edge_connections{protocol=\"%s\"} %llu\n", proto_names[p],
+                        (unsigned long long)SUM(open_conns[p]));
+}
+
 
 /* The distinct upstream names of every worker (a name may have another slot
  * in each worker); slot 0's "" first. */

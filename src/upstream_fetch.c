@@ -208,7 +208,7 @@ static edge_upconn *open_conn(edge_fetch *f)
 static void attempt(edge_fetch *f, int fresh)
 {
     edge_upconn *c = fresh || f->ka.size == 0 ? NULL : edge_pool_take(f->pool);
-    if (c) EDGE_COUNT(f->w->counters.upstream_conns_reused);
+    if (c && !f->uncounted) EDGE_COUNT(f->w->counters.upstream_conns_reused);
     else if ((c = open_conn(f)) == NULL) return;
     size_t plen = strnlen(c->peer, sizeof(f->peer) - 1);
     memcpy(f->peer, c->peer, plen);

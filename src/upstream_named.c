@@ -150,7 +150,9 @@ edge_named_fetch *edge_named_fetch_start(edge_worker *w, edge_upstream *u, const
     nf->tries = r->tries < 1 ? 1 : r->tries > EDGE_UPSTREAM_MAX_TRIES ? EDGE_UPSTREAM_MAX_TRIES : r->tries;
     nf->max_body = r->max_body;
     nf->to = r->timeout;
-    nf->slot = edge_metrics_upstream_slot(&w->counters, u->def.name);
+    /* One VM per worker, so the slot found once holds for the upstream's life. */
+    if (u->metrics_slot == 0) u->metrics_slot = edge_metrics_upstream_slot(&w->counters, u->def.name);
+    nf->slot = u->metrics_slot;
     nf->started = ev_now(w->loop);
     nf->cb = cb;
     nf->ud = ud;

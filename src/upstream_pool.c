@@ -5,15 +5,15 @@
 #include "tls.h"
 #include "upstream_conn.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_POOLS 256     /* keys per worker; the least recently used idle one goes first */
 
-void edge_pools_init(edge_pools *ps, struct ev_loop *loop)
+void edge_pools_init(edge_pools *ps)
 {
     memset(ps, 0, sizeof(*ps));
-    ps->loop = loop;
 }
 
 static void unlink_pool(edge_pools *ps, edge_pool *p)
@@ -67,7 +67,6 @@ edge_pool *edge_pools_get(edge_pools *ps, const char *key, const edge_keepalive 
     edge_pool *p = edge_calloc(1, sizeof(*p));
     p->key = edge_strdup(key);
     if (ka) p->ka = *ka;                /* else size 0 until a fetch brings settings */
-    p->owner = ps;
     push_front(ps, p);
     ps->n++;
     *created = 1;
@@ -156,11 +155,18 @@ void edge_pools_lend_response(edge_pools *ps, edge_response *r)
     *r = ps->spare[--ps->n_spare];
 }
 
+#define MAX_CLIENT_CTXS 16   /* distinct tls.ca_file values per worker: each holds a loaded CA store */
+
 SSL_CTX *edge_pools_client_ctx(edge_pools *ps, const char *ca_file, char *err, size_t errlen)
 {
-    for (edge_client_ctx *x = ps->ctxs; x; x = x->next)
+    int n = 0;
+    for (edge_client_ctx *x = ps->ctxs; x; x = x->next, n++)
         if ((x->ca_file == NULL && ca_file == NULL) || (x->ca_file && ca_file && strcmp(x->ca_file, ca_file) == 0))
             return x->ctx;
+    if (n >= MAX_CLIENT_CTXS) {
+        snprintf(err, errlen, "more than %d distinct tls.ca_file values in one worker", MAX_CLIENT_CTXS);
+        return NULL;
+    }
     SSL_CTX *ctx = edge_tls_client_create(ca_file, err, errlen);
     if (ctx == NULL) return NULL;
     edge_client_ctx *x = edge_calloc(1, sizeof(*x));

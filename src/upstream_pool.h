@@ -32,7 +32,6 @@ typedef struct edge_pool {
     int    busy;                     /* fetches holding this pool: it is not evicted */
     _Atomic uint64_t *idle_gauge;    /* follows n_idle in /metrics (its upstream's), or NULL */
     SSL_SESSION *session;            /* the last resumable session to this origin */
-    struct edge_pools *owner;
     struct edge_pool *prev, *next;   /* most recently used first */
 } edge_pool;
 
@@ -43,7 +42,6 @@ typedef struct edge_client_ctx {
 } edge_client_ctx;
 
 typedef struct edge_pools {
-    struct ev_loop *loop;
     edge_pool *list;
     int        n;
     edge_client_ctx *ctxs;
@@ -51,7 +49,7 @@ typedef struct edge_pools {
     int        n_spare;
 } edge_pools;
 
-void edge_pools_init(edge_pools *ps, struct ev_loop *loop);
+void edge_pools_init(edge_pools *ps);
 /* Closes every idle connection and frees every pool and context. No fetch
  * may be in flight. */
 void edge_pools_free(edge_pools *ps);

@@ -246,6 +246,7 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     edge_script_stop_checks(w->script);     /* a drain sends no more checks */
     set_accepting(w, 0);
     ev_timer_stop(loop, &w->accept_backoff);
+    ev_timer_stop(loop, &w->cache_sweep);   /* housekeeping: not while draining (expired entries are never served anyway) */
     for (int i = 0; i < w->n_listen; i++) {
         close(w->listen_fds[i]);
         w->listen_fds[i] = -1;
@@ -301,7 +302,7 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
         return EDGE_ERROR;
     }
     w->script->counters = &w->counters;
-    edge_pools_init(&w->upstream_pools, w->loop);
+    edge_pools_init(&w->upstream_pools);
     char why[256];
     w->resolver = edge_resolver_new(w->loop, NULL, why, sizeof(why));
     if (w->resolver == NULL)   /* edge.fetch then reaches IP addresses only */
