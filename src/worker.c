@@ -246,7 +246,6 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     edge_script_stop_checks(w->script);     /* a drain sends no more checks */
     set_accepting(w, 0);
     ev_timer_stop(loop, &w->accept_backoff);
-    ev_timer_stop(loop, &w->cache_sweep);   /* housekeeping: not while draining (expired entries are never served anyway) */
     for (int i = 0; i < w->n_listen; i++) {
         close(w->listen_fds[i]);
         w->listen_fds[i] = -1;
