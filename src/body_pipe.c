@@ -1,0 +1,109 @@
+/* The body pipe between an upstream response and a client (body_pipe.h). */
+#include "body_pipe.h"
+#include "common.h"
+
+#include <stdlib.h>
+
+edge_pipe *edge_pipe_new(int64_t length, const edge_pipe_producer *producer)
+{
+    edge_pipe *p = edge_calloc(1, sizeof(*p));
+    p->length = length;
+    p->producer = *producer;
+    return p;
+}
+
+void edge_pipe_set_consumer(edge_pipe *p, const edge_pipe_consumer *consumer)
+{
+    p->consumer = *consumer;
+}
+
+void edge_pipe_add_tap(edge_pipe *p, edge_pipe_tap *t)
+{
+    t->next = p->taps;
+    p->taps = t;
+}
+
+static void end_taps(edge_pipe *p, int ok)
+{
+    while (p->taps) {
+        edge_pipe_tap *t = p->taps;
+        p->taps = t->next;
+        t->end(t, ok);
+    }
+}
+
+static void destroy(edge_pipe *p)
+{
+    end_taps(p, 0);         /* cancelled before the end */
+    edge_buf_free(&p->buf);
+    free(p);
+}
+
+/* Tells the consumer; returns 1 when it closed the pipe meanwhile (now freed). */
+static int notify(edge_pipe *p)
+{
+    if (p->consumer.ready == NULL) return 0;
+    p->in_producer = 1;
+    p->consumer.ready(p->consumer.ud);
+    p->in_producer = 0;
+    if (!p->closed) return 0;
+    destroy(p);
+    return 1;
+}
+
+int edge_pipe_write(edge_pipe *p, const char *data, size_t n)
+{
+    if (n == 0) return EDGE_PIPE_GO_ON;
+    /* Reclaim the consumed front before growing (no unbounded growth). */
+    if (p->off > 0 && p->off == p->buf.len) {
+        p->buf.len = 0;
+        p->off = 0;
+    } else if (p->off >= EDGE_PIPE_LOW) {
+        edge_buf_consume(&p->buf, p->off);
+        p->off = 0;
+    }
+    edge_buf_append(&p->buf, data, n);
+    p->produced += n;
+    for (edge_pipe_tap *t = p->taps; t; t = t->next) t->data(t, data, n);
+    if (notify(p)) return EDGE_PIPE_GONE;
+    if (edge_pipe_readable(p) < EDGE_PIPE_HIGH) return EDGE_PIPE_GO_ON;
+    p->waiting = 1;
+    return EDGE_PIPE_PAUSE;
+}
+
+void edge_pipe_end(edge_pipe *p, int ok)
+{
+    p->ended = 1;
+    p->ok = ok ? 1 : 0;
+    /* A body shorter than its Content-Length is not complete. */
+    if (p->ok && p->length >= 0 && p->produced != (uint64_t)p->length) p->ok = 0;
+    p->waiting = 0;
+    end_taps(p, p->ok);     /* the cache writer publishes now, not when a slow client is done */
+    notify(p);
+}
+
+void edge_pipe_consume(edge_pipe *p, size_t n)
+{
+    p->off += n;
+    if (p->off == p->buf.len) {
+        p->buf.len = 0;
+        p->off = 0;
+    }
+    if (!p->waiting || p->ended || edge_pipe_readable(p) > EDGE_PIPE_LOW) return;
+    p->waiting = 0;
+    p->producer.resume(p->producer.ud);
+}
+
+void edge_pipe_close(edge_pipe *p)
+{
+    if (p->in_producer) {       /* inside the producer's write/end: it frees on return */
+        p->closed = 1;
+        return;
+    }
+    if (!p->ended) {
+        p->ended = 1;
+        p->ok = 0;
+        p->producer.cancel(p->producer.ud);
+    }
+    destroy(p);
+}
