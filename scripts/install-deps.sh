@@ -10,7 +10,8 @@ pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev 
       prometheus clang libclang-rt-14-dev   # promtool checks /metrics; clang + runtime: libFuzzer
       luarocks                              # spec/install_spec.lua: luarocks make scripts/edge-dev-1.rockspec
       systemd logrotate                     # spec/packaging_spec.lua: systemd-analyze verify, logrotate -f
-      nginx)                                # spec/upstream_fetch_spec.lua: a real origin for edge.fetch
+      nginx                                 # spec/upstream_fetch_spec.lua: a real origin for edge.fetch
+      websocketd python3-websockets)        # spec/websocket_spec.lua: WebSocket origin and client
 [[ ${1:-} == --peer ]] && pkgs+=(libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 
 missing=()
