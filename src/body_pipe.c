@@ -1,6 +1,7 @@
 /* The body pipe between an upstream response and a client (body_pipe.h). */
 #include "body_pipe.h"
 #include "common.h"
+#include "upstream_conn.h"
 
 #include <stdlib.h>
 
@@ -42,6 +43,7 @@ static void end_taps(edge_pipe *p, int ok)
 static void destroy(edge_pipe *p)
 {
     end_taps(p, 0);         /* cancelled before the end */
+    edge_upconn_free(p->upgrade);   /* a 101 nobody tunnelled (NULL-safe) */
     edge_buf_free(&p->buf);
     free(p);
 }

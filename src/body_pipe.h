@@ -54,6 +54,10 @@ struct edge_pipe {
     edge_pipe_producer producer;
     edge_pipe_consumer consumer;
     edge_pipe_tap *taps;
+    /* WebSocket: the origin answered 101; its connection waits here for the
+     * client's protocol to take it (tunnel.c), or is freed with the pipe. */
+    struct edge_upconn *upgrade;
+    double    upgrade_idle;       /* the tunnel's idle timeout (opts.ws_idle_timeout); 0: default */
     unsigned  no_body : 1;        /* the answer to a HEAD: length is declared, no byte follows */
     unsigned  get_for_head : 1;   /* a HEAD sent as GET (to fill the cache): the client gets no body */
     unsigned  ended : 1;          /* the producer called edge_pipe_end */

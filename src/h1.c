@@ -7,6 +7,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "request.h"
+#include "tunnel.h"
 #include "worker.h"
 
 #include <llhttp.h>
@@ -503,6 +504,15 @@ static void h1_respond(edge_request *req)
     edge_conn *c = h->c;
     if (h->stop_after || c->w->stopping) h->keep_alive = 0;
     if (c->read_eof && c->in.len == 0) h->keep_alive = 0;   /* the client sent all it will */
+    if (edge_tunnel_ready(req)) {
+        /* WebSocket: the origin's 101 makes the connection a byte tunnel
+         * (tunnel.c), which from now on is c's protocol; h (and req, for
+         * the tunnel's log line) stays until the connection is freed. */
+        commit_log_lines(h, 1);
+        h->state = H1_CLOSING;
+        edge_tunnel_upgrade(c, req);
+        return;
+    }
     encode_response(h);
     if (req->resp.pipe && req->is_head) {       /* no body for the client; the cache may want it */
         edge_pipe_drain(req->resp.pipe);

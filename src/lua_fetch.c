@@ -534,6 +534,7 @@ static int fetch_named(lua_State *L, edge_fetch_call *c, edge_upstream *u, edge_
     r.is_head = fr.is_head;
     r.idempotent = fr.idempotent;
     r.stream = c->kind->stream;
+    r.upgrade = fr.upgrade;
     r.key = hash_key(L, u, req, &r.key_len);        /* stays on the stack until copied */
     r.wire = c->wire.base;
     r.wire_len = c->wire.len;
@@ -569,7 +570,7 @@ int edge_lua_fetch_start(lua_State *L, edge_request *req, const edge_fetch_kind 
     r.retries = (int)opt_int(L, opts_with(opts, given, O_RETRIES), "retries", 0, 0, MAX_RETRIES);
     read_tls(L, opts_with(opts, given, O_TLS), &t);
     kind->build(L, c, opts, given, path, plen, &r);
-    r.stream = kind->stream;
+    r.stream = kind->stream;   /* r.upgrade: set by build (edge.proxy) */
     r.wire = c->wire.base;
     r.wire_len = c->wire.len;
     c->f = edge_upstream_fetch(req->worker, &t, &r, on_fetch_done, c);

@@ -39,6 +39,18 @@ static int opt_flag(lua_State *L, int opts, const char *name)
     return v;
 }
 
+/* opts.ws_idle_timeout: seconds without a byte either way before a
+ * WebSocket tunnel closes; 0 when not given (tunnel.c then uses
+ * --keepalive-timeout). */
+static double ws_idle_timeout(lua_State *L, int opts)
+{
+    if (opts == 0 || !edge_lua_fetch_opt(L, opts, "ws_idle_timeout", LUA_TNUMBER, "a number")) return 0;
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!(v > 0 && v <= 86400 * 365)) luaL_error(L, "edge.proxy: option ws_idle_timeout must be seconds > 0");
+    return v;
+}
+
 static int sends_get_for_head(const edge_request *req)
 {
     return req->is_head && req->has_cache_key;   /* the entry then answers GET and HEAD */
@@ -60,6 +72,11 @@ static void build_proxy(lua_State *L, edge_fetch_call *c, int opts, unsigned giv
     o.via = opt_flag(L, opts, "via");
     const edge_cidr_list *trusted = &req->worker->cfg->trusted_proxies;
     o.peer_trusted = trusted->n > 0 && req->peer && edge_cidr_list_match(trusted, req->peer);
+    if (edge_proxy_wants_upgrade(req)) {      /* WebSocket: a 101 opens a tunnel (tunnel.c) */
+        o.keep_upgrade = 1;
+        r->upgrade = 1;
+        ws_idle_timeout(L, opts);            /* checked now: read again with the 101 */
+    }
     if (sends_get_for_head(req)) {
         o.method = "GET";
         o.method_len = 3;
@@ -152,6 +169,7 @@ static int proxy_continue(lua_State *L, int status, lua_KContext kctx)
         push_headers(L, &c->resp);
         lua_setfield(L, -2, "headers");
         c->pipe->get_for_head = sends_get_for_head(c->req);
+        if (c->pipe->upgrade) c->pipe->upgrade_idle = ws_idle_timeout(L, lua_istable(L, 2) ? 2 : 0);
         edge_lua_body_stream_push(L, c->pipe);
         c->pipe = NULL;              /* the stream userdata owns it now */
         lua_setfield(L, -2, "body");

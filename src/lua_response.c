@@ -118,7 +118,8 @@ static int read_status(lua_State *L, int idx, edge_response *resp, char *err, si
     if (t == LUA_TNIL) isint = 1;
     lua_pop(L, 1);
     if (t != LUA_TNIL && t != LUA_TNUMBER) isint = 0;
-    if (!isint || status < 200 || status > 599) {
+    /* 101: only edge.proxy's WebSocket answer (checked with the body). */
+    if (!isint || (status != 101 && (status < 200 || status > 599))) {
         snprintf(err, errlen, "status must be an integer from 200 to 599");
         return EDGE_ERROR;
     }
@@ -196,5 +197,10 @@ int edge_lua_to_response(lua_State *L, int idx, edge_response *resp, char *err, 
         read_ttl(L, idx, resp, err, errlen) != EDGE_OK ||
         read_cache(L, idx, resp, err, errlen) != EDGE_OK)
         return EDGE_ERROR;
+    if (resp->status == 101 && !(resp->pipe && resp->pipe->upgrade)) {
+        snprintf(err, errlen, "status must be an integer from 200 to 599 (101: only edge.proxy's "
+                 "WebSocket answer, with its body)");
+        return EDGE_ERROR;
+    }
     return EDGE_OK;
 }

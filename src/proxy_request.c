@@ -49,6 +49,19 @@ int edge_proxy_response_field_dropped(const char *name, size_t n, const char *co
     return connection && list_names(connection, clen, name, n);
 }
 
+static int header_lists(const edge_request *req, const char *field, const char *token)
+{
+    const edge_header *h = edge_request_header(req, field, strlen(field));
+    return h && list_names(edge_request_ptr(req, h->value), h->value.len, token, strlen(token));
+}
+
+int edge_proxy_wants_upgrade(const edge_request *req)
+{
+    return req->version && strcmp(req->version, "1.1") == 0 && req->method.len == 3 &&
+           memcmp(edge_request_ptr(req, req->method), "GET", 3) == 0 &&
+           header_lists(req, "upgrade", "websocket") && header_lists(req, "connection", "upgrade");
+}
+
 static void put_line(edge_buf *b, const char *name, const char *v, size_t vlen)
 {
     edge_buf_append_str(b, name);

@@ -25,6 +25,11 @@ typedef struct edge_proxy_request_opts {
     unsigned    keep_upgrade : 1;   /* a WebSocket handshake: Upgrade and Connection: upgrade pass */
 } edge_proxy_request_opts;
 
+/* Whether the client asks for a WebSocket (RFC 6455 4.1): an HTTP/1.1 GET
+ * with Upgrade: websocket and Connection: upgrade. Then keep_upgrade, and a
+ * 101 from the origin makes the connection a tunnel (tunnel.h). */
+int edge_proxy_wants_upgrade(const edge_request *req);
+
 /* Writes the request line and header block (with Content-Length when the
  * client sent a body) into out; the body itself is not written. */
 void edge_proxy_build_request(const edge_request *req, const edge_proxy_request_opts *o, edge_buf *out);

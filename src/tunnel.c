@@ -6,6 +6,7 @@
  * read/write primitives (edge_upconn_read / edge_upconn_write). */
 #include "tunnel.h"
 #include "access_log.h"
+#include "body_pipe.h"
 #include "common.h"
 #include "conn.h"
 #include "log.h"
@@ -327,4 +328,50 @@ void edge_tunnel_start(edge_conn *c, edge_upconn *u, const char *early, size_t n
     t->client_done = c->read_eof;
     if (c->in.len > 0 || t->client_done) to_origin(t);
     else edge_conn_resume_read(c);
+}
+
+/* ---- the switch from HTTP/1.1 (edge.proxy's 101) ---- */
+
+int edge_tunnel_ready(const edge_request *req)
+{
+    return req->resp.status == 101 && req->resp.pipe && req->resp.pipe->upgrade;
+}
+
+/* The 101 head: edge's Server and Date, the upgrade fields (hop-by-hop, so
+ * not in the response the script saw), then the origin's other fields
+ * (Sec-WebSocket-Accept, -Protocol, -Extensions). */
+static void put_head(edge_conn *c, edge_request *req)
+{
+    const edge_response *resp = &req->resp;
+    const edge_header *up = edge_request_header(req, "upgrade", 7);
+    edge_buf *out = &c->out;
+    edge_buf_append_str(out, "HTTP/1.1 101 Switching Protocols\r\n");
+    if (!resp->has_server) edge_buf_append_str(out, "Server: " EDGE_SERVER "\r\n");
+    if (!resp->has_date) edge_buf_printf(out, "Date: %s\r\n", edge_worker_http_date(c->w));
+    edge_buf_append_str(out, "Connection: upgrade\r\nUpgrade: ");
+    if (up) edge_buf_append(out, edge_request_ptr(req, up->value), up->value.len);
+    else edge_buf_append_str(out, "websocket");
+    edge_buf_append_str(out, "\r\n");
+    if (c->w->cfg->request_id_header) edge_buf_printf(out, "X-Request-Id: %s\r\n", edge_request_id(req));
+    for (int i = 0; i < resp->n_headers; i++) {
+        const edge_header *h = &resp->headers[i];
+        edge_buf_append(out, resp->data.base + h->name.off, h->name.len);
+        edge_buf_append(out, ": ", 2);
+        edge_buf_append(out, resp->data.base + h->value.off, h->value.len);
+        edge_buf_append(out, "\r\n", 2);
+    }
+    edge_buf_append(out, "\r\n", 2);
+}
+
+void edge_tunnel_upgrade(edge_conn *c, edge_request *req)
+{
+    edge_pipe *p = req->resp.pipe;
+    edge_upconn *u = p->upgrade;
+    p->upgrade = NULL;
+    double idle = p->upgrade_idle > 0 ? p->upgrade_idle : c->w->cfg->keepalive_timeout;
+    req->resp.pipe = NULL;
+    edge_pipe_close(p);              /* ended already: 101 has no body */
+    edge_worker_on_response(c->w, req);
+    put_head(c, req);
+    edge_tunnel_start(c, u, u->pending.base, u->pending.len, idle, req);
 }

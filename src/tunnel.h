@@ -31,6 +31,14 @@ struct edge_conn;
 struct edge_upconn;
 struct edge_request;
 
+/* Whether req's response is an origin's 101 that a tunnel can take: an
+ * edge.proxy WebSocket handshake (its connection waits in resp.pipe). */
+int edge_tunnel_ready(const struct edge_request *req);
+/* HTTP/1.1 (h1.c's respond): queues the 101 head for the client and makes c
+ * a tunnel to the origin connection in req's response; req stays (as the
+ * old protocol's) until the tunnel ends, for its access log line. */
+void edge_tunnel_upgrade(struct edge_conn *c, struct edge_request *req);
+
 /* Starts relaying between c (its 101 head already queued in c->out; bytes
  * the client sent after its request head still in c->in) and u (an origin
  * connection that read the 101 head: its watchers are taken over; early holds

@@ -302,12 +302,26 @@ static void stash_rest(edge_upconn *c, const char *p, size_t n)
     stop_watchers(c);
 }
 
+/* WebSocket: the bytes after the 101 head are the tunnel's; they wait in
+ * c->pending for tunnel.c. */
+static void keep_tunnel_bytes(edge_upconn *c, const char *p, size_t n)
+{
+    size_t rest = (size_t)(p + n - llhttp_get_error_pos(&c->parser));
+    if (p == c->pending.base) edge_buf_consume(&c->pending, n - rest);
+    else edge_buf_append(&c->pending, p + n - rest, rest);
+}
+
 /* Feeds bytes to llhttp; returns 1 when the exchange ended (c may be gone)
  * or streaming paused it. */
 static int feed(edge_upconn *c, const char *p, size_t n)
 {
     c->got_bytes = 1;
     llhttp_errno_t rc = llhttp_execute(&c->parser, p, n);
+    if (rc == HPE_PAUSED_UPGRADE && c->upgraded) {
+        keep_tunnel_bytes(c, p, n);
+        finish(c, EDGE_UPCONN_DONE);
+        return 1;
+    }
     if (rc == HPE_OK) {
         if (p == c->pending.base) c->pending.len = 0;
         return 0;
@@ -389,7 +403,7 @@ static void reset_exchange(edge_upconn *c)
     c->got_bytes = c->complete = c->reusable = c->in_value = c->clean = 0;
     c->head_cb = NULL;
     c->pipe = NULL;
-    c->read_paused = c->pipe_gone = 0;
+    c->read_paused = c->pipe_gone = c->upgrade_ok = c->upgraded = 0;
     c->pending.len = 0;
     c->err[0] = '\0';
 }
@@ -526,6 +540,17 @@ void edge_upconn_park(edge_upconn *c, double idle_timeout, edge_upconn_idle_cb c
     arm(c, EV_READ, idle_timeout);
 }
 
+/* tunnel.c's: the same primitives as the exchange's. */
+ssize_t edge_upconn_read(edge_upconn *c, char *buf, size_t n)
+{
+    return read_some(c, buf, n);
+}
+
+ssize_t edge_upconn_write(edge_upconn *c, const char *p, size_t n)
+{
+    return write_some(c, p, n);
+}
+
 SSL_SESSION *edge_upconn_session(edge_upconn *c)
 {
     if (c->ssl == NULL) return NULL;
@@ -611,6 +636,14 @@ static int on_headers_complete(llhttp_t *p)
 {
     edge_upconn *c = p->data;
     int status = p->status_code;
+    if (status == 101 && c->upgrade_ok) {
+        /* WebSocket: the head ends the exchange (2: llhttp stops after it
+         * with HPE_PAUSED_UPGRADE); what follows is tunnel.c's. */
+        c->upgraded = 1;
+        c->resp.status = status;
+        if (c->head_cb) c->head_cb(c, c->ud);
+        return 2;
+    }
     if (status == 101) {
         snprintf(c->err, sizeof(c->err), "malformed response from %s: 101 Switching Protocols to a "
                  "request that asked for no upgrade", c->peer);
@@ -654,6 +687,7 @@ static int on_message_complete(llhttp_t *p)
 {
     edge_upconn *c = p->data;
     int status = p->status_code;
+    if (c->upgraded) return 0;     /* the 101's head stays: llhttp stops next (feed) */
     if (status >= 100 && status < 200) {
         c->resp.n_headers = 0;
         c->resp.data.len = 0;

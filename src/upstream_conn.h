@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "buf.h"
 #include "request.h"
@@ -99,7 +100,11 @@ struct edge_upconn {
     struct edge_pipe *pipe;
     edge_buf    pending;           /* bytes read past a pause, fed first when reading resumes */
     unsigned    read_paused : 1,   /* the pipe is full: no reading until edge_upconn_resume */
-                pipe_gone : 1;     /* the pipe's consumer closed it mid-write */
+                pipe_gone : 1,     /* the pipe's consumer closed it mid-write */
+                upgrade_ok : 1,    /* WebSocket: the request asked for Upgrade, a 101 may come (set
+                                    * after starting the exchange) */
+                upgraded : 1;      /* ... and came: the exchange ended at its head, c->pending holds
+                                    * the bytes after it, the connection is tunnel.c's to take */
     edge_upconn_idle_cb idle_cb;
     void       *idle_ud;
     char        err[320];
@@ -136,6 +141,12 @@ void edge_upconn_park(edge_upconn *c, double idle_timeout, edge_upconn_idle_cb c
 
 /* The TLS session to resume next time, or NULL (a new reference). */
 SSL_SESSION *edge_upconn_session(edge_upconn *c);
+
+/* Raw I/O on a connection taken over after 101 Switching Protocols (tunnel.c).
+ * read: > 0 bytes, 0 EOF, -1 failed (errno), -2 would block;
+ * write: > 0 bytes, 0 would block, -1 failed (errno). */
+ssize_t edge_upconn_read(edge_upconn *c, char *buf, size_t n);
+ssize_t edge_upconn_write(edge_upconn *c, const char *p, size_t n);
 
 /* Stops every watcher, closes and frees. No callback runs afterwards. */
 void edge_upconn_free(edge_upconn *c);

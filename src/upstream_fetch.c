@@ -27,6 +27,7 @@ struct edge_fetch {
     size_t       wire_len;
     int          port, tls, verify, is_head, idempotent, retries_left, stale_retried, slot, uncounted;
     int          stream;        /* report at the head; the body goes to pipe */
+    int          upgrade;       /* a 101 is welcome: its connection goes to the pipe */
     int          reported;      /* streaming: cb ran (the pipe now owns f) */
     edge_pipe   *pipe;          /* streaming: being filled, until edge_pipe_end */
     unsigned     failure;       /* why it failed: an edge_upstream_failure bit */
@@ -219,7 +220,9 @@ static void on_head(edge_upconn *c, void *ud)
 static void stream_end(edge_fetch *f, edge_upconn *c, int result, const char *err)
 {
     if (c->pipe_gone) f->pipe = NULL;       /* the pipe freed itself */
-    if (result == EDGE_UPCONN_DONE && edge_upconn_reusable(c)) {
+    if (result == EDGE_UPCONN_DONE && c->upgraded && f->pipe) {
+        f->pipe->upgrade = c;               /* WebSocket: tunnel.c takes it from the response */
+    } else if (result == EDGE_UPCONN_DONE && edge_upconn_reusable(c)) {
         if (c->ssl) edge_pool_keep_session(f->pool, c);
         if (f->ka.size > 0) edge_pool_put(f->pool, c);
         else edge_upconn_free(c);
@@ -317,8 +320,10 @@ static void attempt(edge_fetch *f, int fresh)
     f->conn = c;
     edge_counter_add(&f->w->counters.upstreams[f->slot].conns_active, 1);
     edge_pools_lend_response(&f->w->upstream_pools, &c->resp);
-    if (f->stream)
+    if (f->stream) {
         edge_upconn_exchange_stream(c, f->wire, f->wire_len, &f->to, f->is_head, f->label, on_head, on_exchange, f);
+        c->upgrade_ok = f->upgrade;
+    }
     else
         edge_upconn_exchange(c, f->wire, f->wire_len, &f->to, f->max_body, f->is_head, f->label, on_exchange, f);
 }
@@ -487,6 +492,7 @@ edge_fetch *edge_upstream_fetch(edge_worker *w, const edge_fetch_target *t, cons
     f->idempotent = r->idempotent;
     f->uncounted = r->uncounted;
     f->stream = r->stream;
+    f->upgrade = r->upgrade;
     f->retries_left = r->retries;
     f->slot = t->stats_slot >= 0 && t->stats_slot < EDGE_UPSTREAM_STATS_SLOTS ? t->stats_slot : 0;
     f->max_body = r->max_body;

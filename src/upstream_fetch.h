@@ -46,6 +46,8 @@ typedef struct edge_fetch_request {
     unsigned    idempotent : 1;   /* may be sent again (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) */
     unsigned    uncounted : 1;    /* a health check: kept out of the request metrics */
     unsigned    stream : 1;       /* edge.proxy: report at the head, stream the body (below) */
+    unsigned    upgrade : 1;      /* streaming, a WebSocket handshake: a 101 leaves its connection
+                                   * in the pipe (pipe->upgrade) for tunnel.c */
     int         retries;     /* more tries after a connect failure or a timeout before any
                               * response byte, idempotent requests only */
     size_t      max_body;
