@@ -313,7 +313,7 @@ void edge_tunnel_start(edge_conn *c, edge_upconn *u, const char *early, size_t n
     c->proto_data = t;
     ev_io_init(&t->up_rio, on_up_readable, u->fd, EV_READ);
     ev_io_init(&t->up_wio, on_up_writable, u->fd, EV_WRITE);
-    edge_log(EDGE_LOG_DEBUG, c->id, "tunnel to %s started", u->peer);
+    edge_log(EDGE_LOG_DEBUG, c->id, "tunnel to %s started (%zu bytes after the 101)", u->peer, n);
     activity(t);
 
     if (n) {
