@@ -112,17 +112,14 @@ static void put_header(edge_buf *b, const edge_request *req, const char *name, s
 
 static void format_addr(const edge_request *req, char *out, size_t n)
 {
-    const struct sockaddr_storage *ss = req->peer;
-    snprintf(out, n, "-");
-    if (ss && ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)n);
-    else if (ss && ss->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)n);
+    edge_request_peer_ip(req, out, n);
+    if (out[0] == '\0') snprintf(out, n, "-");
 }
 
 static size_t body_bytes(const edge_request *req)
 {
-    return req->is_head || !edge_http_status_has_body(req->resp.status) ? 0 : req->resp.body.len;
+    return req->is_head || !edge_http_status_has_body(req->resp.status) ? 0
+                                                                       : req->resp.body.len + req->resp.streamed;
 }
 
 static void put_target(edge_buf *b, const edge_request *req)

@@ -19,6 +19,13 @@ void edge_pipe_set_consumer(edge_pipe *p, const edge_pipe_consumer *consumer)
 
 void edge_pipe_add_tap(edge_pipe *p, edge_pipe_tap *t)
 {
+    /* The bytes produced so far, if all are still here (none read yet). */
+    int whole = p->off == 0 && p->produced == p->buf.len;
+    if (whole && p->buf.len) t->data(t, p->buf.base, p->buf.len);
+    if (!whole || p->ended) {
+        t->end(t, whole && p->ok);
+        return;
+    }
     t->next = p->taps;
     p->taps = t;
 }
@@ -76,7 +83,7 @@ void edge_pipe_end(edge_pipe *p, int ok)
     p->ended = 1;
     p->ok = ok ? 1 : 0;
     /* A body shorter than its Content-Length is not complete. */
-    if (p->ok && p->length >= 0 && p->produced != (uint64_t)p->length) p->ok = 0;
+    if (p->ok && !p->no_body && p->length >= 0 && p->produced != (uint64_t)p->length) p->ok = 0;
     p->waiting = 0;
     end_taps(p, p->ok);     /* the cache writer publishes now, not when a slow client is done */
     notify(p);
@@ -106,4 +113,20 @@ void edge_pipe_close(edge_pipe *p)
         p->producer.cancel(p->producer.ud);
     }
     destroy(p);
+}
+
+/* ---- draining ---- */
+
+static void drain_ready(void *ud)
+{
+    edge_pipe *p = ud;
+    edge_pipe_consume(p, edge_pipe_readable(p));
+    if (p->ended) edge_pipe_close(p);
+}
+
+void edge_pipe_drain(edge_pipe *p)
+{
+    edge_pipe_consumer consumer = {.ready = drain_ready, .ud = p};
+    edge_pipe_set_consumer(p, &consumer);
+    drain_ready(p);
 }

@@ -54,6 +54,8 @@ struct edge_pipe {
     edge_pipe_producer producer;
     edge_pipe_consumer consumer;
     edge_pipe_tap *taps;
+    unsigned  no_body : 1;        /* the answer to a HEAD: length is declared, no byte follows */
+    unsigned  get_for_head : 1;   /* a HEAD sent as GET (to fill the cache): the client gets no body */
     unsigned  ended : 1;          /* the producer called edge_pipe_end */
     unsigned  ok : 1;             /* ... with the body complete */
     unsigned  waiting : 1;        /* the producer stopped for back-pressure: resume it */
@@ -103,8 +105,14 @@ static inline int edge_pipe_failed(const edge_pipe *p)
  * cancels a producer still running, ends the taps, frees. */
 void edge_pipe_close(edge_pipe *p);
 
+/* Takes the pipe over and reads it to its end for nothing but its taps (the
+ * cache writer of a HEAD sent as GET), then closes it. */
+void edge_pipe_drain(edge_pipe *p);
+
 /* ---- taps ---- */
 
+/* The tap sees the bytes produced so far at once (or ends at once, not ok,
+ * when some were read already), then every write, then the end. */
 void edge_pipe_add_tap(edge_pipe *p, edge_pipe_tap *t);
 
 #endif

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <time.h>
 
 /* RFC 9110 15.1: the statuses a cache may store without explicit freshness. */
 static int cacheable_by_default(int status)
@@ -22,6 +23,7 @@ typedef struct directives {
     int    shareable;     /* public, must-revalidate or s-maxage: may answer others (RFC 9111 3.5) */
     double s_maxage;      /* -1 when absent */
     double max_age;
+    double expires;       /* seconds from now an Expires field gives; -1 when absent */
 } directives;
 
 static int token_is(const char *p, size_t n, const char *name)
@@ -67,6 +69,21 @@ static int name_is(const edge_response *resp, const edge_header *h, const char *
     return h->name.len == n && strncasecmp(resp->data.base + h->name.off, name, n) == 0;
 }
 
+/* Expires (RFC 9111 5.3): an IMF-fixdate; an invalid date means already
+ * expired. Counted from now (edge's clock, not the origin's Date). */
+static double expires_in(const char *v, size_t n)
+{
+    char text[64];
+    if (n >= sizeof(text)) return 0;
+    memcpy(text, v, n);
+    text[n] = '\0';
+    struct tm tm = {0};
+    const char *end = strptime(text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (end == NULL || *end != '\0') return 0;
+    double left = difftime(timegm(&tm), time(NULL));
+    return left > 0 ? left : 0;
+}
+
 /* Whether the response forbids a shared cache to store it whatever the
  * script says, or leaves it to the rules below. */
 static void read_response(const edge_response *resp, directives *d, int *has_cookie)
@@ -77,6 +94,8 @@ static void read_response(const edge_response *resp, directives *d, int *has_coo
             parse_cache_control(resp->data.base + h->value.off, h->value.len, d);
         else if (name_is(resp, h, "set-cookie", 10))
             *has_cookie = 1;
+        else if (name_is(resp, h, "expires", 7))
+            d->expires = expires_in(resp->data.base + h->value.off, h->value.len);
     }
 }
 
@@ -95,8 +114,8 @@ static int allowed_unforced(const edge_request *req, const edge_response *resp, 
 
 double edge_cache_policy_ttl(const edge_request *req, const edge_response *resp, double default_ttl)
 {
-    if (req->is_head || resp->cache_mode == EDGE_CACHE_OFF) return 0;
-    directives d = {0, 0, -1, -1};
+    if ((req->is_head && !resp->fetched_as_get) || resp->cache_mode == EDGE_CACHE_OFF) return 0;
+    directives d = {0, 0, -1, -1, -1};
     int has_cookie = 0;
     read_response(resp, &d, &has_cookie);
     if (d.forbidden) return 0;
@@ -104,6 +123,7 @@ double edge_cache_policy_ttl(const edge_request *req, const edge_response *resp,
     if (resp->has_ttl) return resp->ttl;
     if (d.s_maxage >= 0) return d.s_maxage;
     if (d.max_age >= 0) return d.max_age;
+    if (d.expires >= 0) return d.expires;
     return default_ttl;
 }
 

@@ -2,6 +2,7 @@
 #include "dispatch.h"
 #include "cache.h"
 #include "cache_policy.h"
+#include "cache_writer.h"
 #include "common.h"
 #include "log.h"
 #include "request.h"
@@ -174,11 +175,48 @@ static void store_entry(edge_request *req, double ttl)
     edge_buf_free(&variant);
 }
 
+/* A streamed (proxied) response is stored by a tap on its pipe once its
+ * body is complete; the tap takes over the flight, so waiters wake then. */
+static void store_streamed(edge_request *req, double ttl)
+{
+    edge_worker *w = req->worker;
+    edge_buf names = {0}, variant = {0};
+    const char *key = key_ptr(req);
+    size_t klen = req->cache_key.len;
+    edge_cache_writer_args a = {.cache = w->cache, .loop = w->loop, .head = &req->resp, .ttl = ttl,
+                                .key = key, .klen = klen, .conn_id = req->conn_id,
+                                .request_id = edge_request_id(req)};
+    if (edge_cache_policy_vary(&req->resp, &names) > 0) {
+        edge_cache_policy_variant_key(req, key, klen, names.base, names.len, &variant);
+        a.key = variant.base;
+        a.klen = variant.len;
+        a.marker_key = key;
+        a.marker_klen = klen;
+        a.vary_names = &names;
+    }
+    if (req->dispatch.leader) {
+        a.flight_key = flight_key(req, &a.flight_klen);
+        req->dispatch.leader = 0;          /* the writer ends the flight */
+    }
+    edge_cache_writer_attach(req->resp.pipe, &a);
+    edge_buf_free(&names);
+    edge_buf_free(&variant);
+}
+
 static void store(edge_request *req)
 {
-    double ttl = edge_cache_policy_ttl(req, &req->resp, req->worker->cfg->cache_ttl);
-    if (ttl > 0) store_entry(req, ttl);
-    edge_response_add_header(&req->resp, "x-cache", 7, "MISS", 4);
+    edge_response *resp = &req->resp;
+    /* A proxied response is stored as the origin says (or the script's ttl),
+     * never for --cache-ttl alone: nginx's proxy_cache without proxy_cache_valid. */
+    double dflt = resp->pipe ? 0 : req->worker->cfg->cache_ttl;
+    if (resp->pipe) {              /* edge's own X-Cache and Age replace an origin's */
+        edge_response_remove_header(resp, "x-cache", 7);
+        edge_response_remove_header(resp, "age", 3);
+    }
+    double ttl = edge_cache_policy_ttl(req, resp, dflt);
+    if (ttl > 0 && resp->pipe) store_streamed(req, ttl);
+    else if (ttl > 0) store_entry(req, ttl);
+    edge_response_add_header(resp, "x-cache", 7, "MISS", 4);
     req->cache_status = "MISS";
 }
 

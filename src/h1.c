@@ -1,6 +1,7 @@
 /* HTTP/1.1: llhttp callbacks fill an edge_request; responses are encoded here. */
 #include "h1.h"
 #include "access_log.h"
+#include "body_pipe.h"
 #include "common.h"
 #include "conn.h"
 #include "dispatch.h"
@@ -19,6 +20,7 @@ enum h1_state {
     H1_IDLE,         /* between requests */
     H1_READING,      /* a request has begun arriving */
     H1_DISPATCHED,   /* complete; the core is producing its response */
+    H1_STREAMING,    /* the head is out; the body comes from resp.pipe (edge.proxy) */
     H1_CLOSING       /* the last response is queued; the connection closes after it */
 };
 
@@ -40,6 +42,7 @@ typedef struct edge_h1 {
     unsigned       value_ended : 1;  /* ... which reached the end of its line */
     unsigned       tail_at_line_start : 1;  /* the last parsed bytes ended in LF [SP/HTAB]* */
     unsigned       stop_after : 1;   /* server draining: close after this response */
+    unsigned       chunked : 1;      /* the streamed body goes out in chunks */
     edge_buf       log_lines;        /* access log lines of responses still being written */
     edge_buf       log_marks;        /* one log_mark per line, in response order */
     size_t         log_next;         /* the first mark not yet committed */
@@ -388,9 +391,18 @@ static void encode_response(edge_h1 *h)
         PUT_LIT(out, "\r\n");
     }
     int with_body = edge_http_status_has_body(resp->status);
-    if (with_body) {
+    h->chunked = 0;
+    if (with_body && resp->pipe && resp->pipe->length < 0) {
+        /* No length from the origin: chunked for HTTP/1.1, the close ends it for 1.0. */
+        if (h->req.version[2] == '1') {
+            h->chunked = !h->req.is_head;
+            PUT_LIT(out, "Transfer-Encoding: chunked\r\n");
+        } else {
+            h->keep_alive = 0;
+        }
+    } else if (with_body) {
         PUT_LIT(out, "Content-Length: ");
-        put(out, num, edge_format_u64(num, resp->body.len));
+        put(out, num, edge_format_u64(num, resp->pipe ? (uint64_t)resp->pipe->length : resp->body.len));
         PUT_LIT(out, "\r\n");
     }
     if (!h->keep_alive) PUT_LIT(out, "Connection: close\r\n");
@@ -406,8 +418,82 @@ static void encode_response(edge_h1 *h)
                    hd->value.len);
     }
     PUT_LIT(out, "\r\n");
+    if (resp->pipe) return;      /* the body streams; its log line is written at its end */
     if (with_body && !h->req.is_head) put(out, resp->body.base, resp->body.len);
     defer_log_line(h);
+}
+
+/* ---- streamed bodies (edge.proxy) ----
+ *
+ * The pipe's bytes go to the connection's output while it holds less than
+ * OUT_HIGH; on_drained asks for more. The pipe resumes the origin read as
+ * it empties: a slow client slows the origin, and at most about OUT_HIGH
+ * plus the pipe's bound is held per response. */
+
+static void response_sent(edge_h1 *h);
+
+/* An origin that failed mid-body: the client must not take a cut body for a
+ * whole one, so the connection closes without the last chunk (or short of
+ * Content-Length), as nginx does. */
+static void stream_failed(edge_h1 *h)
+{
+    edge_log(EDGE_LOG_INFO, h->c->id, "request %s: the origin's body ended early: connection closed",
+             edge_request_id(&h->req));
+    edge_conn_close(h->c);
+}
+
+static void put_chunk(edge_h1 *h, const char *p, size_t n)
+{
+    edge_buf *out = &h->c->out;
+    if (!h->chunked) {
+        put(out, p, n);
+        return;
+    }
+    edge_buf_printf(out, "%zx\r\n", n);
+    put(out, p, n);
+    PUT_LIT(out, "\r\n");
+}
+
+static void pump_body(edge_h1 *h)
+{
+    edge_conn *c = h->c;
+    edge_pipe *p = h->req.resp.pipe;
+    while (edge_pipe_readable(p) > 0 && edge_conn_pending(c) < OUT_HIGH) {
+        size_t n = edge_pipe_readable(p), room = OUT_HIGH - edge_conn_pending(c);
+        if (n > room) n = room;
+        put_chunk(h, edge_pipe_data(p), n);
+        h->req.resp.streamed += n;
+        edge_pipe_consume(p, n);
+    }
+    if (edge_pipe_failed(p)) {
+        stream_failed(h);
+        return;
+    }
+    if (edge_pipe_done(p)) {
+        if (h->chunked) PUT_LIT(&c->out, "0\r\n\r\n");
+        edge_pipe_close(p);
+        h->req.resp.pipe = NULL;
+        defer_log_line(h);
+        response_sent(h);
+        return;
+    }
+    if (edge_conn_flush(c) == EDGE_DONE) return;
+}
+
+/* The pipe has bytes, or ended. */
+static void on_pipe_ready(void *ud)
+{
+    edge_h1 *h = ud;
+    if (h->state != H1_STREAMING || h->c->state != EDGE_CONN_OPEN) return;
+    pump_body(h);
+}
+
+static void start_stream(edge_h1 *h)
+{
+    h->state = H1_STREAMING;
+    edge_pipe_consumer consumer = {.ready = on_pipe_ready, .ud = h};
+    edge_pipe_set_consumer(h->req.resp.pipe, &consumer);
+    pump_body(h);
 }
 
 /* ops->respond: the core finished the current request. */
@@ -418,7 +504,24 @@ static void h1_respond(edge_request *req)
     if (h->stop_after || c->w->stopping) h->keep_alive = 0;
     if (c->read_eof && c->in.len == 0) h->keep_alive = 0;   /* the client sent all it will */
     encode_response(h);
-    edge_request_reset(req);
+    if (req->resp.pipe && req->is_head) {       /* no body for the client; the cache may want it */
+        edge_pipe_drain(req->resp.pipe);
+        req->resp.pipe = NULL;
+        defer_log_line(h);
+    }
+    if (req->resp.pipe) {
+        start_stream(h);
+        return;
+    }
+    response_sent(h);
+}
+
+/* The whole response is queued: the next request, or the close. */
+static void response_sent(edge_h1 *h)
+{
+    edge_conn *c = h->c;
+    edge_request_reset(&h->req);
+    if (h->stop_after || c->w->stopping) h->keep_alive = 0;    /* a drain began while it streamed */
     if (!h->keep_alive) {
         h->state = H1_CLOSING;
         edge_conn_close_after_flush(c);
@@ -535,6 +638,10 @@ static void h1_on_data(edge_conn *c)
 static void h1_on_drained(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
+    if (h->state == H1_STREAMING) {
+        pump_body(h);
+        return;
+    }
     /* Also with nothing buffered: after_input resumes reading or closes. */
     if (h->state == H1_IDLE || h->state == H1_READING) process_input(h);
 }
@@ -566,7 +673,7 @@ static void h1_on_timeout(edge_conn *c)
 static void h1_on_shutdown(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_DISPATCHED) h->stop_after = 1;
+    if (h->state == H1_DISPATCHED || h->state == H1_STREAMING) h->stop_after = 1;
     else if (h->state != H1_CLOSING) edge_conn_close(c);
 }
 
@@ -574,6 +681,15 @@ static void h1_on_close(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
     commit_log_lines(h, 1);      /* responses cut short by the close: logged as they are */
+    if (h->state == H1_STREAMING) {
+        /* The client left, or the origin failed, mid-body: the origin read
+         * stops (its connection is closed, not pooled) and the line says
+         * how many bytes went out. */
+        edge_pipe_close(h->req.resp.pipe);
+        h->req.resp.pipe = NULL;
+        edge_access_log_request(c->w, &h->req);
+        return;
+    }
     if (h->state != H1_DISPATCHED) return;
     edge_dispatch_cancel(&h->req);
     /* The client left before its response: logged as nginx does, 499. */

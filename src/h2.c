@@ -18,6 +18,7 @@
  * --max-body plus one window of the client's data. */
 #include "h2.h"
 #include "access_log.h"
+#include "body_pipe.h"
 #include "common.h"
 #include "conn.h"
 #include "dispatch.h"
@@ -63,6 +64,7 @@ typedef struct edge_h2_stream {
     int       reject_status;        /* answer this without dispatching (413, 431) */
     unsigned  abusive : 1;          /* its header list ended the connection: ignore the rest */
     unsigned  submitted : 1;        /* a response was submitted: log it when the stream ends */
+    unsigned  deferred : 1;         /* its streamed body waits on the origin (NGHTTP2_ERR_DEFERRED) */
     edge_request req;               /* last: the protocol-neutral part */
 } edge_h2_stream;
 
@@ -192,6 +194,50 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     return (ssize_t)n;
 }
 
+/* A streamed body (edge.proxy): DATA as the pipe fills, under the client's
+ * flow control; nghttp2 asks only when the window and OUT_HIGH allow, and
+ * every byte taken lets the pipe resume the origin read. While the pipe is
+ * empty the stream waits on the origin, not the client: no send deadline. */
+static ssize_t read_pipe(nghttp2_session *session, int32_t id, uint8_t *buf, size_t len,
+                         uint32_t *flags, nghttp2_data_source *src, void *user_data)
+{
+    edge_h2_stream *st = src->ptr;
+    edge_pipe *p = st->req.resp.pipe;
+    if (edge_pipe_failed(p)) {
+        edge_log(EDGE_LOG_INFO, st->h2->c->id, "http2 stream %d: the origin's body ended early: RST_STREAM",
+                 st->id);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* RST_STREAM INTERNAL_ERROR */
+    }
+    size_t n = edge_pipe_readable(p);
+    if (n > len) n = len;
+    if (n) memcpy(buf, edge_pipe_data(p), n);
+    st->req.resp.streamed += n;
+    edge_pipe_consume(p, n);
+    if (edge_pipe_done(p)) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == 0) {
+        st->deferred = 1;
+        ev_timer_stop(st->h2->c->w->loop, &st->deadline);
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    deadline_restart(st);
+    return (ssize_t)n;
+}
+
+static void on_pipe_ready(void *ud)
+{
+    edge_h2_stream *st = ud;
+    edge_h2 *h = st->h2;
+    if (!st->deferred || h->c->state != EDGE_CONN_OPEN) return;
+    st->deferred = 0;
+    if (st->phase == ST_SENDING) {
+        st->deadline.repeat = h->c->w->cfg->send_timeout;
+        ev_timer_again(h->c->w->loop, &st->deadline);
+    }
+    nghttp2_session_resume_data(h->session, st->id);
+    send_pending(h);
+}
+
 #define NV(n, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE})
 
 static void submit_response(edge_h2 *h, edge_h2_stream *st)
@@ -213,8 +259,9 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
         const char *date = edge_worker_http_date(h->c->w);
         nva[n++] = NV("date", date, strlen(date));
     }
-    if (with_body) {
-        snprintf(length, sizeof(length), "%zu", resp->body.len);
+    int64_t body_len = resp->pipe ? resp->pipe->length : (int64_t)resp->body.len;
+    if (with_body && body_len >= 0) {
+        snprintf(length, sizeof(length), "%lld", (long long)body_len);
         nva[n++] = NV("content-length", length, strlen(length));
     }
     if (h->c->w->cfg->request_id_header) {
@@ -227,8 +274,15 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
                                 (uint8_t *)resp->data.base + hd->value.off, hd->name.len,
                                 hd->value.len, NGHTTP2_NV_FLAG_NONE};
     }
-    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
-    int send_body = with_body && !st->req.is_head && resp->body.len > 0;
+    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = resp->pipe ? read_pipe : read_body};
+    int send_body = with_body && !st->req.is_head && (resp->pipe || resp->body.len > 0);
+    if (resp->pipe && !send_body) {            /* HEAD, 204, 304: the cache may still want the body */
+        edge_pipe_drain(st->req.resp.pipe);
+        st->req.resp.pipe = NULL;
+    } else if (resp->pipe) {
+        edge_pipe_consumer consumer = {.ready = on_pipe_ready, .ud = st};
+        edge_pipe_set_consumer(resp->pipe, &consumer);
+    }
     int rv = nghttp2_submit_response(h->session, st->id, nva, n, send_body ? &prd : NULL);
     if (nva != stack_nva) free(nva);
     if (rv != 0)

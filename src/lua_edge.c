@@ -36,6 +36,15 @@ static int l_fetch(lua_State *L)
     return rt->fetch(L, rt->ud);
 }
 
+/* edge.proxy(req, target [, opts]) -> res (lua_proxy.c). */
+static int l_proxy(lua_State *L)
+{
+    const edge_lua_runtime *rt = runtime(L);
+    if (rt->proxy == NULL)
+        return luaL_error(L, "edge.proxy is not available here: only in the server (a respond hook)");
+    return rt->proxy(L, rt->ud);
+}
+
 static int l_now(lua_State *L)
 {
     const edge_lua_runtime *rt = runtime(L);
@@ -264,6 +273,7 @@ static int module_index(lua_State *L)
 static const luaL_Reg edge_funcs[] = {
     {"sleep", l_sleep},
     {"fetch", l_fetch},
+    {"proxy", l_proxy},
     {"parse_args", l_parse_args},
     {"now", l_now},
     {"log", l_log},

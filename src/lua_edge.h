@@ -23,6 +23,8 @@ typedef struct edge_lua_runtime {
     /* Implements edge.fetch(url, opts); NULL where there is no loop to wait
      * on (the standalone module): edge.fetch then raises. */
     int (*fetch)(lua_State *L, void *ud);
+    /* Implements edge.proxy(req, target, opts); NULL outside the server. */
+    int (*proxy)(lua_State *L, void *ud);
     /* Writes one log line from edge.log; where the line says file:line. */
     void (*log)(lua_State *L, int level, const char *where, const char *msg, void *ud);
     void *ud;

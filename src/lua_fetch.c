@@ -5,6 +5,8 @@
  * fetch handle in it is cleared when the callback runs or the wait is
  * cancelled, so no path touches the other's memory after it is gone. */
 #include "lua_fetch.h"
+#include "body_pipe.h"
+#include "lua_fetch_call.h"
 #include "common.h"
 #include "lua_req.h"
 #include "lua_upstream.h"
@@ -15,6 +17,7 @@
 #include "upstream_named.h"
 #include "worker.h"
 
+#include <ctype.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +25,7 @@
 #include <strings.h>
 
 #define CALL_MT "edge.fetch.call"
-#define CALL_SLOT 3
+
 
 /* Defaults (README, "Talking to backends"). */
 #define DEFAULT_CONNECT_TIMEOUT 5.0
@@ -34,25 +37,14 @@
 #define DEFAULT_MAX_REQUESTS    1000
 #define MAX_RETRIES             10
 
-typedef struct fetch_call {
-    edge_fetch   *f;              /* while in flight (a URL) */
-    edge_named_fetch *nf;         /* while in flight (a named upstream) */
-    edge_request *req;
-    edge_buf      wire;
-    edge_response resp;
-    int           ok;
-    char          err[384];
-    /* the parsed URL */
-    char          host[256];
-    int           port;
-    int           port_given;
-    int           tls;
-} fetch_call;
+
 
 /* ---- the call userdata ---- */
 
-static void free_call(fetch_call *c)
+void edge_lua_fetch_call_free(edge_fetch_call *c)
 {
+    if (c->pipe) edge_pipe_close(c->pipe);
+    c->pipe = NULL;
     if (c->f) edge_fetch_cancel(c->f);
     if (c->nf) edge_named_cancel(c->nf);
     c->f = NULL;
@@ -64,10 +56,10 @@ static void free_call(fetch_call *c)
     memset(&c->resp, 0, sizeof(c->resp));
 }
 
-/* Only the call's metatable has this __gc: the argument is a fetch_call. */
+/* Only the call's metatable has this __gc: the argument is a edge_fetch_call. */
 static int call_gc(lua_State *L)
 {
-    free_call(lua_touserdata(L, 1));
+    edge_lua_fetch_call_free(lua_touserdata(L, 1));
     return 0;
 }
 
@@ -75,9 +67,9 @@ static const char call_mt_key = 0;     /* its address keys the metatable in the 
 
 /* The metatable is found by a light userdata key (no string lookup: this
  * runs for every call). */
-static fetch_call *push_call(lua_State *L)
+static edge_fetch_call *push_call(lua_State *L)
 {
-    fetch_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
+    edge_fetch_call *c = lua_newuserdatauv(L, sizeof(*c), 0);
     memset(c, 0, sizeof(*c));
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &call_mt_key) == LUA_TNIL) {
         lua_pop(L, 1);
@@ -99,7 +91,7 @@ static int bad_url(lua_State *L, const char *url, const char *why)
                       url, why);
 }
 
-static const char *parse_scheme(lua_State *L, fetch_call *c, const char *url)
+static const char *parse_scheme(lua_State *L, edge_fetch_call *c, const char *url)
 {
     if (strncasecmp(url, "http://", 7) == 0) {
         c->port = 80;
@@ -115,7 +107,7 @@ static const char *parse_scheme(lua_State *L, fetch_call *c, const char *url)
 }
 
 /* host, [v6], host:port or [v6]:port, in [p, end). */
-static void parse_authority(lua_State *L, fetch_call *c, const char *url, const char *p, const char *end)
+static void parse_authority(lua_State *L, edge_fetch_call *c, const char *url, const char *p, const char *end)
 {
     const char *host = p, *host_end;
     if (*p == '[') {
@@ -148,7 +140,7 @@ static void parse_authority(lua_State *L, fetch_call *c, const char *url, const 
 
 /* The Host header: host, [v6], with :port unless it is the scheme's. Made
  * here rather than kept in c: the call's userdata stays small (one per call). */
-static void write_host(edge_buf *b, const fetch_call *c)
+static void write_host(edge_buf *b, const edge_fetch_call *c)
 {
     int v6 = strchr(c->host, ':') != NULL;
     edge_buf_append_str(b, v6 ? "Host: [" : "Host: ");
@@ -166,7 +158,7 @@ static void write_host(edge_buf *b, const fetch_call *c)
 
 /* Parses url into c; returns the path and query to send ("/" when none),
  * without the fragment, and its length. */
-static const char *parse_url(lua_State *L, fetch_call *c, const char *url, size_t *plen)
+static const char *parse_url(lua_State *L, edge_fetch_call *c, const char *url, size_t *plen)
 {
     const char *p = parse_scheme(L, c, url);
     const char *end = p + strcspn(p, "/?#");
@@ -181,7 +173,7 @@ static const char *parse_url(lua_State *L, fetch_call *c, const char *url, size_
 
 /* ---- options ---- */
 
-static int opt_field(lua_State *L, int t, const char *name, int type, const char *what)
+int edge_lua_fetch_opt(lua_State *L, int t, const char *name, int type, const char *what)
 {
     if (t == 0) return 0;
     int got = lua_getfield(L, t, name);
@@ -196,7 +188,7 @@ static int opt_field(lua_State *L, int t, const char *name, int type, const char
 
 static double opt_seconds(lua_State *L, int t, const char *name, double dflt)
 {
-    if (!opt_field(L, t, name, LUA_TNUMBER, "a number of seconds")) return dflt;
+    if (!edge_lua_fetch_opt(L, t, name, LUA_TNUMBER, "a number of seconds")) return dflt;
     double v = lua_tonumber(L, -1);
     lua_pop(L, 1);
     if (!(v > 0 && v <= 86400 * 365)) luaL_error(L, "edge.fetch: option %s must be > 0 seconds", name);
@@ -205,7 +197,7 @@ static double opt_seconds(lua_State *L, int t, const char *name, double dflt)
 
 static lua_Integer opt_int(lua_State *L, int t, const char *name, lua_Integer dflt, lua_Integer min, lua_Integer max)
 {
-    if (!opt_field(L, t, name, LUA_TNUMBER, "an integer")) return dflt;
+    if (!edge_lua_fetch_opt(L, t, name, LUA_TNUMBER, "an integer")) return dflt;
     int isint;
     lua_Integer v = lua_tointegerx(L, -1, &isint);
     lua_pop(L, 1);
@@ -304,11 +296,11 @@ static void read_tls(lua_State *L, int opts, edge_fetch_target *t)
         t->verify = lua_toboolean(L, -1);
     }
     lua_pop(L, 1);
-    if (opt_field(L, i, "sni", LUA_TSTRING, "a string")) {
+    if (edge_lua_fetch_opt(L, i, "sni", LUA_TSTRING, "a string")) {
         t->sni = lua_tostring(L, -1);
         lua_pop(L, 1);                      /* still referenced by the table */
     }
-    if (opt_field(L, i, "ca_file", LUA_TSTRING, "a string")) {
+    if (edge_lua_fetch_opt(L, i, "ca_file", LUA_TSTRING, "a string")) {
         t->ca_file = lua_tostring(L, -1);
         lua_pop(L, 1);
     }
@@ -344,10 +336,12 @@ static void add_header(lua_State *L, edge_buf *b, const char *name, size_t nlen,
 }
 
 /* Writes the script's headers, but Content-Length and Transfer-Encoding
- * (edge frames the body itself); sets *has_host when Host was given. */
-static void write_headers(lua_State *L, int opts, edge_buf *b, int *has_host)
+ * (edge frames the body itself); sets *has_host when Host was given. With
+ * names, each name given goes there too (lower-case, '\0'-terminated), and
+ * a false value names a field without writing it (edge.proxy: removed). */
+void edge_lua_fetch_headers(lua_State *L, int opts, edge_buf *b, int *has_host, edge_buf *names)
 {
-    if (!opt_field(L, opts, "headers", LUA_TTABLE, "a table")) return;
+    if (!edge_lua_fetch_opt(L, opts, "headers", LUA_TTABLE, "a table")) return;
     int t = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, t)) {
@@ -360,6 +354,17 @@ static void write_headers(lua_State *L, int opts, edge_buf *b, int *has_host)
             continue;
         }
         if (strcasecmp(name, "host") == 0) *has_host = 1;
+        if (names) {
+            for (size_t i = 0; i < nlen; i++) {
+                char ch = (char)tolower((unsigned char)name[i]);
+                edge_buf_append(names, &ch, 1);
+            }
+            edge_buf_append(names, "", 1);
+        }
+        if (names && lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+            lua_pop(L, 1);
+            continue;
+        }
         if (lua_istable(L, -1)) {
             lua_Integer n = luaL_len(L, -1);
             for (lua_Integer i = 1; i <= n; i++) {
@@ -380,26 +385,19 @@ static int method_is(const char *m, size_t n, const char *what)
     return n == strlen(what) && memcmp(m, what, n) == 0;
 }
 
-static int idempotent(const char *m, size_t n)
-{
-    static const char *const list[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
-    for (size_t i = 0; i < EDGE_ARRAY_LEN(list); i++)
-        if (method_is(m, n, list[i])) return 1;
-    return 0;
-}
-
 /* Request line, headers, body into c->wire; fills r's method flags. */
-static void build_request(lua_State *L, fetch_call *c, int opts, const char *path, size_t plen,
-                          edge_fetch_request *r)
+static void build_request(lua_State *L, edge_fetch_call *c, int opts, unsigned given, const char *path,
+                          size_t plen, edge_fetch_request *r)
 {
+    opts = opts_with(opts, given, O_METHOD | O_BODY | O_HEADERS);
     size_t mlen = 3, blen = 0;
     const char *method = "GET", *body = NULL;
-    if (opt_field(L, opts, "method", LUA_TSTRING, "a string")) {
+    if (edge_lua_fetch_opt(L, opts, "method", LUA_TSTRING, "a string")) {
         method = lua_tolstring(L, -1, &mlen);
         lua_pop(L, 1);
         if (!is_token(method, mlen)) luaL_error(L, "edge.fetch: bad method '%s'", method);
     }
-    if (opt_field(L, opts, "body", LUA_TSTRING, "a string")) {
+    if (edge_lua_fetch_opt(L, opts, "body", LUA_TSTRING, "a string")) {
         body = lua_tolstring(L, -1, &blen);
         lua_pop(L, 1);
     }
@@ -410,7 +408,7 @@ static void build_request(lua_State *L, fetch_call *c, int opts, const char *pat
     edge_buf_append(b, path, plen);
     edge_buf_append_str(b, " HTTP/1.1\r\n");
     int has_host = 0;
-    write_headers(L, opts, b, &has_host);
+    edge_lua_fetch_headers(L, opts, b, &has_host, NULL);
     if (!has_host) write_host(b, c);
     if (body || method_is(method, mlen, "POST") || method_is(method, mlen, "PUT") ||
         method_is(method, mlen, "PATCH"))
@@ -418,14 +416,14 @@ static void build_request(lua_State *L, fetch_call *c, int opts, const char *pat
     edge_buf_append(b, "\r\n", 2);
     if (body) edge_buf_append(b, body, blen);
     r->is_head = method_is(method, mlen, "HEAD");
-    r->idempotent = idempotent(method, mlen);
+    r->idempotent = edge_http_idempotent(method, mlen);
 }
 
 /* ---- waiting and the result ---- */
 
 static void on_fetch_done(void *ud, edge_fetch_result *r)
 {
-    fetch_call *c = ud;
+    edge_fetch_call *c = ud;
     c->f = NULL;
     c->nf = NULL;
     edge_request *req = c->req;
@@ -433,6 +431,7 @@ static void on_fetch_done(void *ud, edge_fetch_result *r)
         c->ok = 1;
         c->resp = *r->resp;
         memset(r->resp, 0, sizeof(*r->resp));
+        c->pipe = r->pipe;          /* streaming: ours until the response takes it */
     } else {
         snprintf(c->err, sizeof(c->err), "%s", r->err);
     }
@@ -448,7 +447,7 @@ static void on_fetch_done(void *ud, edge_fetch_result *r)
 
 static void cancel_fetch(void *ud)
 {
-    fetch_call *c = ud;
+    edge_fetch_call *c = ud;
     if (c->f) edge_fetch_cancel(c->f);
     if (c->nf) edge_named_cancel(c->nf);
     c->f = NULL;
@@ -458,7 +457,7 @@ static void cancel_fetch(void *ud)
 /* Resumed: res = { status, headers, body }, or nil and the message. */
 static int fetch_continue(lua_State *L, int status, lua_KContext kctx)
 {
-    fetch_call *c = lua_touserdata(L, CALL_SLOT);      /* pushed by edge_lua_fetch: ours */
+    edge_fetch_call *c = lua_touserdata(L, EDGE_FETCH_CALL_SLOT);      /* pushed by edge_lua_fetch: ours */
     if (!c->ok) {
         lua_pushnil(L);
         lua_pushstring(L, c->err);
@@ -479,7 +478,7 @@ static int fetch_continue(lua_State *L, int status, lua_KContext kctx)
     lua_pushlstring(L, c->resp.body.base ? c->resp.body.base : "", c->resp.body.len);
     lua_setfield(L, -2, "body");
     edge_pools_give_response(&c->req->worker->upstream_pools, &c->resp);   /* for the next fetch */
-    free_call(c);
+    edge_lua_fetch_call_free(c);
     return 1;
 }
 
@@ -512,7 +511,7 @@ static void refuse_option(lua_State *L, int opts, const char *name, const char *
 
 /* edge.fetch("http://NAME/path") where NAME is a defined upstream: like
  * nginx's proxy_pass http://NAME, the definition wins over DNS. */
-static int fetch_named(lua_State *L, fetch_call *c, edge_upstream *u, edge_request *req, const char *url,
+static int fetch_named(lua_State *L, edge_fetch_call *c, edge_upstream *u, edge_request *req, const char *url,
                        int opts, const char *path, size_t plen)
 {
     const edge_upstream_def *def = &u->def;
@@ -531,28 +530,28 @@ static int fetch_named(lua_State *L, fetch_call *c, edge_upstream *u, edge_reque
                                     (lua_Integer)def->retries.tries - 1, 0,
                                     EDGE_UPSTREAM_MAX_TRIES - 1);
     edge_fetch_request fr = {0};
-    build_request(L, c, opts_with(opts, given, O_METHOD | O_BODY | O_HEADERS), path, plen,
-                  &fr);                             /* Host: the upstream's name, as nginx's $proxy_host */
+    c->kind->build(L, c, opts, given, path, plen, &fr);   /* fetch's Host: the upstream's name, as nginx's $proxy_host */
     r.is_head = fr.is_head;
     r.idempotent = fr.idempotent;
+    r.stream = c->kind->stream;
     r.key = hash_key(L, u, req, &r.key_len);        /* stays on the stack until copied */
     r.wire = c->wire.base;
     r.wire_len = c->wire.len;
     c->nf = edge_named_fetch_start(req->worker, u, &r, on_fetch_done, c);
     edge_buf_free(&c->wire);
-    lua_settop(L, CALL_SLOT);
-    return edge_script_wait(L, req, cancel_fetch, c, fetch_continue);
+    lua_settop(L, EDGE_FETCH_CALL_SLOT);
+    return edge_script_wait(L, req, cancel_fetch, c, c->kind->cont);
 }
 
-int edge_lua_fetch(lua_State *L, void *ud)
+int edge_lua_fetch_start(lua_State *L, edge_request *req, const edge_fetch_kind *kind)
 {
     const char *url = luaL_checkstring(L, 1);
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     int opts = lua_istable(L, 2) ? 2 : 0;
-    edge_request *req = edge_script_waitable(L, ud, "edge.fetch");
-    fetch_call *c = push_call(L);             /* slot 3 */
+    edge_fetch_call *c = push_call(L);             /* slot 3 */
     c->req = req;
+    c->kind = kind;
     size_t plen;
     const char *path = parse_url(L, c, url, &plen);
 
@@ -569,11 +568,20 @@ int edge_lua_fetch(lua_State *L, void *ud)
                                  (lua_Integer)1 << 40);
     r.retries = (int)opt_int(L, opts_with(opts, given, O_RETRIES), "retries", 0, 0, MAX_RETRIES);
     read_tls(L, opts_with(opts, given, O_TLS), &t);
-    build_request(L, c, opts_with(opts, given, O_METHOD | O_BODY | O_HEADERS), path, plen, &r);
+    kind->build(L, c, opts, given, path, plen, &r);
+    r.stream = kind->stream;
     r.wire = c->wire.base;
     r.wire_len = c->wire.len;
     c->f = edge_upstream_fetch(req->worker, &t, &r, on_fetch_done, c);
     edge_buf_free(&c->wire);
-    lua_settop(L, CALL_SLOT);
-    return edge_script_wait(L, req, cancel_fetch, c, fetch_continue);
+    lua_settop(L, EDGE_FETCH_CALL_SLOT);
+    return edge_script_wait(L, req, cancel_fetch, c, kind->cont);
+}
+
+static const edge_fetch_kind fetch_kind = {.name = "edge.fetch", .build = build_request, .cont = fetch_continue};
+
+int edge_lua_fetch(lua_State *L, void *ud)
+{
+    edge_request *req = edge_script_waitable(L, ud, "edge.fetch");
+    return edge_lua_fetch_start(L, req, &fetch_kind);
 }

@@ -110,12 +110,8 @@ void edge_lua_parse_args(lua_State *L, const char *q, size_t n)
 
 static void push_remote_addr(lua_State *L, const edge_request *req)
 {
-    char text[INET6_ADDRSTRLEN] = "";
-    const struct sockaddr_storage *ss = req->peer;
-    if (ss && ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, text, sizeof(text));
-    else if (ss && ss->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, text, sizeof(text));
+    char text[64];
+    edge_request_peer_ip(req, text, sizeof(text));
     lua_pushstring(L, text);
 }
 
@@ -232,4 +228,10 @@ edge_lua_req *edge_lua_req_push(lua_State *L, edge_request *req)
     ud->req = req;
     luaL_setmetatable(L, REQ_MT);
     return ud;
+}
+
+int edge_lua_req_is(lua_State *L, int idx, const edge_request *req)
+{
+    edge_lua_req *ud = luaL_testudata(L, idx, REQ_MT);
+    return ud != NULL && ud->req == req;
 }

@@ -18,6 +18,9 @@ void edge_lua_req_register(lua_State *L);
 /* Pushes a new userdata for req and returns it. */
 edge_lua_req *edge_lua_req_push(lua_State *L, struct edge_request *req);
 
+/* Whether idx is the userdata of req (a live request, not another one). */
+int edge_lua_req_is(lua_State *L, int idx, const struct edge_request *req);
+
 /* Sets t[key] = value (key and value on top of the stack, popped); a key
  * already there turns into a list of its values, in order. */
 void edge_lua_add_repeatable(lua_State *L, int t);

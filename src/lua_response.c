@@ -1,5 +1,7 @@
 /* respond's return value -> edge_response, validated field by field. */
 #include "lua_response.h"
+#include "lua_body_stream.h"
+#include "body_pipe.h"
 #include "common.h"
 #include "request.h"
 
@@ -132,8 +134,15 @@ static int read_body(lua_State *L, int idx, edge_response *resp, char *err, size
         size_t n;
         const char *p = lua_tolstring(L, -1, &n);
         edge_buf_append(&resp->body, p, n);
+    } else if (edge_lua_is_body_stream(L, -1)) {
+        resp->pipe = edge_lua_body_stream_take(L, -1);
+        if (resp->pipe) resp->fetched_as_get = resp->pipe->get_for_head;
+        if (resp->pipe == NULL) {
+            snprintf(err, errlen, "body is a stream that another response took already");
+            rc = EDGE_ERROR;
+        }
     } else if (t != LUA_TNIL) {
-        snprintf(err, errlen, "body must be a string, got %s", lua_typename(L, t));
+        snprintf(err, errlen, "body must be a string or edge.proxy's stream, got %s", lua_typename(L, t));
         rc = EDGE_ERROR;
     }
     lua_pop(L, 1);

@@ -1,8 +1,11 @@
 /* Protocol-neutral request and response storage. */
 #include "request.h"
+#include "body_pipe.h"
 #include "common.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +24,17 @@ void edge_request_init(edge_request *req, const edge_request_ops *ops, struct ed
     req->resp.status = 200;
 }
 
+/* A streamed body not read to its end: the producer is cancelled. */
+static void drop_pipe(edge_response *resp)
+{
+    if (resp->pipe == NULL) return;
+    edge_pipe_close(resp->pipe);
+    resp->pipe = NULL;
+}
+
 void edge_request_reset(edge_request *req)
 {
+    drop_pipe(&req->resp);
     edge_buf_reset(&req->data, KEEP_BYTES);
     edge_buf_reset(&req->body, KEEP_BYTES);
     edge_buf_reset(&req->cache_key, KEEP_BYTES);
@@ -31,7 +43,8 @@ void edge_request_reset(edge_request *req)
     req->n_headers = 0;
     req->resp.n_headers = 0;
     req->resp.status = 200;
-    req->resp.has_server = req->resp.has_date = req->resp.has_ttl = 0;
+    req->resp.has_server = req->resp.has_date = req->resp.has_ttl = req->resp.fetched_as_get = 0;
+    req->resp.streamed = 0;
     req->method = req->path = (edge_span){0, 0};
     req->query = req->host = (edge_span){EDGE_SPAN_NONE, 0};
     req->has_body = req->is_head = req->has_cache_key = 0;
@@ -45,6 +58,7 @@ void edge_request_reset(edge_request *req)
 
 void edge_request_free(edge_request *req)
 {
+    drop_pipe(&req->resp);
     edge_buf_free(&req->data);
     edge_buf_free(&req->body);
     edge_buf_free(&req->cache_key);
@@ -54,6 +68,16 @@ void edge_request_free(edge_request *req)
     free(req->resp.headers);
     req->headers = req->resp.headers = NULL;
     req->cap_headers = req->resp.cap_headers = 0;
+}
+
+void edge_request_peer_ip(const edge_request *req, char *out, size_t n)
+{
+    const struct sockaddr_storage *ss = req->peer;
+    if (n) out[0] = '\0';
+    if (ss && ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)n);
+    else if (ss && ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)n);
 }
 
 edge_span edge_request_store(edge_request *req, const char *p, size_t n)
@@ -178,15 +202,35 @@ void edge_response_add_header(edge_response *resp, const char *name, size_t nlen
     if (nlen == 4 && strncasecmp(name, "date", 4) == 0) resp->has_date = 1;
 }
 
+void edge_response_remove_header(edge_response *resp, const char *name, size_t nlen)
+{
+    int kept = 0;
+    for (int i = 0; i < resp->n_headers; i++) {
+        const edge_header *h = &resp->headers[i];
+        if (h->name.len == nlen && memcmp(resp->data.base + h->name.off, name, nlen) == 0) continue;
+        resp->headers[kept++] = *h;
+    }
+    resp->n_headers = kept;
+}
+
 void edge_response_error(edge_response *resp, int status)
 {
+    drop_pipe(resp);
     resp->status = status;
     resp->n_headers = 0;
     resp->data.len = 0;
     resp->body.len = 0;
-    resp->has_server = resp->has_date = resp->has_ttl = 0;
+    resp->has_server = resp->has_date = resp->has_ttl = resp->fetched_as_get = 0;
     edge_response_add_header(resp, "content-type", 12, "text/plain", 10);
     edge_buf_printf(&resp->body, "%d %s\n", status, edge_http_reason(status));
+}
+
+int edge_http_idempotent(const char *m, size_t n)
+{
+    static const char *const list[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+    for (size_t i = 0; i < EDGE_ARRAY_LEN(list); i++)
+        if (n == strlen(list[i]) && memcmp(m, list[i], n) == 0) return 1;
+    return 0;
 }
 
 int edge_http_is_tchar(int c)

@@ -18,6 +18,7 @@
 struct edge_worker;
 struct edge_request;
 struct edge_dispatch_waiter;
+struct edge_pipe;
 
 /* The dispatcher's per-request state (owned by dispatch.c). */
 typedef struct edge_dispatch_ctx {
@@ -63,6 +64,10 @@ typedef struct edge_response {
     unsigned  cache_mode : 2;  /* EDGE_CACHE_* */
     unsigned  has_server : 1;
     unsigned  has_date : 1;
+    unsigned  fetched_as_get : 1;  /* a HEAD sent to the origin as GET: its entry may answer GET */
+    uint64_t  streamed;      /* body bytes of a streamed response written so far (access log) */
+    struct edge_pipe *pipe;  /* the body arrives over time (edge.proxy): body is unused and the
+                              * protocol layer reads, then closes, the pipe (body_pipe.h) */
 } edge_response;
 
 /* The last edge.fetch a request made, for the access log (lua_fetch.c). */
@@ -137,6 +142,9 @@ static inline const char *edge_request_ptr(const edge_request *req, edge_span s)
     return req->data.base + s.off;
 }
 
+/* The client's address without the port ("127.0.0.1", "::1"); "" when unknown. */
+void edge_request_peer_ip(const edge_request *req, char *out, size_t n);
+
 /* The request id as 16 hex digits (formatted once, on first use). */
 const char *edge_request_id(edge_request *req);
 
@@ -147,6 +155,8 @@ const edge_header *edge_request_header(const edge_request *req, const char *name
 void edge_response_set_status(edge_response *resp, int status);
 void edge_response_add_header(edge_response *resp, const char *name, size_t nlen,
                               const char *value, size_t vlen);
+/* Removes every field of this lower-case name. */
+void edge_response_remove_header(edge_response *resp, const char *name, size_t nlen);
 /* Replaces the response with a small text/plain error page for status. */
 void edge_response_error(edge_response *resp, int status);
 
@@ -157,6 +167,9 @@ static inline int edge_http_status_has_body(int status)
 {
     return !(status == 204 || status == 304 || (status >= 100 && status < 200));
 }
+
+/* Whether a request with this method may be sent again (RFC 9110 9.2.2). */
+int edge_http_idempotent(const char *method, size_t n);
 
 /* The standard reason phrase, or "Unknown". */
 const char *edge_http_reason(int status);

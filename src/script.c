@@ -5,6 +5,7 @@
 #include "health_check.h"
 #include "log.h"
 #include "lua_fetch.h"
+#include "lua_proxy.h"
 #include "lua_req.h"
 #include "lua_response.h"
 #include "lua_upstream.h"
@@ -563,7 +564,7 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
     s->budget = budget;
     s->loop = loop;
     s->cache_key_ref = s->respond_ref = LUA_NOREF;
-    s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .fetch = edge_lua_fetch,
+    s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .fetch = edge_lua_fetch, .proxy = edge_lua_proxy,
                                .log = server_log,
                                .ud = s, .worker_id = worker_id, .cache = cache,
                                .cache_ttl = cache_ttl};

@@ -1,5 +1,6 @@
 /* A client connection to an origin: connect, TLS, one request, one response. */
 #include "upstream_conn.h"
+#include "body_pipe.h"
 #include "common.h"
 #include "listener.h"
 #include "tls.h"
@@ -286,16 +287,45 @@ static void parse_failed(edge_upconn *c)
     finish(c, EDGE_UPCONN_FAILED);
 }
 
-/* Feeds bytes to llhttp; returns 1 when the exchange ended (c may be gone). */
+/* The pipe is full and the parser paused: the bytes after the pause wait in
+ * c->pending, and nothing is read until edge_upconn_resume. */
+static void stash_rest(edge_upconn *c, const char *p, size_t n)
+{
+    const char *pos = llhttp_get_error_pos(&c->parser);
+    size_t rest = (size_t)(p + n - pos);
+    llhttp_resume(&c->parser);
+    if (p == c->pending.base) {
+        edge_buf_consume(&c->pending, n - rest);
+    } else {
+        edge_buf_append(&c->pending, pos, rest);
+    }
+    stop_watchers(c);
+}
+
+/* Feeds bytes to llhttp; returns 1 when the exchange ended (c may be gone)
+ * or streaming paused it. */
 static int feed(edge_upconn *c, const char *p, size_t n)
 {
     c->got_bytes = 1;
     llhttp_errno_t rc = llhttp_execute(&c->parser, p, n);
-    if (rc == HPE_OK) return 0;
+    if (rc == HPE_OK) {
+        if (p == c->pending.base) c->pending.len = 0;
+        return 0;
+    }
     if (rc == HPE_PAUSED && c->complete) {
         /* Bytes after the response: the framing is not what we think it is. */
         c->reusable = llhttp_get_error_pos(&c->parser) == p + n;
+        if (p == c->pending.base) c->pending.len = 0;
         finish(c, EDGE_UPCONN_DONE);
+        return 1;
+    }
+    if (rc == HPE_PAUSED && c->read_paused) {
+        stash_rest(c, p, n);
+        return 1;
+    }
+    if (c->pipe_gone) {
+        snprintf(c->err, sizeof(c->err), "the client went away");
+        finish(c, EDGE_UPCONN_FAILED);
         return 1;
     }
     parse_failed(c);
@@ -322,6 +352,7 @@ static void on_eof(edge_upconn *c)
 
 static void step_read(edge_upconn *c)
 {
+    if (c->pending.len && feed(c, c->pending.base, c->pending.len)) return;
     char buf[READ_CHUNK];
     for (int i = 0; i < 16; i++) {      /* fair to other connections on this loop */
         ssize_t r = read_some(c, buf, sizeof(buf));
@@ -356,6 +387,10 @@ static void reset_exchange(edge_upconn *c)
     c->header_bytes = 0;
     c->header_fields = 0;
     c->got_bytes = c->complete = c->reusable = c->in_value = c->clean = 0;
+    c->head_cb = NULL;
+    c->pipe = NULL;
+    c->read_paused = c->pipe_gone = 0;
+    c->pending.len = 0;
     c->err[0] = '\0';
 }
 
@@ -401,6 +436,22 @@ void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge
     } else {
         send_now(c);
     }
+}
+
+void edge_upconn_exchange_stream(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
+                                 int is_head, const char *label, edge_upconn_head_cb head_cb,
+                                 edge_upconn_cb cb, void *ud)
+{
+    edge_upconn_exchange(c, wire, n, to, SIZE_MAX, is_head, label, cb, ud);
+    c->head_cb = head_cb;
+}
+
+void edge_upconn_resume(edge_upconn *c)
+{
+    if (!c->read_paused) return;
+    c->read_paused = 0;
+    arm(c, EV_READ, c->to.read);
+    ev_feed_event(c->loop, &c->io, EV_READ);    /* pending bytes, and what OpenSSL holds */
 }
 
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
@@ -501,6 +552,7 @@ void edge_upconn_free(edge_upconn *c)
     free(c->resp.headers);
     edge_buf_free(&c->hname);
     edge_buf_free(&c->hvalue);
+    edge_buf_free(&c->pending);
     free(c);
 }
 
@@ -571,12 +623,25 @@ static int on_headers_complete(llhttp_t *p)
         return -1;
     }
     c->resp.status = status;
+    if (c->head_cb) c->head_cb(c, c->ud);      /* streaming: it sets c->pipe */
     return c->is_head ? 1 : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     edge_upconn *c = p->data;
+    if (c->head_cb) {
+        if (c->pipe == NULL) return 0;              /* nobody reads it: dropped */
+        int rc = edge_pipe_write(c->pipe, at, n);
+        if (rc == EDGE_PIPE_GO_ON) return 0;
+        if (rc == EDGE_PIPE_GONE) {
+            c->pipe = NULL;
+            c->pipe_gone = 1;
+            return -1;
+        }
+        c->read_paused = 1;
+        return HPE_PAUSED;
+    }
     if (c->resp.body.len + n > c->max_body) {
         snprintf(c->err, sizeof(c->err), "response body larger than max_body (%zu)", c->max_body);
         return -1;

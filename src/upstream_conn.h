@@ -44,6 +44,11 @@ typedef void (*edge_upconn_cb)(edge_upconn *c, int result, const char *err, void
 /* An idle connection closed by the origin, stray bytes or its idle timer:
  * the owner (its pool) must unlink and free it. */
 typedef void (*edge_upconn_idle_cb)(edge_upconn *c, void *ud);
+/* Streaming (edge.proxy): the response head is in c->resp (the body is not
+ * buffered). Runs inside the parser: the callee sets c->pipe (or leaves it
+ * NULL to drop the body), may move the head out of c->resp, and must not
+ * free c or call back into anything that could (defer that to the loop). */
+typedef void (*edge_upconn_head_cb)(edge_upconn *c, void *ud);
 
 /* The TLS side of a new connection. */
 typedef struct edge_upconn_tls {
@@ -54,6 +59,8 @@ typedef struct edge_upconn_tls {
 } edge_upconn_tls;
 
 enum edge_upconn_state { UC_CONNECTING, UC_HANDSHAKE, UC_SENDING, UC_READING, UC_IDLE, UC_DONE };
+
+struct edge_pipe;
 
 struct edge_upconn {
     struct ev_loop *loop;
@@ -87,6 +94,12 @@ struct edge_upconn {
                 clean : 1;                 /* the last exchange ended with a whole response */
     edge_upconn_cb cb;
     void       *ud;
+    /* streaming: the head goes to head_cb, body bytes to pipe */
+    edge_upconn_head_cb head_cb;
+    struct edge_pipe *pipe;
+    edge_buf    pending;           /* bytes read past a pause, fed first when reading resumes */
+    unsigned    read_paused : 1,   /* the pipe is full: no reading until edge_upconn_resume */
+                pipe_gone : 1;     /* the pipe's consumer closed it mid-write */
     edge_upconn_idle_cb idle_cb;
     void       *idle_ud;
     char        err[320];
@@ -103,6 +116,15 @@ edge_upconn *edge_upconn_open(struct ev_loop *loop, const struct sockaddr_storag
  * be new or idle (taken off its pool); an idle one writes at once. */
 void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
                           size_t max_body, int is_head, const char *label, edge_upconn_cb cb, void *ud);
+
+/* The same exchange, streaming the response: head_cb gets the head, then the
+ * body goes to c->pipe as it arrives (bounded: reading stops while the pipe is
+ * full) and cb reports the end. max_body does not apply. */
+void edge_upconn_exchange_stream(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
+                                 int is_head, const char *label, edge_upconn_head_cb head_cb,
+                                 edge_upconn_cb cb, void *ud);
+/* The pipe has room again: reading goes on (from the loop). */
+void edge_upconn_resume(edge_upconn *c);
 
 /* After EDGE_UPCONN_DONE: whether the connection may serve another request
  * (response delimited and fully read, no stray bytes, no Connection: close). */

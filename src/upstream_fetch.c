@@ -1,5 +1,6 @@
 /* edge.fetch's C side: one request to an origin, with its retries. */
 #include "upstream_fetch.h"
+#include "body_pipe.h"
 #include "common.h"
 #include "balancer.h"
 #include "log.h"
@@ -25,6 +26,9 @@ struct edge_fetch {
     char        *host, *sni, *ca_file, *label, *wire;
     size_t       wire_len;
     int          port, tls, verify, is_head, idempotent, retries_left, stale_retried, slot, uncounted;
+    int          stream;        /* report at the head; the body goes to pipe */
+    int          reported;      /* streaming: cb ran (the pipe now owns f) */
+    edge_pipe   *pipe;          /* streaming: being filled, until edge_pipe_end */
     unsigned     failure;       /* why it failed: an edge_upstream_failure bit */
     size_t       max_body;
     edge_fetch_timeouts to;
@@ -53,6 +57,10 @@ static void free_fetch(edge_fetch *f)
         edge_counter_sub(&f->w->counters.upstreams[f->slot].conns_active, 1);
     }
     if (f->pool) f->pool->busy--;
+    if (f->pipe && !f->reported) {          /* made at the head, never handed out */
+        edge_pipe_end(f->pipe, 0);
+        edge_pipe_close(f->pipe);
+    }
     edge_buf_free(&f->resp.data);
     edge_buf_free(&f->resp.body);
     free(f->resp.headers);
@@ -62,10 +70,16 @@ static void free_fetch(edge_fetch *f)
     free(f);                /* host, label and wire live in f's block */
 }
 
+static void report_head(edge_fetch *f);
+
 /* Frees f, then runs the callback: whatever it does (it may free the
  * request that started f), f is no longer there to be touched. */
 static void report(edge_fetch *f)
 {
+    if (f->stream && f->ok) {
+        report_head(f);
+        return;
+    }
     edge_response resp = f->resp;
     memset(&f->resp, 0, sizeof(f->resp));
     char err[sizeof(f->err)], peer[sizeof(f->peer)];
@@ -82,6 +96,28 @@ static void report(edge_fetch *f)
     edge_buf_free(&resp.data);
     edge_buf_free(&resp.body);
     free(resp.headers);
+}
+
+/* Streaming: the head goes to cb with the pipe; f stays as the pipe's
+ * producer while the exchange goes on (freed here when it already ended). */
+static void report_head(edge_fetch *f)
+{
+    edge_response head = f->resp;
+    memset(&f->resp, 0, sizeof(f->resp));
+    edge_fetch_result r = {.resp = &head, .err = "", .peer = f->peer,
+                           .seconds = ev_now(f->w->loop) - f->started, .pipe = f->pipe};
+    if (!f->uncounted) edge_metrics_upstream(&f->w->counters, f->slot, head.status, r.seconds);
+    char peer[sizeof(f->peer)];
+    memcpy(peer, f->peer, sizeof(peer));
+    r.peer = peer;
+    edge_fetch_cb cb = f->cb;
+    void *ud = f->ud;
+    f->reported = 1;
+    if (f->conn == NULL) free_fetch(f);     /* the body is all in the pipe already */
+    cb(ud, &r);                             /* may close the pipe, which frees f */
+    edge_buf_free(&head.data);
+    edge_buf_free(&head.body);
+    free(head.headers);
 }
 
 static void on_defer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -143,9 +179,74 @@ static unsigned failure_of(int result, const char *err)
     }
 }
 
+/* ---- streaming ---- */
+
+static void stream_resume(void *ud)
+{
+    edge_fetch *f = ud;
+    if (f->conn) edge_upconn_resume(f->conn);
+}
+
+/* The pipe's consumer left before the body ended: close, never pool. */
+static void stream_cancel(void *ud)
+{
+    edge_fetch *f = ud;
+    f->pipe = NULL;
+    free_fetch(f);
+}
+
+/* Inside the parser: make the pipe and report from the loop (the callback
+ * wakes Lua, which must not run under llhttp). */
+static void on_head(edge_upconn *c, void *ud)
+{
+    edge_fetch *f = ud;
+    const llhttp_t *p = &c->parser;
+    int64_t length = -1;
+    if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)) length = (int64_t)p->content_length;
+    if (!edge_http_status_has_body(c->resp.status)) length = 0;
+    edge_pipe_producer producer = {.resume = stream_resume, .cancel = stream_cancel, .ud = f};
+    f->pipe = c->pipe = edge_pipe_new(length, &producer);
+    f->pipe->no_body = f->is_head;
+    f->resp = c->resp;                      /* the head; the body is not buffered */
+    memset(&c->resp, 0, sizeof(c->resp));
+    f->ok = 1;
+    ev_timer_set(&f->defer, 0., 0.);
+    ev_timer_start(f->w->loop, &f->defer);
+}
+
+/* The streamed exchange ended: the connection is pooled or closed, the pipe
+ * told; f goes unless its report is still to run. */
+static void stream_end(edge_fetch *f, edge_upconn *c, int result, const char *err)
+{
+    if (c->pipe_gone) f->pipe = NULL;       /* the pipe freed itself */
+    if (result == EDGE_UPCONN_DONE && edge_upconn_reusable(c)) {
+        if (c->ssl) edge_pool_keep_session(f->pool, c);
+        if (f->ka.size > 0) edge_pool_put(f->pool, c);
+        else edge_upconn_free(c);
+    } else {
+        if (result != EDGE_UPCONN_DONE && f->pipe)
+            edge_log(EDGE_LOG_ERR, 0, "upstream %s: response body cut short: %s", f->peer, err);
+        edge_upconn_free(c);
+    }
+    edge_pipe *pipe = f->pipe;
+    if (!f->reported) {                     /* the report, still to run, hands the ended pipe out */
+        if (pipe) edge_pipe_end(pipe, result == EDGE_UPCONN_DONE);
+        return;
+    }
+    f->pipe = NULL;
+    free_fetch(f);
+    if (pipe) edge_pipe_end(pipe, result == EDGE_UPCONN_DONE);
+}
+
 static void on_exchange(edge_upconn *c, int result, const char *err, void *ud)
 {
     edge_fetch *f = ud;
+    if (f->pipe || c->pipe_gone) {
+        f->conn = NULL;
+        edge_counter_sub(&f->w->counters.upstreams[f->slot].conns_active, 1);
+        stream_end(f, c, result, err);
+        return;
+    }
     f->conn = NULL;
     edge_upstream_stats *st = &f->w->counters.upstreams[f->slot];
     edge_counter_sub(&st->conns_active, 1);
@@ -216,7 +317,10 @@ static void attempt(edge_fetch *f, int fresh)
     f->conn = c;
     edge_counter_add(&f->w->counters.upstreams[f->slot].conns_active, 1);
     edge_pools_lend_response(&f->w->upstream_pools, &c->resp);
-    edge_upconn_exchange(c, f->wire, f->wire_len, &f->to, f->max_body, f->is_head, f->label, on_exchange, f);
+    if (f->stream)
+        edge_upconn_exchange_stream(c, f->wire, f->wire_len, &f->to, f->is_head, f->label, on_head, on_exchange, f);
+    else
+        edge_upconn_exchange(c, f->wire, f->wire_len, &f->to, f->max_body, f->is_head, f->label, on_exchange, f);
 }
 
 static char *key_str(char *p, const char *s, size_t n)
@@ -382,6 +486,7 @@ edge_fetch *edge_upstream_fetch(edge_worker *w, const edge_fetch_target *t, cons
     f->is_head = r->is_head;
     f->idempotent = r->idempotent;
     f->uncounted = r->uncounted;
+    f->stream = r->stream;
     f->retries_left = r->retries;
     f->slot = t->stats_slot >= 0 && t->stats_slot < EDGE_UPSTREAM_STATS_SLOTS ? t->stats_slot : 0;
     f->max_body = r->max_body;

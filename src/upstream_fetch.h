@@ -4,7 +4,12 @@
  *
  * The callback contract: cb runs exactly once, always from the loop (never
  * inside edge_upstream_fetch), and never after edge_fetch_cancel(). When it
- * runs the fetch is already freed: the handle must not be used again. */
+ * runs the fetch is already freed: the handle must not be used again.
+ *
+ * Streaming (r->stream): cb runs once the response head is in, with the body
+ * as a pipe (body_pipe.h) that this fetch goes on filling; from then on the
+ * pipe owns the fetch (closing the pipe early cancels it), and the handle
+ * must not be used again either. Before the head, retries work as above. */
 #ifndef EDGE_UPSTREAM_FETCH_H
 #define EDGE_UPSTREAM_FETCH_H
 
@@ -40,6 +45,7 @@ typedef struct edge_fetch_request {
     unsigned    is_head : 1;
     unsigned    idempotent : 1;   /* may be sent again (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) */
     unsigned    uncounted : 1;    /* a health check: kept out of the request metrics */
+    unsigned    stream : 1;       /* edge.proxy: report at the head, stream the body (below) */
     int         retries;     /* more tries after a connect failure or a timeout before any
                               * response byte, idempotent requests only */
     size_t      max_body;
@@ -53,6 +59,8 @@ typedef struct edge_fetch_result {
     const char *peer;        /* the address last tried, "" when none */
     double      seconds;     /* from the start of the fetch */
     unsigned    failure;     /* on error: one edge_upstream_failure bit (balancer.h) */
+    struct edge_pipe *pipe;  /* streaming: the body, arriving (the callee owns it: it hands it
+                              * to a response, or edge_pipe_close()s it) */
 } edge_fetch_result;
 
 typedef void (*edge_fetch_cb)(void *ud, edge_fetch_result *r);

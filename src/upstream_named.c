@@ -1,6 +1,7 @@
 /* edge.fetch to a named upstream: tries, each on a server the balancer
  * picks, retried as retries.on says (upstream_named.h). */
 #include "upstream_named.h"
+#include "body_pipe.h"
 #include "common.h"
 #include "log.h"
 #include "metrics.h"
@@ -16,7 +17,7 @@ struct edge_named_fetch {
     edge_fetch    *f;            /* the try in flight */
     char          *wire, *label, *key;
     size_t         wire_len, key_len, max_body;
-    unsigned       is_head, idempotent, tries, tries_done;
+    unsigned       is_head, idempotent, stream, tries, tries_done;
     edge_fetch_timeouts to;
     uint64_t       tried;        /* the servers this request has tried (edge_balancer_pick) */
     int            server;       /* the server of the try in flight */
@@ -98,6 +99,7 @@ static void on_try(void *ud, edge_fetch_result *r)
         else
             edge_log(EDGE_LOG_INFO, 0, "edge.fetch: %s failed on %s, trying another server: %s", nf->label,
                      nf->peer, r->err);
+        if (r->pipe) edge_pipe_close(r->pipe);   /* a streamed 5xx being retried */
         try_next(nf);           /* r's response, if any, is dropped by upstream_fetch.c */
         return;
     }
@@ -126,6 +128,7 @@ static void try_next(edge_named_fetch *nf)
     };
     edge_fetch_request r = {.wire = nf->wire, .wire_len = nf->wire_len, .label = nf->label,
                             .is_head = nf->is_head, .idempotent = nf->idempotent, .retries = 0,
+                            .stream = nf->stream,
                             .max_body = nf->max_body, .timeout = nf->to};
     nf->f = edge_upstream_fetch(nf->w, &t, &r, on_try, nf);
 }
@@ -147,6 +150,7 @@ edge_named_fetch *edge_named_fetch_start(edge_worker *w, edge_upstream *u, const
     }
     nf->is_head = r->is_head;
     nf->idempotent = r->idempotent;
+    nf->stream = r->stream;
     nf->tries = r->tries < 1 ? 1 : r->tries > EDGE_UPSTREAM_MAX_TRIES ? EDGE_UPSTREAM_MAX_TRIES : r->tries;
     nf->max_body = r->max_body;
     nf->to = r->timeout;

@@ -21,7 +21,7 @@ typedef struct edge_named_request {
     const char *label;           /* names the request in messages ("http://api/x") */
     const char *key;             /* hash_key(req)'s answer, or NULL (round robin) */
     size_t      key_len;
-    unsigned    is_head : 1, idempotent : 1;
+    unsigned    is_head : 1, idempotent : 1, stream : 1;
     unsigned    tries;           /* 1..EDGE_UPSTREAM_MAX_TRIES: the cap, retries included */
     size_t      max_body;
     edge_fetch_timeouts timeout;
