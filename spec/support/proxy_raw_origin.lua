@@ -8,9 +8,11 @@
 --                X-Hop, Keep-Alive, Proxy-Authenticate, Proxy-Foo, Upgrade,
 --                and X-End (an end-to-end header that must pass)
 --   /chunked-cut 200, chunked, Cache-Control: max-age=60, one 64 KiB chunk,
---                then the connection closes (no last chunk)
+--                then, 0.3 s later, the connection closes (no last chunk)
 --   /cl-cut      200, Content-Length 1000000, Cache-Control: max-age=60,
---                100000 bytes, then the connection closes
+--                100000 bytes, then, 0.3 s later, the connection closes
+-- (The pause lets a streaming proxy pass the head and the first bytes on
+-- before the failure, as with a real origin that dies mid-body.)
 -- Every wait is bounded (5 s per connection); it exits after 600 s.
 if ... == "support.proxy_raw_origin" then
   -- required from a spec: the launcher
@@ -77,6 +79,7 @@ while socket.gettime() - started < 600 do
     local res = path and RESPONSES[path:match("^[^?]*")]
       or "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
     c:send(res)
+    if path and path:find("%-cut$") then socket.sleep(0.3) end
     -- Let the bytes leave before the close (no RST over unread data).
     c:shutdown("send")
     c:settimeout(0.5)
