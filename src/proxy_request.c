@@ -91,6 +91,21 @@ static void copy_fields(const edge_request *req, const edge_proxy_request_opts *
     }
 }
 
+/* The client's Host as received, port included: Host, else :authority,
+ * else the normalised host. */
+static const char *client_host(const edge_request *req, size_t *n)
+{
+    const edge_header *h = edge_request_header(req, "host", 4);
+    if (h) {
+        *n = h->value.len;
+        return edge_request_ptr(req, h->value);
+    }
+    edge_span s = req->authority.len ? req->authority : req->host;
+    if (s.off == EDGE_SPAN_NONE) return NULL;
+    *n = s.len;
+    return edge_request_ptr(req, s);
+}
+
 static void add_forwarded(const edge_request *req, const edge_proxy_request_opts *o, const edge_header *xff,
                           edge_buf *out)
 {
@@ -104,8 +119,9 @@ static void add_forwarded(const edge_request *req, const edge_proxy_request_opts
     edge_buf_append_str(out, addr);
     edge_buf_append(out, "\r\n", 2);
     put_line(out, "X-Forwarded-Proto", req->scheme, strlen(req->scheme));
-    if (req->host.off != EDGE_SPAN_NONE)
-        put_line(out, "X-Forwarded-Host", edge_request_ptr(req, req->host), req->host.len);
+    size_t n;
+    const char *host = client_host(req, &n);
+    if (host) put_line(out, "X-Forwarded-Host", host, n);
 }
 
 static void add_host(const edge_request *req, const edge_proxy_request_opts *o, edge_buf *out)
@@ -115,9 +131,9 @@ static void add_host(const edge_request *req, const edge_proxy_request_opts *o, 
         put_line(out, "Host", o->host, o->host_len);
         return;
     }
-    const edge_header *h = edge_request_header(req, "host", 4);     /* as received, port included */
-    if (h) put_line(out, "Host", edge_request_ptr(req, h->value), h->value.len);
-    else if (req->host.off != EDGE_SPAN_NONE) put_line(out, "Host", edge_request_ptr(req, req->host), req->host.len);
+    size_t n;
+    const char *host = client_host(req, &n);
+    if (host) put_line(out, "Host", host, n);
 }
 
 static void add_target(const edge_request *req, const edge_proxy_request_opts *o, edge_buf *out)
