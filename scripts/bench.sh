@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks edge with wrk and h2load, optionally side by side with the nginx peers of ../shared/peers/.
-#   scripts/bench.sh [--duration S] [--connections N] [--scenarios hot,miss,h2,streams25k,fetch] [--peer]
-#                    [--static] [--rounds N] [--edge PATH]
+#   scripts/bench.sh [--duration S] [--connections N] [--peer] [--static] [--rounds N] [--edge PATH]
+#                    [--scenarios hot,miss,h2,streams25k,fetch,proxy,proxy-hot,proxy-1g]
 # Each server is pinned to CPU 0 with one worker, the load to CPU 1. Servers listen on 127.0.0.1 only,
 # on free ports, and are stopped by PID on exit. Per scenario and server it prints req/s, p50, p99,
 # non-2xx/socket errors, requests per server CPU-second (requests completed / user+sys CPU of the
@@ -10,6 +10,9 @@
 # are printed at the end. Exits 1 if a run failed (streams25k: if a single request did not succeed).
 # fetch has servers of its own: an origin nginx (plain HTTP, pinned to the load's CPU), an edge whose
 # script fetches from it (scripts/bench/fetch.lua) and the nginx peers of scripts/bench/nginx-fetch.sh.
+# proxy, proxy-hot and proxy-1g too: an origin nginx (scripts/bench/nginx-proxy.sh origin, pinned to the
+# load's CPU), an edge running lua/proxy.lua in front of it and the peer nginx-proxy.sh proxy (proxy_pass,
+# proxy_cache for proxy-hot); their config, temp files and cache live in mktemp -d directories.
 # Raw load-generator outputs and server logs: bench-results/<timestamp>/ (bench-results/latest).
 # shellcheck disable=SC2317  # scenario_* and cleanup are called indirectly
 set -euo pipefail
@@ -21,7 +24,8 @@ usage: scripts/bench.sh [options]
   --connections N     wrk connections for hot/miss (default 400)
   --scenarios LIST    comma-separated, from: $(list_scenarios) (default $DEFAULT_SCENARIOS)
   --peer              also run the nginx + Lua peer (../shared/peers/nginx.sh lua; for fetch:
-                      scripts/bench/nginx-fetch.sh fetch), alternating
+                      scripts/bench/nginx-fetch.sh fetch; for proxy*: nginx's proxy_pass,
+                      scripts/bench/nginx-proxy.sh proxy), alternating
   --static            also run the nginx static peer (nginx.sh static; for fetch: nginx-fetch.sh
                       proxy, a bare proxy_pass): the ceiling
   --rounds N          repeat the whole alternation N times; ratios use the medians (default 1)
@@ -44,12 +48,30 @@ Scenarios: hot  = one URL, wrk -t1 -cN --latency
                   (ngx.location.capture to a proxy_pass to an upstream with keepalive 64);
                   wrk -t1 -c\${FETCH_CONNECTIONS:-64} --latency; for edge, the upstream connections
                   opened per upstream request, from /metrics (edge runs with --admin): reuse = 1 - that
+           proxy, proxy-hot, proxy-1g: an origin nginx (nginx-proxy.sh origin: plain HTTP on loopback,
+                  pinned to the load's CPU, one worker) behind edge-proxy (edge running \$PROXY_SCRIPT,
+                  default lua/proxy.lua, EDGE_ORIGIN=the origin) and, with --peer, nginx-rproxy (nginx
+                  proxy_pass to an upstream with keepalive 64, TLS, HTTP/1.1 to the origin, the request
+                  headers edge.proxy adds; NGINX_PROXY_HEADERS=0: nginx's defaults)
+           proxy = every request to the origin, no cache work on either side: POST with an empty body
+                  (scripts/bench/post.lua; proxy.lua keys GET/HEAD only, nginx's / has no proxy_cache),
+                  origin: return 200 "Hello from edge!"; wrk -t1 -c\${PROXY_CONNECTIONS:-64} --latency
+                  (as many as both keep-alive pools hold); edge's upstream reuse from /metrics
+           proxy-hot = one URL the origin gives Cache-Control: max-age=3600, wrk -t1 -cN --latency:
+                  edge-proxy's cache, nginx's proxy_cache (proxy_cache_valid 200 1h), and edge running
+                  \$EDGE_SCRIPT (the hot scenario's server) for reference: target proxy-hot >= hot
+           proxy-1g = one 1 GiB download (a sparse file on the origin, Cache-Control: no-store; nginx:
+                  proxy_buffering on, the default, spilling to its temp dir) with curl -o /dev/null over
+                  HTTP/1.1 + TLS; not --duration but at most \${PROXY_1G_TIMEOUT:-120} s; rows give wall MB/s
+                  in req/s and MB per server CPU-second in req/cpu-s (MB = 10^6 bytes)
+           Every proxy* run fails on a non-2xx response; after it, one request checks the 16-byte body
+           (and for proxy-hot, X-Cache: HIT on edge-proxy and nginx-rproxy).
 Peak RSS: VmHWM of the server, reset at the start of each run (/proc/PID/clear_refs), read at its
           end; nginx: master + workers summed (their shared pages counted in each).
 Environment: EDGE_SCRIPT (default lua/default.lua), PEERS_DIR (default ../shared/peers next to the
              repository), START_TIMEOUT (seconds, default 15), H2_CLIENTS, H2_STREAMS,
              STREAMS_CLIENTS, STREAMS_PER_CONN, STREAMS_REQUESTS, STREAMS_TIMEOUT, STREAMS_START_TIMEOUT,
-             FETCH_CONNECTIONS.
+             FETCH_CONNECTIONS, PROXY_CONNECTIONS, PROXY_SCRIPT, PROXY_1G_TIMEOUT, NGINX_PROXY_HEADERS.
 Results: one line per scenario and server, a table and the edge/peer ratios at the end;
          raw outputs and server logs in bench-results/<timestamp>/ (bench-results/latest).
 EOF
@@ -62,6 +84,7 @@ BENCH_DIR=$ROOT/scripts/bench
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 CERT=certs/server.crt KEY=certs/server.key
 SCRIPT=${EDGE_SCRIPT:-lua/default.lua}   # the Lua script edge serves
+PROXY_SCRIPT=${PROXY_SCRIPT:-lua/proxy.lua}   # the one edge-proxy serves (the proxy scenarios)
 START_TIMEOUT=${START_TIMEOUT:-15}   # seconds for a server to answer 200
 STOP_TIMEOUT=5                       # seconds for a server to exit after SIGTERM
 SERVER_CPU=0 LOAD_CPU=1
@@ -72,7 +95,8 @@ SERVER_CPU=0 LOAD_CPU=1
 # sets R_REQS (requests completed), R_RPS, R_P50 and R_P99 (milliseconds), R_NON2XX and R_SOCKERR.
 # A scenario that ran but must count as failed (streams25k: a request did not succeed) also sets
 # R_FAIL (why) and may add R_NOTE (a line for the summary). The caller measures the server's CPU and
-# peak RSS around it. Adding a scenario = adding one such function.
+# peak RSS around it, and divides R_WORK (if set; else R_REQS) by that CPU. Adding a scenario = adding
+# one such function (and, if it needs servers of its own, a case in scenario_servers).
 # ---------------------------------------------------------------------------------------------
 
 scenario_hot() {
@@ -172,21 +196,96 @@ scenario_streams25k() {
 # every server keeps opening and closing upstream connections beyond its pool. For edge, the
 # upstream connection reuse comes from /metrics, read before and after the run.
 scenario_fetch() {
-  local m0 m1
-  [[ $CUR_SRV == edge* ]] && m0=$(upstream_counts)
+  reuse_begin
   run_load "$2" wrk -t1 -c"${FETCH_CONNECTIONS:-64}" -d"${DURATION}s" --latency "$1" || return
   parse_wrk "$2"
-  [[ $CUR_SRV == edge* ]] || return 0
-  m1=$(upstream_counts) || { echo "bench: could not read edge's /metrics" >&2; return 1; }
-  local opened=$(( ${m1% *} - ${m0% *} )) fetched=$(( ${m1#* } - ${m0#* } ))
+  reuse_end
+}
+
+# The proxy scenarios (see usage): the same origin behind edge-proxy (lua/proxy.lua) and nginx-rproxy
+# (proxy_pass); edge running EDGE_SCRIPT joins proxy-hot as the reference. The URL given is the
+# server's root; the origin serves / (16 bytes), /hot (the same, max-age=3600) and /1g.
+
+# proxy: a POST with an empty body, which neither side caches: the origin's answer every time.
+scenario_proxy() {
+  reuse_begin
+  run_load "$2" wrk -t1 -c"${PROXY_CONNECTIONS:-64}" -d"${DURATION}s" --latency -s "$BENCH_DIR/post.lua" \
+    "$1" || return
+  parse_wrk "$2"
+  reuse_end
+  proxy_verify "$2" POST "$1" ''
+}
+
+# proxy-hot: one URL, cached by every server (edge running EDGE_SCRIPT caches any GET by path).
+scenario_proxy-hot() {
+  local hit='^x-cache: *HIT'
+  run_load "$2" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${1}hot" || return
+  parse_wrk "$2"
+  [[ $CUR_SRV == edge-proxy || $CUR_SRV == nginx-rproxy ]] || hit=''
+  proxy_verify "$2" GET "${1}hot" "$hit"
+}
+
+# proxy-1g: one 1 GiB download through the server, bounded by PROXY_1G_TIMEOUT. The work is the MB
+# moved (R_WORK: run_one divides it by the server's CPU seconds), R_RPS the wall MB/s.
+scenario_proxy-1g() {
+  local limit=${PROXY_1G_TIMEOUT:-120} code size secs want=$((1 << 30))
+  LOAD_LIMIT=$((limit + 10)) run_load "$2" curl -sSk --http1.1 --max-time "$limit" -o /dev/null \
+    -w 'result %{http_code} %{size_download} %{time_total}\n' "${1}1g" || return
+  read -r code size secs < <(awk '$1 == "result" { print $2, $3, $4; exit }' "$2")
+  [[ -n $secs ]] || return 1
+  R_REQS=1 R_NON2XX=0 R_SOCKERR=0 R_P50='' R_P99=''
+  [[ $code == 2* ]] || R_NON2XX=1
+  R_WORK=$(awk -v b="$size" 'BEGIN { printf "%.1f", b / 1e6 }')
+  R_RPS=$(awk -v b="$size" -v t="$secs" 'BEGIN { if (t > 0) printf "%.1f", b / 1e6 / t }')
+  R_NOTE="HTTP $code, $size bytes in $secs s: $R_RPS MB/s wall"
+  (( size == want && R_NON2XX == 0 )) || R_FAIL="expected HTTP 200 and $want bytes, got HTTP $code and $size bytes"
+}
+
+# proxy_verify OUT METHOD URL HEADER: after a proxy* run, fails it (R_FAIL) if it had a non-2xx response
+# or if one more request (HTTP/1.1; its cost is nothing next to the run's) does not get 200 and the
+# origin's 16-byte body, or lacks a response header line matching HEADER (an ERE, case-insensitive; ''
+# for none). The response head goes to OUT.check.
+proxy_verify() {
+  local out=$1 method=$2 url=$3 header=$4 code body why=()
+  local -a data=()
+  [[ $method == POST ]] && data=(--data-binary '')
+  (( ${R_NON2XX:-0} == 0 )) || why+=("$R_NON2XX non-2xx responses")
+  code=$(curl -sk --http1.1 --max-time 5 "${data[@]}" -D "$out.check" -o "$out.body" -w '%{http_code}' \
+    "$url" 2>/dev/null) || code="curl failed ($?)"
+  body=$(cat "$out.body" 2>/dev/null || true)
+  rm -f "$out.body"
+  [[ $code == 200 && $body == "Hello from edge!" ]] ||
+    why+=("check request $method $url: HTTP $code, body '${body:0:40}'")
+  if [[ -n $header ]] && ! tr -d '\r' <"$out.check" 2>/dev/null | grep -qiE "$header"; then
+    why+=("check request $method $url: no header matching '$header' (see ${out#"$ROOT"/}.check)")
+  fi
+  if (( ${#why[@]} )); then
+    R_FAIL=$(printf '%s; ' "${why[@]}") R_FAIL=${R_FAIL%; }
+  fi
+  return 0
+}
+
+# reuse_begin / reuse_end, around a run: for a server with an admin listener (SRV_ADMIN: edge-fetch,
+# edge-proxy), the upstream connections opened per upstream request over the run, from /metrics:
+# sets R_REUSE (1 - that, %) and R_NOTE. Nothing for the others.
+reuse_begin() {
+  R_M0=''
+  if [[ -n ${SRV_ADMIN[$CUR_SRV]:-} ]]; then R_M0=$(upstream_counts "${SRV_ADMIN[$CUR_SRV]}") || R_M0=''; fi
+  return 0
+}
+reuse_end() {
+  local m1
+  [[ -n $R_M0 ]] || return 0
+  m1=$(upstream_counts "${SRV_ADMIN[$CUR_SRV]}") || { echo "bench: could not read $CUR_SRV's /metrics" >&2; return 1; }
+  local opened=$(( ${m1% *} - ${R_M0% *} )) fetched=$(( ${m1#* } - ${R_M0#* } ))
   R_REUSE=$(awk -v o="$opened" -v n="$fetched" 'BEGIN { if (n > 0) printf "%.2f", 100 * (1 - o / n) }')
   R_NOTE="$fetched upstream requests, $opened upstream connections opened: reuse ${R_REUSE:-n/a} %"
 }
 
-# upstream_counts: "OPENED REQUESTS" from edge's /metrics: edge_upstream_connections_opened_total and
-# edge_upstream_requests_total summed over its codes.
+# upstream_counts ADMIN_PORT: "OPENED REQUESTS" from edge's /metrics: edge_upstream_connections_opened_total
+# and edge_upstream_requests_total summed over its codes.
 upstream_counts() {
-  curl -sf --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+  curl -sf --max-time 5 "http://127.0.0.1:$1/metrics" | awk '
     $1 == "edge_upstream_connections_opened_total" { o = $2 }
     $1 ~ /^edge_upstream_requests_total[{]/ { n += $2 }
     END { printf "%.0f %.0f\n", o, n }'
@@ -266,7 +365,7 @@ parse_wrk() {
 # ---------------------------------------------------------------------------------------------
 # Servers: started once, kept for every scenario, stopped by PID on exit.
 # ---------------------------------------------------------------------------------------------
-declare -A SRV_PID=() SRV_PORT=() SRV_LOG=()
+declare -A SRV_PID=() SRV_PORT=() SRV_LOG=() SRV_ADMIN=() SRV_RUN=()   # ADMIN: admin port; RUN: its temp dir
 STARTED=()
 USED_PORTS=" "
 
@@ -281,12 +380,23 @@ server_cmd() {
     # The fetch scenario's servers (env and nginx-fetch.sh exec: the PID stays the server's).
     nginx-origin) CMD=("$BENCH_DIR/nginx-fetch.sh" origin "$2" 1) ;;
     edge-fetch) pick_port || die "no free port found"
-                ADMIN_PORT=$PORT
+                SRV_ADMIN[$1]=$PORT
                 CMD=(env "EDGE_BENCH_ORIGIN=http://127.0.0.1:${SRV_PORT[nginx-origin]}"
                      "$EDGE" -s "$BENCH_DIR/fetch.lua" -w 1 -l "127.0.0.1:$2" --cert "$CERT" --key "$KEY"
-                     --log-level warn --admin "127.0.0.1:$ADMIN_PORT" "${EDGE_EXTRA[@]}") ;;
+                     --log-level warn --admin "127.0.0.1:$PORT" "${EDGE_EXTRA[@]}") ;;
     nginx-fetch) CMD=("$BENCH_DIR/nginx-fetch.sh" fetch "$2" "$CERT" "$KEY" "${SRV_PORT[nginx-origin]}" 1) ;;
     nginx-proxy) CMD=("$BENCH_DIR/nginx-fetch.sh" proxy "$2" "$CERT" "$KEY" "${SRV_PORT[nginx-origin]}" 1) ;;
+    # The proxy scenarios' servers; the nginx ones keep everything in a directory of their own.
+    proxy-origin) SRV_RUN[$1]=$(mktemp -d "${TMPDIR:-/tmp}/edge-bench-$1.XXXXXX")
+                  CMD=("$BENCH_DIR/nginx-proxy.sh" origin "${SRV_RUN[$1]}" "$2" 1) ;;
+    edge-proxy) pick_port || die "no free port found"
+                SRV_ADMIN[$1]=$PORT
+                CMD=(env "EDGE_ORIGIN=127.0.0.1:${SRV_PORT[proxy-origin]}"
+                     "$EDGE" -s "$PROXY_SCRIPT" -w 1 -l "127.0.0.1:$2" --cert "$CERT" --key "$KEY"
+                     --log-level warn --admin "127.0.0.1:$PORT" "${EDGE_EXTRA[@]}") ;;
+    nginx-rproxy) SRV_RUN[$1]=$(mktemp -d "${TMPDIR:-/tmp}/edge-bench-$1.XXXXXX")
+                  CMD=("$BENCH_DIR/nginx-proxy.sh" proxy "${SRV_RUN[$1]}" "$2" "$CERT" "$KEY"
+                       "${SRV_PORT[proxy-origin]}" 1) ;;
     *) die "unknown server $1" ;;
   esac
 }
@@ -309,11 +419,11 @@ pick_port() {
 
 alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $s != Z* ]]; }
 
-# start_server NAME: starts it pinned to SERVER_CPU (the fetch origin: to LOAD_CPU, as a part of the
+# start_server NAME: starts it pinned to SERVER_CPU (the origins: to LOAD_CPU, as a part of the
 # load) and waits (bounded) until GET / answers 200.
 start_server() {
   local name=$1 port pid code deadline log=$RESULTS/$1.log cpu=$SERVER_CPU scheme=https
-  [[ $name == nginx-origin ]] && cpu=$LOAD_CPU scheme=http
+  [[ $name == nginx-origin || $name == proxy-origin ]] && cpu=$LOAD_CPU scheme=http
   pick_port || die "no free port found"
   port=$PORT
   server_cmd "$name" "$port"
@@ -351,8 +461,9 @@ stop_server() {
     if alive "$k"; then kill -KILL "$k" 2>/dev/null || true; fi
   done
   # nginx.sh keeps its config and logs in /tmp/edge-peer-<kind>-<port>/: keep the error log, drop the rest.
-  local run=/tmp/edge-peer-${name#nginx-}-${SRV_PORT[$name]}
-  if [[ $name == nginx-* && -d $run ]]; then
+  # nginx-proxy.sh's servers: in SRV_RUN (a mktemp -d of ours).
+  local run=${SRV_RUN[$name]:-/tmp/edge-peer-${name#nginx-}-${SRV_PORT[$name]}}
+  if [[ ( $name == nginx-* || -n ${SRV_RUN[$name]:-} ) && -d $run ]]; then
     cp "$run/logs/error.log" "$RESULTS/$name.error.log" 2>/dev/null || true
     rm -rf "$run"
   fi
@@ -410,7 +521,7 @@ rss_peak() {
 # ---------------------------------------------------------------------------------------------
 # One run: scenario × server, with the server's CPU read just before and just after the load.
 # ---------------------------------------------------------------------------------------------
-declare -A RPC=() P99=() RSS=() REUSE=()
+declare -A RPC=() P99=() RSS=() REUSE=() WALL=()
 ROWS=() NOTES=() FAILED=0 RUN_SEQ=0
 row() { printf '%-13s %-13s %9s %8s %9s %14s %7s %10s %9s %s' "$@" | sed 's/ *$//'; }
 
@@ -421,7 +532,8 @@ run_one() {
   if (( ROUNDS > 1 )); then out=$RESULTS/$1-$2-r$3.txt label=$1/$3; fi
   url="https://127.0.0.1:${SRV_PORT[$srv]}/"
   RUN_SEQ=$((RUN_SEQ + 1))
-  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR='' R_FAIL='' R_NOTE='' R_REUSE='' CUR_PID=$pid CUR_SRV=$srv
+  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR='' R_FAIL='' R_NOTE='' R_REUSE='' R_WORK=''
+  CUR_PID=$pid CUR_SRV=$srv
   alive "$pid" || die "$srv (pid $pid) is no longer running (log: ${SRV_LOG[$srv]})"
   reset=$(rss_reset "$pid")
   read -r b0 b1 < <(server_ticks "$pid")
@@ -435,8 +547,10 @@ run_one() {
     (( reset )) || { rss="$rss*"; echo "bench: could not reset $srv's peak RSS: the figure is the peak since start-up" >&2; }
     [[ $a1 == "$b1" ]] || echo "bench: $srv's processes changed during the run ($b1 -> $a1)" >&2
     cpu=$(awk -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
-    rpc=$(awk -v n="$R_REQS" -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { if (d > 0) printf "%.0f", n / (d / hz); else print "n/a" }')
+    # Work per CPU-second: requests, or what the scenario counts instead (R_WORK: proxy-1g's MB).
+    rpc=$(awk -v n="${R_WORK:-$R_REQS}" -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { if (d > 0) printf "%.0f", n / (d / hz); else print "n/a" }')
     RPC[$sc/$srv]+="$rpc " P99[$sc/$srv]+="${R_P99:-n/a} " RSS[$sc/$srv]+="${rss%\*} " REUSE[$sc/$srv]+="$R_REUSE "
+    WALL[$sc/$srv]+="$R_RPS "
     line=$(row "$label" "$srv" "$(printf '%.0f' "$R_RPS")" "${R_P50:-n/a}" "${R_P99:-n/a}" \
       "$R_NON2XX/$R_SOCKERR" "$cpu" "$rpc" "$rss" "${R_FAIL:+FAIL}")
     [[ -n $R_NOTE ]] && NOTES+=("$label $srv: $R_NOTE")
@@ -456,6 +570,20 @@ run_one() {
 median() {
   tr ' ' '\n' <<<"$1" | grep -E '^[0-9.]+$' | sort -g |
     awk '{v[NR] = $1} END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# target_note SCENARIO PEER RATIO: "   (target >= T: met|MISSED)" for the comparisons with a target.
+target_note() {
+  local t=''
+  case $1/$2 in
+    proxy/nginx-rproxy) t=1.20 ;;
+    proxy-hot/edge|proxy-1g/nginx-rproxy) t=1.00 ;;
+  esac
+  [[ -n $t ]] || return 0
+  awk -v r="${3%x}" -v t="$t" -v p="$2" 'BEGIN {
+    what = (p == "edge") ? "proxy-hot / hot " : ""
+    if (r == "n/a") printf "   (target %s>= %.2fx: n/a)", what, t
+    else printf "   (target %s>= %.2fx: %s)", what, t, (r + 0 >= t) ? "met" : "MISSED" }'
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
@@ -509,17 +637,21 @@ for sc in "${SCENARIOS[@]}"; do [[ $sc == h2 || $sc == streams* ]] && H2=1; done
 [[ -s $CERT && -s $KEY ]] || die "no certificate in certs/ (make certs)"
 [[ -e $SCRIPT ]] || die "$SCRIPT not found"
 # scenario_servers SC: the servers SC runs on, edge's first (the ratios compare it to the others).
+# proxy-hot compares edge-proxy to edge on the hot path too (its target: proxy-hot >= hot).
 scenario_servers() {
-  if [[ $1 == fetch ]]; then
-    echo "edge-fetch$( (( PEER )) && echo " nginx-fetch")$( (( STATIC )) && echo " nginx-proxy")"
-  else
-    echo "edge$( (( PEER )) && echo " nginx-lua")$( (( STATIC )) && echo " nginx-static")"
-  fi
+  case $1 in
+    fetch) echo "edge-fetch$( (( PEER )) && echo " nginx-fetch")$( (( STATIC )) && echo " nginx-proxy")" ;;
+    proxy|proxy-1g) echo "edge-proxy$( (( PEER )) && echo " nginx-rproxy")" ;;
+    proxy-hot) echo "edge-proxy edge$( (( PEER )) && echo " nginx-rproxy")" ;;
+    *) echo "edge$( (( PEER )) && echo " nginx-lua")$( (( STATIC )) && echo " nginx-static")" ;;
+  esac
 }
-# SERVERS: every server some scenario runs on, each once. fetch also needs its origin (ORIGIN=1).
-SERVERS=() ORIGIN=0 NGINX_PEER=0
+# SERVERS: every server some scenario runs on, each once. fetch also needs its origin (ORIGIN=1),
+# the proxy scenarios theirs (PROXY_ORIGIN=1).
+SERVERS=() ORIGIN=0 PROXY_ORIGIN=0 NGINX_PEER=0
 for sc in "${SCENARIOS[@]}"; do
   [[ $sc == fetch ]] && ORIGIN=1
+  [[ $sc == proxy* ]] && PROXY_ORIGIN=1
   for srv in $(scenario_servers "$sc"); do
     [[ " ${SERVERS[*]} " == *" $srv "* ]] || SERVERS+=("$srv")
     [[ $srv == nginx-lua || $srv == nginx-static ]] && NGINX_PEER=1
@@ -530,7 +662,8 @@ if (( NGINX_PEER )); then
     "(the shared folder must sit next to the repository, at $(readlink -m "$ROOT/../shared"))"
   PEERS_DIR=$(readlink -f "$PEERS_DIR")
 fi
-if (( PEER || STATIC || ORIGIN )); then
+(( PROXY_ORIGIN == 0 )) || [[ -e $PROXY_SCRIPT ]] || die "$PROXY_SCRIPT not found"
+if (( PEER || STATIC || ORIGIN || PROXY_ORIGIN )); then
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] ||
     die "nginx not found (scripts/install-deps.sh --peer)"
   export PATH=$PATH:/usr/sbin
@@ -560,7 +693,8 @@ busy=$( { head -1 /proc/stat; sleep 1; head -1 /proc/stat; } | awk '{idle = $5 +
   for (i = 2; i <= NF; i++) t += $i; if (NR == 1) { i0 = idle; t0 = t } else printf "%.0f", 100 * (1 - (idle - i0) / (t - t0)) }')
 {
   echo "edge bench $RUN_ID: $EDGE ($(date -r "$EDGE" '+built %F %T')), ${DURATION}s per run, wrk -c$CONNECTIONS$( \
-    (( ORIGIN )) && echo " (fetch: -c${FETCH_CONNECTIONS:-64})")," \
+    (( ORIGIN )) && echo " (fetch: -c${FETCH_CONNECTIONS:-64})")$( \
+    (( PROXY_ORIGIN )) && echo " (proxy: -c${PROXY_CONNECTIONS:-64})")," \
     "scenarios ${SCENARIOS[*]}, $ROUNDS round(s)"
   echo "servers ${SERVERS[*]} on CPU $SERVER_CPU (1 worker), load on CPU $LOAD_CPU;" \
     "$(nproc --all) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), ${busy}% busy before start"
@@ -568,6 +702,7 @@ busy=$( { head -1 /proc/stat; sleep 1; head -1 /proc/stat; } | awk '{idle = $5 +
 (( busy < 10 )) || echo "bench: warning: the CPUs were already ${busy}% busy; figures will be noisy" >&2
 
 (( ORIGIN == 0 )) || start_server nginx-origin
+(( PROXY_ORIGIN == 0 )) || start_server proxy-origin
 for srv in "${SERVERS[@]}"; do start_server "$srv"; done
 # One unmeasured second of the hot path per server, so first-touch costs land in no scenario.
 # With an HTTP/2 scenario, one second of h2load too.
@@ -594,6 +729,8 @@ done
   echo "$HEADER"
   printf '%s\n' "${ROWS[@]}"
   echo "(RSS MiB: the server's peak RSS over the run, VmHWM; nginx: master + workers summed)"
+  [[ " ${SCENARIOS[*]} " != *" proxy-1g "* ]] ||
+    echo "(proxy-1g rows: req/s = wall MB/s, req/cpu-s = MB per server CPU-second; MB = 10^6 bytes)"
   if (( ${#NOTES[@]} )); then
     echo
     printf '%s\n' "${NOTES[@]}"
@@ -603,10 +740,12 @@ done
   for sc in "${SCENARIOS[@]}"; do
     read -r -a on < <(scenario_servers "$sc")
     for peer in "${on[@]:1}"; do
-      ratio_lines+=("$(printf '  %-11s %-12s req/cpu-s %7s   p99 %7s   peak RSS %7s' "$sc" "$peer" \
-        "$(ratio "$(median "${RPC[$sc/${on[0]}]:-}")" "$(median "${RPC[$sc/$peer]:-}")")" \
+      r=$(ratio "$(median "${RPC[$sc/${on[0]}]:-}")" "$(median "${RPC[$sc/$peer]:-}")")
+      unit=req; [[ $sc == proxy-1g ]] && unit=MB
+      ratio_lines+=("$(printf '  %-11s %-12s %s/cpu-s %7s   p99 %7s   peak RSS %7s%s' "$sc" "$peer" "$unit" "$r" \
         "$(ratio "$(median "${P99[$sc/${on[0]}]:-}")" "$(median "${P99[$sc/$peer]:-}")")" \
-        "$(ratio "$(median "${RSS[$sc/${on[0]}]:-}")" "$(median "${RSS[$sc/$peer]:-}")")")")
+        "$(ratio "$(median "${RSS[$sc/${on[0]}]:-}")" "$(median "${RSS[$sc/$peer]:-}")")" \
+        "$(target_note "$sc" "$peer" "$r")")")
     done
   done
   if (( ${#ratio_lines[@]} )); then
@@ -615,10 +754,20 @@ done
     printf '%s\n' "${ratio_lines[@]}"
   fi
   for sc in "${SCENARIOS[@]}"; do
-    [[ $sc == fetch ]] || continue
+    [[ $sc == fetch || $sc == proxy ]] || continue
+    read -r -a on < <(scenario_servers "$sc")
     echo
-    echo "fetch: edge's upstream connection reuse (1 - connections opened / upstream requests)$( (( ROUNDS > 1 )) && echo ", median of $ROUNDS rounds"): $(median "${REUSE[fetch/edge-fetch]:-}") %"
+    echo "$sc: edge's upstream connection reuse (1 - connections opened / upstream requests)$( (( ROUNDS > 1 )) && echo ", median of $ROUNDS rounds"): $(median "${REUSE[$sc/${on[0]}]:-}") %"
   done
+  if [[ " ${SCENARIOS[*]} " == *" proxy-1g "* ]]; then
+    echo
+    echo "proxy-1g: one 1 GiB download, curl HTTP/1.1 + TLS$( (( ROUNDS > 1 )) && echo ", medians of $ROUNDS rounds"):"
+    printf '  %-13s %9s %10s %13s\n' server MB/cpu-s "wall MB/s" "peak RSS MiB"
+    for srv in $(scenario_servers proxy-1g); do
+      printf '  %-13s %9s %10s %13s\n' "$srv" "$(median "${RPC[proxy-1g/$srv]:-}")" \
+        "$(median "${WALL[proxy-1g/$srv]:-}")" "$(median "${RSS[proxy-1g/$srv]:-}")"
+    done
+  fi
   if (( FAILED )); then
     echo
     echo "FAILED: at least one run failed (rows marked FAILED or FAIL above); exit status 1"

@@ -5,10 +5,11 @@
 
 #include <stdlib.h>
 
-edge_pipe *edge_pipe_new(int64_t length, const edge_pipe_producer *producer)
+edge_pipe *edge_pipe_new(int64_t length, size_t high, const edge_pipe_producer *producer)
 {
     edge_pipe *p = edge_calloc(1, sizeof(*p));
     p->length = length;
+    p->high = high ? high : EDGE_PIPE_HIGH;
     p->producer = *producer;
     return p;
 }
@@ -67,7 +68,7 @@ int edge_pipe_write(edge_pipe *p, const char *data, size_t n)
     if (p->off > 0 && p->off == p->buf.len) {
         p->buf.len = 0;
         p->off = 0;
-    } else if (p->off >= EDGE_PIPE_LOW) {
+    } else if (p->off >= p->high / 4) {
         edge_buf_consume(&p->buf, p->off);
         p->off = 0;
     }
@@ -75,7 +76,7 @@ int edge_pipe_write(edge_pipe *p, const char *data, size_t n)
     p->produced += n;
     for (edge_pipe_tap *t = p->taps; t; t = t->next) t->data(t, data, n);
     if (notify(p)) return EDGE_PIPE_GONE;
-    if (edge_pipe_readable(p) < EDGE_PIPE_HIGH) return EDGE_PIPE_GO_ON;
+    if (edge_pipe_readable(p) < p->high) return EDGE_PIPE_GO_ON;
     p->waiting = 1;
     return EDGE_PIPE_PAUSE;
 }
@@ -98,7 +99,7 @@ void edge_pipe_consume(edge_pipe *p, size_t n)
         p->buf.len = 0;
         p->off = 0;
     }
-    if (!p->waiting || p->ended || edge_pipe_readable(p) > EDGE_PIPE_LOW) return;
+    if (!p->waiting || p->ended || edge_pipe_readable(p) > p->high / 4) return;
     p->waiting = 0;
     p->producer.resume(p->producer.ud);
 }

@@ -3,9 +3,9 @@
  * optional taps that see every byte (the cache writer).
  *
  * Bounded both ways: the producer stops reading its source while more than
- * EDGE_PIPE_HIGH bytes wait, and is asked to go on (resume) once the consumer
- * took them down to EDGE_PIPE_LOW. A slow client therefore slows the origin
- * read; memory per response stays near EDGE_PIPE_HIGH plus one read.
+ * high bytes wait, and is asked to go on (resume) once the consumer took
+ * them down to a quarter of that. A slow client therefore slows the origin
+ * read; memory per response stays near high plus one read.
  *
  * Ownership: the producer creates the pipe and hands it to the response
  * (resp->pipe); from then on the consumer owns it and frees it with
@@ -21,8 +21,7 @@
 
 #include "buf.h"
 
-#define EDGE_PIPE_HIGH (256 * 1024)
-#define EDGE_PIPE_LOW  (64 * 1024)
+#define EDGE_PIPE_HIGH (256 * 1024)   /* the default bound (--proxy-buffer) */
 
 typedef struct edge_pipe edge_pipe;
 
@@ -50,6 +49,7 @@ struct edge_pipe {
     edge_buf  buf;                /* produced, not yet read: [off, buf.len) */
     size_t    off;
     int64_t   length;             /* the body's length when known (Content-Length), else -1 */
+    size_t    high;               /* the producer pauses with this many bytes unread */
     uint64_t  produced;           /* body bytes written so far */
     edge_pipe_producer producer;
     edge_pipe_consumer consumer;
@@ -67,7 +67,8 @@ struct edge_pipe {
     unsigned  closed : 1;         /* the consumer closed it while in_producer */
 };
 
-edge_pipe *edge_pipe_new(int64_t length, const edge_pipe_producer *producer);
+/* high: the bound (0: EDGE_PIPE_HIGH). */
+edge_pipe *edge_pipe_new(int64_t length, size_t high, const edge_pipe_producer *producer);
 
 /* ---- the producer ---- */
 
@@ -94,7 +95,7 @@ static inline const char *edge_pipe_data(const edge_pipe *p)
 {
     return p->buf.base + p->off;
 }
-/* Marks n readable bytes as taken; resumes the producer below EDGE_PIPE_LOW. */
+/* Marks n readable bytes as taken; resumes the producer below high / 4. */
 void edge_pipe_consume(edge_pipe *p, size_t n);
 /* All bytes read and the producer ended well / the producer failed. */
 static inline int edge_pipe_done(const edge_pipe *p)

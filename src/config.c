@@ -58,6 +58,8 @@ static const char usage_text[] =
     "      --access-log-format F  combined, combined_id (combined + request id and request\n"
     "                             time) or json (default combined)\n"
     "      --request-id-header    send the request id as X-Request-Id in every response\n"
+    "      --proxy-buffer SIZE    edge.proxy: response bytes held per request while the\n"
+    "                             client is slower than the origin, 64k to 1m (default 256k)\n"
     "      --trusted-proxies LIST addresses/CIDRs (comma-separated, repeatable) whose\n"
     "                             X-Request-Id is kept as the request id\n"
     "  -h, --help                 this help\n"
@@ -72,7 +74,7 @@ enum {
     OPT_KA_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LISTEN_PLAIN, OPT_H2_STREAMS,
     OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS,
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
-    OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER,
+    OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
     OPT_TRUSTED_PROXIES
 };
 
@@ -84,6 +86,7 @@ static const struct option long_options[] = {
     {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
     {"cache-ttl", required_argument, NULL, OPT_CACHE_TTL},
     {"cache-max-object", required_argument, NULL, OPT_CACHE_MAX_OBJECT},
+    {"proxy-buffer", required_argument, NULL, OPT_PROXY_BUFFER},
     {"coalesce-timeout", required_argument, NULL, OPT_COALESCE_TIMEOUT},
     {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
@@ -134,6 +137,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->drain_timeout = 30;
     cfg->cache_size = 64u << 20;
     cfg->cache_ttl = 60;
+    cfg->proxy_buffer = 256 * 1024;
     cfg->coalesce_timeout = 5;
     cfg->max_requests = 25000;
     cfg->access_log = "-";
@@ -216,6 +220,10 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
     case OPT_CACHE_MAX_OBJECT:
         if (parse_size(arg, 1, MAX_SIZE, &cfg->cache_max_object))
             return bad_value(name, arg, "bytes > 0, e.g. 1m");
+        return EDGE_OK;
+    case OPT_PROXY_BUFFER:
+        if (parse_size(arg, 64 * 1024, 1024 * 1024, &cfg->proxy_buffer))
+            return bad_value(name, arg, "bytes from 64k to 1m");
         return EDGE_OK;
     case OPT_CACHE_TTL:
         return parse_seconds(arg, &cfg->cache_ttl) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;

@@ -36,6 +36,7 @@ typedef struct edge_config {
     size_t      lua_memory;         /* bytes per Lua VM; 0: no limit */
     double      drain_timeout;
     size_t      cache_size;         /* bytes */
+    size_t      proxy_buffer;       /* edge.proxy's bytes held per response (the pipe's high mark) */
     size_t      cache_max_object;   /* largest entry stored, bytes; 0 until parsed: cache_size / 16 */
     double      cache_ttl;          /* seconds, when neither the script nor Cache-Control says */
     double      coalesce_timeout;   /* seconds a miss waits for an identical one in progress */

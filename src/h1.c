@@ -440,7 +440,11 @@ static void stream_failed(edge_h1 *h)
 {
     edge_log(EDGE_LOG_INFO, h->c->id, "request %s: the origin's body ended early: connection closed",
              edge_request_id(&h->req));
-    edge_conn_close(h->c);
+    h->state = H1_CLOSING;          /* what came goes out; the missing end tells the client */
+    edge_pipe_close(h->req.resp.pipe);
+    h->req.resp.pipe = NULL;
+    edge_access_log_request(h->c->w, &h->req);
+    edge_conn_close_after_flush(h->c);
 }
 
 static void put_chunk(edge_h1 *h, const char *p, size_t n)

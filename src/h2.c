@@ -203,7 +203,7 @@ static ssize_t read_pipe(nghttp2_session *session, int32_t id, uint8_t *buf, siz
 {
     edge_h2_stream *st = src->ptr;
     edge_pipe *p = st->req.resp.pipe;
-    if (edge_pipe_failed(p)) {
+    if (edge_pipe_failed(p) && edge_pipe_readable(p) == 0) {
         edge_log(EDGE_LOG_INFO, st->h2->c->id, "http2 stream %d: the origin's body ended early: RST_STREAM",
                  st->id);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* RST_STREAM INTERNAL_ERROR */
@@ -401,6 +401,7 @@ static void take_pseudo(edge_h2_stream *st, const uint8_t *name, size_t nlen, co
     } else if (nlen == 5 && memcmp(name, ":path", 5) == 0) {
         edge_request_set_target(req, edge_request_store(req, v, vlen));
     } else if (nlen == 10 && memcmp(name, ":authority", 10) == 0) {
+        req->authority = edge_request_store(req, v, vlen);
         edge_request_set_host(req, v, vlen);
     }
 }

@@ -217,7 +217,8 @@ static unsigned options_given(lua_State *L, int opts)
     static const struct { const char *name; size_t len; unsigned bit; } known[] = {
         {"timeout", 7, O_TIMEOUT}, {"keepalive", 9, O_KEEPALIVE}, {"max_body", 8, O_MAX_BODY},
         {"retries", 7, O_RETRIES}, {"tls", 3, O_TLS}, {"method", 6, O_METHOD}, {"body", 4, O_BODY},
-        {"headers", 7, O_HEADERS}};
+        {"headers", 7, O_HEADERS}, {"connect_timeout", 15, O_TIMEOUT}, {"send_timeout", 12, O_TIMEOUT},
+        {"read_timeout", 12, O_TIMEOUT}};
     if (opts == 0) return 0;
     if (lua_getmetatable(L, opts)) {
         lua_pop(L, 1);
@@ -259,6 +260,10 @@ static void read_timeouts(lua_State *L, int opts, edge_fetch_timeouts *to)
         luaL_error(L, "edge.fetch: option timeout must be a number or { connect =, send =, read = }");
     }
     lua_pop(L, 1);
+    /* nginx-style names (proxy_read_timeout): each wins over timeout */
+    to->connect = opt_seconds(L, opts, "connect_timeout", to->connect);
+    to->send = opt_seconds(L, opts, "send_timeout", to->send);
+    to->read = opt_seconds(L, opts, "read_timeout", to->read);
 }
 
 static void read_keepalive(lua_State *L, int opts, edge_keepalive *ka)

@@ -12,6 +12,7 @@
 #include "lua_req.h"
 #include "proxy_request.h"
 #include "script.h"
+#include "upstream_pool.h"
 #include "worker.h"
 
 #include <lauxlib.h>
@@ -90,6 +91,7 @@ static void build_proxy(lua_State *L, edge_fetch_call *c, int opts, unsigned giv
     }
     o.extra = &extra;
     o.drop = &drop;
+    edge_buf_reserve(&c->wire, 256 + req->data.len + extra.len + req->body.len);
     edge_proxy_build_request(req, &o, &c->wire);
     edge_buf_free(&extra);
     edge_buf_free(&drop);
@@ -173,6 +175,7 @@ static int proxy_continue(lua_State *L, int status, lua_KContext kctx)
         edge_lua_body_stream_push(L, c->pipe);
         c->pipe = NULL;              /* the stream userdata owns it now */
         lua_setfield(L, -2, "body");
+        edge_pools_give_response(&c->req->worker->upstream_pools, &c->resp);   /* for the next exchange */
     }
     edge_lua_fetch_call_free(c);
     int res = lua_gettop(L);

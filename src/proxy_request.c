@@ -104,6 +104,21 @@ static void copy_fields(const edge_request *req, const edge_proxy_request_opts *
     }
 }
 
+/* The client's Host as received, port included: Host, else :authority,
+ * else the normalised host. */
+static const char *client_host(const edge_request *req, size_t *n)
+{
+    const edge_header *h = edge_request_header(req, "host", 4);
+    if (h) {
+        *n = h->value.len;
+        return edge_request_ptr(req, h->value);
+    }
+    edge_span s = req->authority.len ? req->authority : req->host;
+    if (s.off == EDGE_SPAN_NONE) return NULL;
+    *n = s.len;
+    return edge_request_ptr(req, s);
+}
+
 static void add_forwarded(const edge_request *req, const edge_proxy_request_opts *o, const edge_header *xff,
                           edge_buf *out)
 {
@@ -117,8 +132,9 @@ static void add_forwarded(const edge_request *req, const edge_proxy_request_opts
     edge_buf_append_str(out, addr);
     edge_buf_append(out, "\r\n", 2);
     put_line(out, "X-Forwarded-Proto", req->scheme, strlen(req->scheme));
-    if (req->host.off != EDGE_SPAN_NONE)
-        put_line(out, "X-Forwarded-Host", edge_request_ptr(req, req->host), req->host.len);
+    size_t n;
+    const char *host = client_host(req, &n);
+    if (host) put_line(out, "X-Forwarded-Host", host, n);
 }
 
 static void add_host(const edge_request *req, const edge_proxy_request_opts *o, edge_buf *out)
@@ -128,9 +144,9 @@ static void add_host(const edge_request *req, const edge_proxy_request_opts *o, 
         put_line(out, "Host", o->host, o->host_len);
         return;
     }
-    const edge_header *h = edge_request_header(req, "host", 4);     /* as received, port included */
-    if (h) put_line(out, "Host", edge_request_ptr(req, h->value), h->value.len);
-    else if (req->host.off != EDGE_SPAN_NONE) put_line(out, "Host", edge_request_ptr(req, req->host), req->host.len);
+    size_t n;
+    const char *host = client_host(req, &n);
+    if (host) put_line(out, "Host", host, n);
 }
 
 static void add_target(const edge_request *req, const edge_proxy_request_opts *o, edge_buf *out)
@@ -162,6 +178,17 @@ void edge_proxy_build_request(const edge_request *req, const edge_proxy_request_
     }
     if (o->keep_upgrade) edge_buf_append_str(out, "Connection: upgrade\r\n");
     if (o->extra) edge_buf_append(out, o->extra->base, o->extra->len);
-    if (req->has_body || req->body.len) edge_buf_printf(out, "Content-Length: %zu\r\n", req->body.len);
+    /* A body, or a method that has one by definition (RFC 9110 8.6: a POST without
+     * one says Content-Length: 0), as nginx sends it. */
+    const char *m = o->method ? o->method : edge_request_ptr(req, req->method);
+    size_t mlen = o->method ? o->method_len : req->method.len;
+    int body_method = (mlen == 4 && memcmp(m, "POST", 4) == 0) || (mlen == 3 && memcmp(m, "PUT", 3) == 0) ||
+                      (mlen == 5 && memcmp(m, "PATCH", 5) == 0);
+    if (req->has_body || req->body.len || body_method) {
+        char num[24];
+        edge_buf_append_str(out, "Content-Length: ");
+        edge_buf_append(out, num, edge_format_u64(num, req->body.len));
+        edge_buf_append(out, "\r\n", 2);
+    }
     edge_buf_append(out, "\r\n", 2);
 }

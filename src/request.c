@@ -47,6 +47,7 @@ void edge_request_reset(edge_request *req)
     req->resp.streamed = 0;
     req->method = req->path = (edge_span){0, 0};
     req->query = req->host = (edge_span){EDGE_SPAN_NONE, 0};
+    req->authority = (edge_span){0, 0};
     req->has_body = req->is_head = req->has_cache_key = 0;
     req->cache_status = NULL;
     req->start = 0;

@@ -92,6 +92,7 @@ typedef struct edge_request {
     edge_span path;             /* without the query */
     edge_span query;            /* without '?'; len 0 and off UINT32_MAX when absent */
     edge_span host;             /* from Host or :authority, lower-case, no port */
+    edge_span authority;        /* HTTP/2's :authority as received (edge.proxy's Host); len 0: none */
     edge_header *headers;
     int       n_headers;
     int       cap_headers;

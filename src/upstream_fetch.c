@@ -206,7 +206,7 @@ static void on_head(edge_upconn *c, void *ud)
     if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)) length = (int64_t)p->content_length;
     if (!edge_http_status_has_body(c->resp.status)) length = 0;
     edge_pipe_producer producer = {.resume = stream_resume, .cancel = stream_cancel, .ud = f};
-    f->pipe = c->pipe = edge_pipe_new(length, &producer);
+    f->pipe = c->pipe = edge_pipe_new(length, f->w->cfg ? f->w->cfg->proxy_buffer : 0, &producer);
     f->pipe->no_body = f->is_head;
     f->resp = c->resp;                      /* the head; the body is not buffered */
     memset(&c->resp, 0, sizeof(c->resp));
