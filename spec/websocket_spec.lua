@@ -119,6 +119,7 @@ describe("WebSocket pass-through #e2e", function()
   end)
 
   it("closes the origin when the client drops the TCP connection", function()
+    assert.truthy(util.wait_until(function() return sessions(echo) == 0 end, 5), "sessions of earlier tests left")
     local p = client_bg(srv, "/ws", { "echo:x", "hold:1", "abort", "hold:2" })
     assert.truthy(util.wait_until(function() return p:stdout():find("ok echo", 1, true) end, 10), p:stdout())
     assert.are.equal(1, sessions(echo))
