@@ -59,6 +59,9 @@ struct edge_pipe {
     unsigned  ended : 1;          /* the producer called edge_pipe_end */
     unsigned  ok : 1;             /* ... with the body complete */
     unsigned  waiting : 1;        /* the producer stopped for back-pressure: resume it */
+    struct edge_pipe *loose_next;   /* in its request's list of pipes Lua holds (edge_pipe_lend) */
+    struct edge_pipe **loose_pprev;
+    struct edge_pipe **holder;      /* the Lua value's slot, emptied when the request closes it */
     unsigned  in_producer : 1;    /* inside edge_pipe_write/end: a close there is deferred */
     unsigned  closed : 1;         /* the consumer closed it while in_producer */
 };
@@ -109,6 +112,19 @@ void edge_pipe_close(edge_pipe *p);
 /* Takes the pipe over and reads it to its end for nothing but its taps (the
  * cache writer of a HEAD sent as GET), then closes it. */
 void edge_pipe_drain(edge_pipe *p);
+
+/* ---- pipes lent to Lua (res.body of edge.proxy) ----
+ * A script may drop the response it got (return another one): its pipe then
+ * waits for Lua's garbage collector, and the origin connection with it.
+ * Lent pipes are listed on their request, which closes the rest when it
+ * finishes. */
+
+/* Lists p on *list; *holder is the Lua value's pointer to p. */
+void edge_pipe_lend(edge_pipe *p, edge_pipe **list, edge_pipe **holder);
+/* Takes p off its list (it was returned as a response, or collected). */
+void edge_pipe_unlend(edge_pipe *p);
+/* Closes every pipe still on the list and empties their holders. */
+void edge_pipe_close_lent(edge_pipe **list);
 
 /* ---- taps ---- */
 

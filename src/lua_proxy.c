@@ -154,7 +154,7 @@ static int proxy_continue(lua_State *L, int status, lua_KContext kctx)
         push_headers(L, &c->resp);
         lua_setfield(L, -2, "headers");
         c->pipe->get_for_head = sends_get_for_head(c->req);
-        edge_lua_body_stream_push(L, c->pipe);
+        edge_lua_body_stream_push(L, c->pipe, &c->req->lua.lent_pipes);
         c->pipe = NULL;              /* the stream userdata owns it now */
         lua_setfield(L, -2, "body");
         edge_pools_give_response(&c->req->worker->upstream_pools, &c->resp);   /* for the next exchange */
