@@ -149,6 +149,11 @@ void edge_proxy_build_request(const edge_request *req, const edge_proxy_request_
     }
     if (o->keep_upgrade) edge_buf_append_str(out, "Connection: upgrade\r\n");
     if (o->extra) edge_buf_append(out, o->extra->base, o->extra->len);
-    if (req->has_body || req->body.len) edge_buf_printf(out, "Content-Length: %zu\r\n", req->body.len);
+    if (o->streamed_body && o->body_length >= 0)
+        edge_buf_printf(out, "Content-Length: %lld\r\n", (long long)o->body_length);
+    else if (o->streamed_body)
+        edge_buf_append_str(out, "Transfer-Encoding: chunked\r\n");
+    else if (req->has_body || req->body.len)
+        edge_buf_printf(out, "Content-Length: %zu\r\n", req->body.len);
     edge_buf_append(out, "\r\n", 2);
 }
