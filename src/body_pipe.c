@@ -93,6 +93,7 @@ void edge_pipe_end(edge_pipe *p, int ok)
 void edge_pipe_consume(edge_pipe *p, size_t n)
 {
     p->off += n;
+    p->consumed += n;
     if (p->off == p->buf.len) {
         p->buf.len = 0;
         p->off = 0;

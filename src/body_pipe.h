@@ -1,6 +1,9 @@
-/* A response body that arrives over time (edge.proxy): one producer (the
- * upstream response), one consumer (the protocol writing to the client), and
- * optional taps that see every byte (the cache writer).
+/* A body that arrives over time (edge.proxy): one producer, one consumer,
+ * and optional taps that see every byte (the cache writer). A response body:
+ * the upstream response produces, the protocol writing to the client
+ * consumes. A request body past --body-buffer: the client's protocol (h1.c,
+ * h2.c) produces, the upstream connection sending it to the origin consumes
+ * (the request owns the pipe until edge.proxy takes it; see request.h).
  *
  * Bounded both ways: the producer stops reading its source while more than
  * high bytes wait, and is asked to go on (resume) once the consumer took
@@ -51,6 +54,8 @@ struct edge_pipe {
     int64_t   length;             /* the body's length when known (Content-Length), else -1 */
     size_t    high;               /* the producer pauses with this many bytes unread */
     uint64_t  produced;           /* body bytes written so far */
+    uint64_t  consumed;           /* body bytes the consumer took (a request body: none taken,
+                                   * the exchange may still be tried again) */
     edge_pipe_producer producer;
     edge_pipe_consumer consumer;
     edge_pipe_tap *taps;

@@ -50,6 +50,9 @@ static void build_proxy(lua_State *L, edge_fetch_call *c, int opts, unsigned giv
                         edge_fetch_request *r)
 {
     edge_request *req = c->req;
+    if (req->body_streamed && req->body_pipe == NULL)
+        luaL_error(L, "edge.proxy: the request body was streamed (past --body-buffer) and is gone: "
+                      "it can be proxied once");
     if (plen > 1 || (plen == 1 && path[0] != '/'))
         luaL_error(L, "edge.proxy: the target names the origin only (scheme://host[:port]); "
                       "use opts.path to send another path");
@@ -74,11 +77,21 @@ static void build_proxy(lua_State *L, edge_fetch_call *c, int opts, unsigned giv
     }
     o.extra = &extra;
     o.drop = &drop;
+    if (req->body_pipe) {            /* past --body-buffer: the rest streams from the client */
+        o.streamed_body = 1;
+        o.body_length = req->body_pipe->length;
+    }
     edge_buf_reserve(&c->wire, 256 + req->data.len + extra.len + req->body.len);
     edge_proxy_build_request(req, &o, &c->wire);
     edge_buf_free(&extra);
     edge_buf_free(&drop);
-    if (req->body.len) edge_buf_append(&c->wire, req->body.base, req->body.len);
+    if (req->body_pipe) {            /* the call owns it now; nothing may raise after this */
+        c->body_pipe = r->body = req->body_pipe;
+        r->body_chunked = req->body_pipe->length < 0;
+        req->body_pipe = NULL;
+    } else if (req->body.len) {
+        edge_buf_append(&c->wire, req->body.base, req->body.len);
+    }
     const char *m = o.method ? o.method : edge_request_ptr(req, req->method);
     size_t mlen = o.method ? o.method_len : req->method.len;
     r->is_head = mlen == 4 && memcmp(m, "HEAD", 4) == 0;

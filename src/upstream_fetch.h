@@ -46,6 +46,11 @@ typedef struct edge_fetch_request {
     unsigned    idempotent : 1;   /* may be sent again (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) */
     unsigned    uncounted : 1;    /* a health check: kept out of the request metrics */
     unsigned    stream : 1;       /* edge.proxy: report at the head, stream the body (below) */
+    struct edge_pipe *body;  /* streaming: a request body still arriving, sent after wire (which
+                              * then holds the head only); borrowed: the caller closes it once
+                              * the fetch reported or was cancelled. Always on a new connection;
+                              * never tried again once a body byte was taken */
+    unsigned    body_chunked : 1;   /* body has no length: sent chunk-framed */
     int         retries;     /* more tries after a connect failure or a timeout before any
                               * response byte, idempotent requests only */
     size_t      max_body;
