@@ -170,7 +170,7 @@ static void start_upload(edge_h1 *h, int64_t length)
 {
     edge_request *req = &h->req;
     edge_pipe_producer producer = {.resume = upload_resume, .cancel = upload_cancel, .ud = h};
-    h->upload = req->body_pipe = edge_pipe_new(length, &producer);
+    h->upload = req->body_pipe = edge_pipe_new(length, 0, &producer);
     req->body_streamed = 1;
     req->has_body = 1;
     h->body_mode = BODY_PIPE;

@@ -422,7 +422,7 @@ static void start_upload(edge_h2 *h, edge_h2_stream *st)
 {
     edge_request *req = &st->req;
     edge_pipe_producer producer = {.resume = upload_resume, .cancel = upload_cancel, .ud = st};
-    st->upload = req->body_pipe = edge_pipe_new(content_length(req), &producer);
+    st->upload = req->body_pipe = edge_pipe_new(content_length(req), 0, &producer);
     req->body_streamed = 1;
     req->has_body = 1;
     st->body_mode = BODY_PIPE;
