@@ -95,6 +95,7 @@ void edge_pipe_end(edge_pipe *p, int ok)
 void edge_pipe_consume(edge_pipe *p, size_t n)
 {
     p->off += n;
+    p->consumed += n;
     if (p->off == p->buf.len) {
         p->buf.len = 0;
         p->off = 0;
@@ -132,4 +133,35 @@ void edge_pipe_drain(edge_pipe *p)
     edge_pipe_consumer consumer = {.ready = drain_ready, .ud = p};
     edge_pipe_set_consumer(p, &consumer);
     drain_ready(p);
+}
+
+/* ---- lent to Lua ---- */
+
+void edge_pipe_lend(edge_pipe *p, edge_pipe **list, edge_pipe **holder)
+{
+    p->holder = holder;
+    p->loose_next = *list;
+    if (*list) (*list)->loose_pprev = &p->loose_next;
+    p->loose_pprev = list;
+    *list = p;
+}
+
+void edge_pipe_unlend(edge_pipe *p)
+{
+    if (p->loose_pprev == NULL) return;
+    *p->loose_pprev = p->loose_next;
+    if (p->loose_next) p->loose_next->loose_pprev = p->loose_pprev;
+    p->loose_next = NULL;
+    p->loose_pprev = NULL;
+    p->holder = NULL;
+}
+
+void edge_pipe_close_lent(edge_pipe **list)
+{
+    while (*list) {
+        edge_pipe *p = *list;
+        if (p->holder) *p->holder = NULL;
+        edge_pipe_unlend(p);
+        edge_pipe_close(p);
+    }
 }

@@ -1,6 +1,9 @@
-/* A response body that arrives over time (edge.proxy): one producer (the
- * upstream response), one consumer (the protocol writing to the client), and
- * optional taps that see every byte (the cache writer).
+/* A body that arrives over time (edge.proxy): one producer, one consumer,
+ * and optional taps that see every byte (the cache writer). A response body:
+ * the upstream response produces, the protocol writing to the client
+ * consumes. A request body past --body-buffer: the client's protocol (h1.c,
+ * h2.c) produces, the upstream connection sending it to the origin consumes
+ * (the request owns the pipe until edge.proxy takes it; see request.h).
  *
  * Bounded both ways: the producer stops reading its source while more than
  * high bytes wait, and is asked to go on (resume) once the consumer took
@@ -51,6 +54,8 @@ struct edge_pipe {
     int64_t   length;             /* the body's length when known (Content-Length), else -1 */
     size_t    high;               /* the producer pauses with this many bytes unread */
     uint64_t  produced;           /* body bytes written so far */
+    uint64_t  consumed;           /* body bytes the consumer took (a request body: none taken,
+                                   * the exchange may still be tried again) */
     edge_pipe_producer producer;
     edge_pipe_consumer consumer;
     edge_pipe_tap *taps;
@@ -63,6 +68,9 @@ struct edge_pipe {
     unsigned  ended : 1;          /* the producer called edge_pipe_end */
     unsigned  ok : 1;             /* ... with the body complete */
     unsigned  waiting : 1;        /* the producer stopped for back-pressure: resume it */
+    struct edge_pipe *loose_next;   /* in its request's list of pipes Lua holds (edge_pipe_lend) */
+    struct edge_pipe **loose_pprev;
+    struct edge_pipe **holder;      /* the Lua value's slot, emptied when the request closes it */
     unsigned  in_producer : 1;    /* inside edge_pipe_write/end: a close there is deferred */
     unsigned  closed : 1;         /* the consumer closed it while in_producer */
 };
@@ -113,6 +121,19 @@ void edge_pipe_close(edge_pipe *p);
 /* Takes the pipe over and reads it to its end for nothing but its taps (the
  * cache writer of a HEAD sent as GET), then closes it. */
 void edge_pipe_drain(edge_pipe *p);
+
+/* ---- pipes lent to Lua (res.body of edge.proxy) ----
+ * A script may drop the response it got (return another one): its pipe then
+ * waits for Lua's garbage collector, and the origin connection with it.
+ * Lent pipes are listed on their request, which closes the rest when it
+ * finishes. */
+
+/* Lists p on *list; *holder is the Lua value's pointer to p. */
+void edge_pipe_lend(edge_pipe *p, edge_pipe **list, edge_pipe **holder);
+/* Takes p off its list (it was returned as a response, or collected). */
+void edge_pipe_unlend(edge_pipe *p);
+/* Closes every pipe still on the list and empties their holders. */
+void edge_pipe_close_lent(edge_pipe **list);
 
 /* ---- taps ---- */
 

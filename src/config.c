@@ -31,6 +31,9 @@ static const char usage_text[] =
     "      --lua-budget N         VM instructions a hook may run (default 10000000)\n"
     "      --log-level LEVEL      error, warn, notice, info or debug (default notice)\n"
     "      --max-body SIZE        request body limit, 413 past it (default 1m)\n"
+    "      --body-buffer SIZE     request bodies up to this are read whole before the script\n"
+    "                             runs; larger ones stream (edge.proxy) (default 1m, at most\n"
+    "                             --max-body)\n"
     "      --max-request-line SIZE   request line limit, 414 past it (default 8k)\n"
     "      --max-header-size SIZE    header block limit, 431 past it (default 16k)\n"
     "      --max-headers N        header field count limit, 431 past it (default 100)\n"
@@ -75,7 +78,7 @@ enum {
     OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS,
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
-    OPT_TRUSTED_PROXIES
+    OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER
 };
 
 static const struct option long_options[] = {
@@ -108,6 +111,7 @@ static const struct option long_options[] = {
     {"lua-budget", required_argument, NULL, OPT_LUA_BUDGET},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"max-body", required_argument, NULL, OPT_MAX_BODY},
+    {"body-buffer", required_argument, NULL, OPT_BODY_BUFFER},
     {"max-request-line", required_argument, NULL, OPT_MAX_LINE},
     {"max-header-size", required_argument, NULL, OPT_MAX_HSIZE},
     {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
@@ -124,6 +128,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->tls_min = 12;
     cfg->lua_budget = 10000000;
     cfg->max_body = 1024 * 1024;
+    cfg->body_buffer = 1024 * 1024;
     cfg->max_request_line = 8192;
     cfg->max_header_size = 16384;
     cfg->max_headers = 100;
@@ -289,6 +294,8 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         return EDGE_OK;
     case OPT_MAX_BODY:
         return parse_size(arg, 0, MAX_SIZE, &cfg->max_body) ? bad_value(name, arg, "bytes, e.g. 1m") : EDGE_OK;
+    case OPT_BODY_BUFFER:
+        return parse_size(arg, 0, MAX_SIZE, &cfg->body_buffer) ? bad_value(name, arg, "bytes, e.g. 1m") : EDGE_OK;
     case OPT_MAX_LINE:
         return parse_size(arg, 64, 1u << 20, &cfg->max_request_line)
                    ? bad_value(name, arg, "64 to 1m bytes") : EDGE_OK;
@@ -415,6 +422,7 @@ int edge_config_parse(edge_config *cfg, int argc, char **argv)
         return EDGE_ERROR;
     }
     if (check_cache_max_object(cfg) != EDGE_OK) return EDGE_ERROR;
+    if (cfg->body_buffer > cfg->max_body) cfg->body_buffer = cfg->max_body;   /* never more than is allowed */
     if (cfg->script == NULL) {
         fprintf(stderr, "edge: no script given: edge -s SCRIPT (see edge -h)\n");
         return EDGE_ERROR;

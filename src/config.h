@@ -23,6 +23,7 @@ typedef struct edge_config {
     int         tls_min;            /* 12 or 13 */
     long        lua_budget;         /* VM instructions per hook run */
     size_t      max_body;
+    size_t      body_buffer;        /* request bodies up to this are read whole; larger ones stream */
     size_t      max_request_line;
     size_t      max_header_size;
     int         max_headers;

@@ -22,7 +22,16 @@ enum h1_state {
     H1_READING,      /* a request has begun arriving */
     H1_DISPATCHED,   /* complete; the core is producing its response */
     H1_STREAMING,    /* the head is out; the body comes from resp.pipe (edge.proxy) */
+    H1_DRAINING,     /* the response is queued; the request's streamed body is still
+                      * arriving, discarded: the next request follows its end */
     H1_CLOSING       /* the last response is queued; the connection closes after it */
+};
+
+/* What becomes of a request body's bytes. */
+enum h1_body {
+    BODY_WHOLE,      /* into req.body (up to --body-buffer), or no body */
+    BODY_PIPE,       /* past --body-buffer: into the pipe h->upload, the request dispatched */
+    BODY_DISCARD     /* streamed, but nobody reads it any more: dropped to its end */
 };
 
 typedef struct edge_h1 {
@@ -44,6 +53,11 @@ typedef struct edge_h1 {
     unsigned       tail_at_line_start : 1;  /* the last parsed bytes ended in LF [SP/HTAB]* */
     unsigned       stop_after : 1;   /* server draining: close after this response */
     unsigned       chunked : 1;      /* the streamed body goes out in chunks */
+    unsigned       dispatch_now : 1; /* a callback made the request ready: parse_some dispatches */
+    unsigned       upload_paused : 1;   /* the pipe is full: the parser and reading wait for resume */
+    enum h1_body   body_mode;
+    edge_pipe     *upload;           /* BODY_PIPE: the pipe we produce (req.body_pipe, or taken) */
+    uint64_t       body_total;       /* body bytes of the current request, against --max-body */
     edge_buf       log_lines;        /* access log lines of responses still being written */
     edge_buf       log_marks;        /* one log_mark per line, in response order */
     size_t         log_next;         /* the first mark not yet committed */
@@ -60,6 +74,10 @@ typedef struct log_mark {
 
 static void process_input(edge_h1 *h);
 static void encode_response(edge_h1 *h);
+static void start_upload(edge_h1 *h, int64_t length);
+static int upload_write(edge_h1 *h, const char *at, size_t n);
+static void upload_end(edge_h1 *h);
+static void upload_failed(edge_h1 *h, int status);
 
 static edge_h1 *h1_of(llhttp_t *p)
 {
@@ -109,6 +127,109 @@ static int fail(edge_h1 *h, int status)
     return HPE_USER;
 }
 
+/* ---- request bodies past --body-buffer ----
+ *
+ * The request is dispatched once its body passes --body-buffer, with
+ * req.body_pipe holding the bytes so far; the parser goes on feeding the pipe
+ * while the core works. When the pipe is full the parser and the socket read
+ * pause (the client's TCP window closes) until its consumer, the upstream
+ * connection sending it to the origin, takes it down again. A pipe closed
+ * before its end (the script answered itself, the origin failed) turns the
+ * rest into BODY_DISCARD: read and dropped, within --max-body and
+ * --body-timeout, so the connection can serve its next request. */
+
+static int uploading(const edge_h1 *h)
+{
+    return h->body_mode != BODY_WHOLE;
+}
+
+/* The consumer took bytes: parse on, from the loop (never inside it). */
+static void upload_resume(void *ud)
+{
+    edge_h1 *h = ud;
+    edge_conn *c = h->c;
+    if (!h->upload_paused) return;
+    h->upload_paused = 0;
+    if (c->state != EDGE_CONN_OPEN) return;
+    edge_conn_set_timeout(c, c->w->cfg->body_timeout);
+    edge_conn_resume_read(c);
+    ev_feed_event(c->w->loop, &c->wio, EV_WRITE);   /* h1_on_drained parses what c->in holds */
+}
+
+/* The consumer closed the pipe before its end: the rest is dropped. */
+static void upload_cancel(void *ud)
+{
+    edge_h1 *h = ud;
+    h->upload = NULL;
+    h->body_mode = BODY_DISCARD;
+    upload_resume(h);
+}
+
+/* Inside llhttp: makes the pipe (length: Content-Length, or -1), moves the
+ * bytes so far into it and has parse_some dispatch the request. */
+static void start_upload(edge_h1 *h, int64_t length)
+{
+    edge_request *req = &h->req;
+    edge_pipe_producer producer = {.resume = upload_resume, .cancel = upload_cancel, .ud = h};
+    h->upload = req->body_pipe = edge_pipe_new(length, 0, &producer);
+    req->body_streamed = 1;
+    req->has_body = 1;
+    h->body_mode = BODY_PIPE;
+    h->upload_paused = 0;
+    h->keep_alive = llhttp_should_keep_alive(&h->parser);
+    h->state = H1_DISPATCHED;
+    h->dispatch_now = 1;
+    if (req->body.len) upload_write(h, req->body.base, req->body.len);
+    req->body.len = 0;
+}
+
+/* Hands body bytes to the pipe; returns 1 when it is full (the parser
+ * pauses: on_body returns HPE_PAUSED). */
+static int upload_write(edge_h1 *h, const char *at, size_t n)
+{
+    if (h->body_mode != BODY_PIPE) return 0;
+    int rc = edge_pipe_write(h->upload, at, n);
+    if (rc == EDGE_PIPE_GONE) {             /* closed inside the write: freed */
+        h->upload = NULL;
+        h->body_mode = BODY_DISCARD;
+        return 0;
+    }
+    if (rc != EDGE_PIPE_PAUSE) return 0;
+    h->upload_paused = 1;
+    edge_conn_pause_read(h->c);
+    edge_conn_set_timeout(h->c, 0);         /* waiting on the origin, not the client */
+    return 1;
+}
+
+/* Inside llhttp: the streamed body is complete. */
+static void upload_end(edge_h1 *h)
+{
+    if (h->upload) edge_pipe_end(h->upload, 1);
+    h->upload = NULL;
+    h->body_mode = BODY_WHOLE;
+    h->upload_paused = 0;
+    edge_conn_set_timeout(h->c, 0);         /* DRAINING: parse_some goes on to the next request */
+}
+
+/* The client failed its streamed body (too large, bad framing, too slow):
+ * the pipe fails (the origin request is aborted); the client gets status if
+ * no response began, else the connection is closed. */
+static void upload_failed(edge_h1 *h, int status)
+{
+    edge_log(EDGE_LOG_INFO, h->c->id, "request %s: the streamed request body failed: %d",
+             edge_request_id(&h->req), status);
+    if (h->upload) edge_pipe_end(h->upload, 0);
+    h->upload = NULL;
+    h->body_mode = BODY_WHOLE;
+    h->upload_paused = 0;
+    if (h->state == H1_DISPATCHED) {
+        edge_dispatch_cancel(&h->req);
+        reject(h, status);
+        return;
+    }
+    if (h->state != H1_CLOSING) edge_conn_close(h->c);
+}
+
 /* ---- llhttp callbacks ---- */
 
 static int on_message_begin(llhttp_t *p)
@@ -117,6 +238,7 @@ static int on_message_begin(llhttp_t *p)
     h->state = H1_READING;
     h->url_len = h->header_bytes = 0;
     h->has_te = h->te_unsupported = h->in_trailers = 0;
+    h->body_total = 0;
     h->req.start = ev_now(h->c->w->loop);
     /* Not reset by later reads: a client trickling bytes is still cut off. */
     edge_conn_set_timeout(h->c, h->c->w->cfg->header_timeout);
@@ -267,23 +389,41 @@ static int on_headers_complete(llhttp_t *p)
     if (has_length && p->content_length > cfg->max_body) return fail(h, 413);
     req->has_body = chunked || (has_length && p->content_length > 0);
     if (req->has_body) edge_conn_set_timeout(h->c, cfg->body_timeout);
-    return handle_expect(h, req->has_body);
+    int rc = handle_expect(h, req->has_body);
+    if (rc != 0 || !has_length || p->content_length <= cfg->body_buffer) return rc;
+    start_upload(h, (int64_t)p->content_length);    /* too large to hold: streamed from the start */
+    return HPE_PAUSED;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     edge_h1 *h = h1_of(p);
-    if (h->req.body.len + n > h->c->w->cfg->max_body) return fail(h, 413);
-    edge_buf_append(&h->req.body, at, n);
-    edge_conn_set_timeout(h->c, h->c->w->cfg->body_timeout);   /* between two reads, as nginx */
-    return 0;
+    const edge_config *cfg = h->c->w->cfg;
+    h->body_total += n;
+    if (h->body_total > cfg->max_body) return fail(h, 413);
+    edge_conn_set_timeout(h->c, cfg->body_timeout);   /* between two reads, as nginx */
+    if (h->body_mode == BODY_WHOLE && h->req.body.len + n <= cfg->body_buffer) {
+        edge_buf_append(&h->req.body, at, n);
+        return 0;
+    }
+    if (h->body_mode == BODY_WHOLE) {                  /* it grew past --body-buffer: stream it */
+        start_upload(h, -1);
+        upload_write(h, at, n);
+        return HPE_PAUSED;                             /* parse_some dispatches */
+    }
+    return upload_write(h, at, n) ? HPE_PAUSED : 0;
 }
 
 static int on_message_complete(llhttp_t *p)
 {
     edge_h1 *h = h1_of(p);
     h->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
+    if (h->body_mode != BODY_WHOLE) {    /* a streamed body's end: the request was dispatched */
+        upload_end(h);
+        return HPE_PAUSED;
+    }
     h->state = H1_DISPATCHED;
+    h->dispatch_now = 1;
     return HPE_PAUSED;   /* one request at a time: process_input dispatches it */
 }
 
@@ -432,6 +572,7 @@ static void encode_response(edge_h1 *h)
  * plus the pipe's bound is held per response. */
 
 static void response_sent(edge_h1 *h);
+static void next_request(edge_h1 *h);
 
 /* An origin that failed mid-body: the client must not take a cut body for a
  * whole one, so the connection closes without the last chunk (or short of
@@ -530,17 +671,32 @@ static void h1_respond(edge_request *req)
     response_sent(h);
 }
 
-/* The whole response is queued: the next request, or the close. */
+/* The whole response is queued: the next request, or the close. A request
+ * body still arriving is read to its end first (DRAINING), or the close
+ * makes the linger drop it. */
 static void response_sent(edge_h1 *h)
 {
     edge_conn *c = h->c;
-    edge_request_reset(&h->req);
+    edge_request_reset(&h->req);      /* a streamed body nobody took: discarded from now */
     if (h->stop_after || c->w->stopping) h->keep_alive = 0;    /* a drain began while it streamed */
     if (!h->keep_alive) {
         h->state = H1_CLOSING;
         edge_conn_close_after_flush(c);
         return;
     }
+    if (uploading(h)) {
+        h->state = H1_DRAINING;
+        if (!h->upload_paused) edge_conn_set_timeout(c, c->w->cfg->body_timeout);
+        if (!h->in_parse) process_input(h);
+        return;
+    }
+    next_request(h);
+}
+
+/* Ready for the next request (pipelined ones are parsed now). */
+static void next_request(edge_h1 *h)
+{
+    edge_conn *c = h->c;
     h->state = H1_IDLE;
     edge_conn_set_timeout(c, c->w->cfg->keepalive_timeout);
     if (!h->in_parse) process_input(h);   /* pipelined requests, and the flush */
@@ -552,14 +708,19 @@ static const edge_request_ops h1_request_ops = {.respond = h1_respond};
 
 static void dispatch(edge_h1 *h)
 {
-    edge_conn_set_timeout(h->c, 0);
+    edge_conn *c = h->c;
+    edge_conn_set_timeout(c, 0);
     edge_dispatch_start(&h->req);
+    /* A body still arriving: the client has --body-timeout between reads. */
+    if (c->state == EDGE_CONN_OPEN && uploading(h) && !h->upload_paused)
+        edge_conn_set_timeout(c, c->w->cfg->body_timeout);
 }
 
 static int can_parse(const edge_h1 *h)
 {
-    return h->c->state == EDGE_CONN_OPEN && (h->state == H1_IDLE || h->state == H1_READING) &&
-           h->c->in.len > 0;
+    if (h->c->state != EDGE_CONN_OPEN || h->c->in.len == 0) return 0;
+    if (uploading(h)) return !h->upload_paused;
+    return h->state == H1_IDLE || h->state == H1_READING;
 }
 
 /* Whether bytes end in LF and nothing but SP/HTAB (when they hold nothing
@@ -591,11 +752,18 @@ static void parse_some(edge_h1 *h)
             h->req.bytes_in += used;
             edge_buf_consume(&c->in, used);
             llhttp_resume(&h->parser);
-        } else {
+        } else if (h->state == H1_IDLE || h->state == H1_READING) {
             reject(h, status_for_error(h, e));
             break;
+        } else {                            /* a streamed body, the request already dispatched */
+            upload_failed(h, status_for_error(h, e));
+            break;
         }
-        if (h->state == H1_DISPATCHED) dispatch(h);
+        if (h->dispatch_now) {
+            h->dispatch_now = 0;
+            dispatch(h);
+        }
+        if (h->state == H1_DRAINING && !uploading(h)) next_request(h);
     }
     h->in_parse = 0;
 }
@@ -613,7 +781,12 @@ static void after_input(edge_h1 *h)
     edge_conn *c = h->c;
     if (c->state != EDGE_CONN_OPEN || h->state == H1_CLOSING) return;
     if (!c->read_eof) {
-        edge_conn_resume_read(c);
+        if (!h->upload_paused) edge_conn_resume_read(c);
+        return;
+    }
+    if (uploading(h) && c->in.len == 0) {   /* the client stopped sending mid-body: it is gone */
+        edge_log(EDGE_LOG_INFO, c->id, "client closed its side before the end of its request body");
+        edge_conn_close(c);
         return;
     }
     if (h->state == H1_DISPATCHED || c->in.len > 0) return;   /* answers still to come */
@@ -645,19 +818,17 @@ static void process_input(edge_h1 *h)
 static void h1_on_data(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_IDLE || h->state == H1_READING) process_input(h);
+    if (h->state == H1_IDLE || h->state == H1_READING || uploading(h)) process_input(h);
     /* Otherwise the bytes wait (pipelining); reading pauses if they pile up. */
 }
 
 static void h1_on_drained(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_STREAMING) {
-        pump_body(h);
-        return;
-    }
+    if (h->state == H1_STREAMING) pump_body(h);
+    if (c->state != EDGE_CONN_OPEN) return;
     /* Also with nothing buffered: after_input resumes reading or closes. */
-    if (h->state == H1_IDLE || h->state == H1_READING) process_input(h);
+    if (h->state == H1_IDLE || h->state == H1_READING || uploading(h)) process_input(h);
 }
 
 /* The client finished sending: a request in progress and the complete ones
@@ -666,13 +837,17 @@ static void h1_on_drained(edge_conn *c)
 static void h1_on_eof(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_IDLE || h->state == H1_READING) process_input(h);
+    if (h->state == H1_IDLE || h->state == H1_READING || uploading(h)) process_input(h);
 }
 
 static void h1_on_timeout(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_READING) {
+    if (uploading(h)) {
+        if (h->upload_paused) return;       /* waiting on the origin: not the client's time */
+        edge_log(EDGE_LOG_INFO, c->id, "client timed out sending its request body");
+        upload_failed(h, 408);
+    } else if (h->state == H1_READING) {
         edge_log(EDGE_LOG_INFO, c->id, "client timed out sending its request");
         reject(h, 408);
     } else if (h->state == H1_IDLE && edge_conn_pending(c) > 0) {
@@ -687,13 +862,22 @@ static void h1_on_timeout(edge_conn *c)
 static void h1_on_shutdown(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_DISPATCHED || h->state == H1_STREAMING) h->stop_after = 1;
-    else if (h->state != H1_CLOSING) edge_conn_close(c);
+    if (h->state == H1_DISPATCHED || h->state == H1_STREAMING) {
+        h->stop_after = 1;
+    } else if (h->state == H1_DRAINING) {   /* the response is queued: send it, drop the body */
+        h->state = H1_CLOSING;
+        edge_conn_close_after_flush(c);
+    } else if (h->state != H1_CLOSING) {
+        edge_conn_close(c);
+    }
 }
 
 static void h1_on_close(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
+    if (h->upload) edge_pipe_end(h->upload, 0);   /* gone mid-body: the origin request fails */
+    h->upload = NULL;
+    h->body_mode = BODY_WHOLE;
     commit_log_lines(h, 1);      /* responses cut short by the close: logged as they are */
     if (h->state == H1_STREAMING) {
         /* The client left, or the origin failed, mid-body: the origin read

@@ -15,7 +15,11 @@
  * Flow control: WINDOW_UPDATEs are ours (no automatic ones). Every DATA byte
  * gives the connection window back; a stream's window is given back only
  * while its body stays within --max-body, so a stream never takes more than
- * --max-body plus one window of the client's data. */
+ * --max-body plus one window of the client's data. A body past --body-buffer
+ * streams (edge.proxy): the request is dispatched with req.body_pipe, and
+ * the stream's window comes back only as fast as the pipe's consumer (the
+ * upstream connection) takes the bytes: the client sends no faster than the
+ * origin reads. */
 #include "h2.h"
 #include "access_log.h"
 #include "body_pipe.h"
@@ -39,6 +43,8 @@
 #define RESET_RATE      50             /* ... and per second after that */
 
 typedef struct edge_h2 edge_h2;
+
+enum { BODY_WHOLE, BODY_PIPE, BODY_DISCARD };   /* what becomes of a request body's bytes */
 
 /* What a stream waits for. HEADERS, BODY and SENDING wait on the client and
  * have a deadline; DISPATCHED and SENDING are busy (edge has work to do). */
@@ -65,6 +71,13 @@ typedef struct edge_h2_stream {
     unsigned  abusive : 1;          /* its header list ended the connection: ignore the rest */
     unsigned  submitted : 1;        /* a response was submitted: log it when the stream ends */
     unsigned  deferred : 1;         /* its streamed body waits on the origin (NGHTTP2_ERR_DEFERRED) */
+    /* a request body past --body-buffer, arriving while the request is dispatched */
+    unsigned  body_mode : 2;        /* BODY_WHOLE, BODY_PIPE (into upload), BODY_DISCARD */
+    unsigned  upload_paused : 1;    /* the pipe is full: the stream's window is held back */
+    edge_pipe *upload;              /* BODY_PIPE: the pipe we produce */
+    uint64_t  body_total;           /* body bytes received, against --max-body */
+    size_t    window_held;          /* DATA bytes whose stream window is not given back yet */
+    ev_timer  body_deadline;        /* --body-timeout between DATA frames while it streams */
     edge_request req;               /* last: the protocol-neutral part */
 } edge_h2_stream;
 
@@ -166,8 +179,11 @@ static void log_stream(edge_h2 *h, edge_h2_stream *st)
 
 /* Unlinks and frees; the caller has cancelled a dispatched request. Touches
  * no connection timer: it also runs from the free hook. */
+static void upload_abandon(edge_h2 *h, edge_h2_stream *st);
+
 static void stream_free(edge_h2 *h, edge_h2_stream *st)
 {
+    upload_abandon(h, st);          /* before the request frees the pipe: no cancel hook then */
     ev_timer_stop(h->c->w->loop, &st->deadline);
     if (phase_busy(st->phase)) h->n_busy--;
     if (st->prev) st->prev->next = st->next;
@@ -343,6 +359,137 @@ static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
     send_pending(h);
 }
 
+/* ---- request bodies past --body-buffer ---- */
+
+/* The stream ends (closed, reset, the connection gone) mid-body: the pipe
+ * fails, so the origin request does too. */
+static void upload_abandon(edge_h2 *h, edge_h2_stream *st)
+{
+    if (st->upload) edge_pipe_end(st->upload, 0);
+    st->upload = NULL;
+    st->body_mode = BODY_WHOLE;
+    st->upload_paused = 0;
+    ev_timer_stop(h->c->w->loop, &st->body_deadline);
+}
+
+static void body_deadline_restart(edge_h2 *h, edge_h2_stream *st)
+{
+    st->body_deadline.repeat = h->c->w->cfg->body_timeout;
+    ev_timer_again(h->c->w->loop, &st->body_deadline);
+}
+
+/* The consumer took bytes (or left): the held window goes back, from the
+ * loop's next turn (this runs inside the consumer). */
+static void upload_resume(void *ud)
+{
+    edge_h2_stream *st = ud;
+    edge_h2 *h = st->h2;
+    if (!st->upload_paused) return;
+    st->upload_paused = 0;
+    if (h->c->state != EDGE_CONN_OPEN) return;
+    if (st->window_held) nghttp2_session_consume_stream(h->session, st->id, st->window_held);
+    st->window_held = 0;
+    body_deadline_restart(h, st);
+    ev_feed_event(h->c->w->loop, &h->c->wio, EV_WRITE);   /* h2_on_drained sends the WINDOW_UPDATE */
+}
+
+/* The consumer closed the pipe before its end: the rest is dropped (and an
+ * early response ends the stream with RST_STREAM NO_ERROR, as before). */
+static void upload_cancel(void *ud)
+{
+    edge_h2_stream *st = ud;
+    st->upload = NULL;
+    st->body_mode = BODY_DISCARD;
+    upload_resume(st);
+}
+
+/* The client's Content-Length, or -1. */
+static int64_t content_length(const edge_request *req)
+{
+    const edge_header *cl = edge_request_header(req, "content-length", 14);
+    if (cl == NULL || cl->value.len == 0 || cl->value.len > 18) return -1;
+    const char *v = edge_request_ptr(req, cl->value);
+    int64_t n = 0;
+    for (uint32_t i = 0; i < cl->value.len; i++) {
+        if (v[i] < '0' || v[i] > '9') return -1;
+        n = n * 10 + (v[i] - '0');
+    }
+    return n;
+}
+
+/* The body passed --body-buffer: it streams through a pipe from now on. */
+static void start_upload(edge_h2 *h, edge_h2_stream *st)
+{
+    edge_request *req = &st->req;
+    edge_pipe_producer producer = {.resume = upload_resume, .cancel = upload_cancel, .ud = st};
+    st->upload = req->body_pipe = edge_pipe_new(content_length(req), 0, &producer);
+    req->body_streamed = 1;
+    req->has_body = 1;
+    st->body_mode = BODY_PIPE;
+    st->body_total = req->body.len;
+    if (req->body.len && edge_pipe_write(st->upload, req->body.base, req->body.len) == EDGE_PIPE_PAUSE)
+        st->upload_paused = 1;          /* those bytes' window went back already */
+    req->body.len = 0;
+    body_deadline_restart(h, st);
+}
+
+static void reject_stream(edge_h2 *h, edge_h2_stream *st, int status);
+static void reset_stream(edge_h2 *h, edge_h2_stream *st, uint32_t code);
+
+/* The client failed its streamed body (past --max-body, too slow): the pipe
+ * fails (the origin request is aborted); the client gets status if no
+ * response began, else RST_STREAM. */
+static void upload_failed(edge_h2 *h, edge_h2_stream *st, int status)
+{
+    edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: the streamed request body failed: %d", st->id, status);
+    upload_abandon(h, st);
+    st->reject_status = status;     /* its later DATA frames only give the connection window back */
+    if (st->phase == ST_DISPATCHED) {
+        edge_dispatch_cancel(&st->req);
+        reject_stream(h, st, status);
+    } else if (st->phase == ST_SENDING) {
+        reset_stream(h, st, NGHTTP2_INTERNAL_ERROR);
+    }
+}
+
+static void on_body_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_h2_stream *st = edge_container_of(t, edge_h2_stream, body_deadline);
+    edge_h2 *h = st->h2;
+    ev_timer_stop(loop, t);
+    if (h->c->state != EDGE_CONN_OPEN || st->upload_paused || st->body_mode == BODY_WHOLE) return;
+    edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: no request body for %.0fs", st->id, t->repeat);
+    upload_failed(h, st, 408);
+    send_pending(h);
+}
+
+/* DATA of a streamed body: into the pipe (its window held while the pipe is
+ * full), or dropped. The connection window always comes back. */
+static void upload_data(edge_h2 *h, edge_h2_stream *st, const uint8_t *data, size_t len)
+{
+    nghttp2_session *session = h->session;
+    nghttp2_session_consume_connection(session, len);
+    st->body_total += len;
+    if (st->body_total > h->c->w->cfg->max_body) {
+        upload_failed(h, st, 413);
+        return;
+    }
+    if (!st->upload_paused) body_deadline_restart(h, st);
+    if (st->body_mode == BODY_PIPE) {
+        int rc = edge_pipe_write(st->upload, (const char *)data, len);
+        if (rc == EDGE_PIPE_GONE) {
+            st->upload = NULL;
+            st->body_mode = BODY_DISCARD;
+        } else if (rc == EDGE_PIPE_PAUSE || st->upload_paused) {
+            st->upload_paused = 1;
+            st->window_held += len;
+            ev_timer_stop(h->c->w->loop, &st->body_deadline);   /* waiting on the origin */
+            return;
+        }
+    }
+    nghttp2_session_consume_stream(session, st->id, len);
+}
+
 /* ---- request assembly (nghttp2 callbacks) ---- */
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -367,6 +514,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (h->streams) h->streams->prev = st;
     h->streams = st;
     h->n_streams++;
+    ev_init(&st->body_deadline, on_body_deadline);
     nghttp2_session_set_stream_user_data(session, st->id, st);
     set_phase(h, st, ST_HEADERS);
     idle_touch(h);
@@ -430,6 +578,10 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 {
     edge_h2 *h = user_data;
     edge_h2_stream *st = stream_of(h, id);
+    if (st && st->body_mode != BODY_WHOLE) {
+        upload_data(h, st, data, len);
+        return 0;
+    }
     /* The connection window always comes back: a rejected or reset stream's
      * bytes must not starve the others. */
     if (st == NULL || st->phase != ST_BODY || st->reject_status) {
@@ -440,6 +592,13 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
         nghttp2_session_consume_connection(session, len);
         st->reject_status = 413;
         reject_stream(h, st, 413);     /* and no more window for this stream */
+        return 0;
+    }
+    if (st->req.body.len + len > h->c->w->cfg->body_buffer) {   /* too large to hold: it streams */
+        start_upload(h, st);
+        upload_data(h, st, data, len);
+        set_phase(h, st, ST_DISPATCHED);
+        edge_dispatch_start(&st->req);
         return 0;
     }
     edge_buf_append(&st->req.body, data, len);
@@ -453,6 +612,12 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 /* The request is complete (END_STREAM): answer a rejection or dispatch it. */
 static void request_complete(edge_h2 *h, edge_h2_stream *st)
 {
+    if (st->body_mode != BODY_WHOLE) {          /* a streamed body's end: dispatched already */
+        if (st->upload) edge_pipe_end(st->upload, 1);
+        st->upload = NULL;
+        upload_abandon(h, st);
+        return;
+    }
     if (st->phase != ST_HEADERS && st->phase != ST_BODY) return;   /* answered or reset */
     if (st->reject_status) {
         reject_stream(h, st, st->reject_status);
@@ -552,6 +717,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     if (st == NULL) return 0;
     nghttp2_session_set_stream_user_data(session, id, NULL);
     log_stream(h, st);
+    upload_abandon(h, st);
     if (st->phase == ST_DISPATCHED) edge_dispatch_cancel(&st->req);   /* RST_STREAM while Lua waits */
     set_phase(h, st, ST_CLOSED);    /* may restart the idle timer */
     stream_free(h, st);
@@ -669,6 +835,7 @@ static void h2_on_close(edge_conn *c)
     edge_h2 *h = c->proto_data;
     for (edge_h2_stream *st = h->streams; st; st = st->next) {
         log_stream(h, st);
+        upload_abandon(h, st);
         if (st->phase == ST_DISPATCHED) edge_dispatch_cancel(&st->req);
         set_phase(h, st, ST_CLOSED);   /* stops its deadline; the connection is closed: no timer restarts */
     }

@@ -13,7 +13,10 @@ typedef struct body_stream {
 static int stream_gc(lua_State *L)
 {
     body_stream *s = luaL_checkudata(L, 1, STREAM_MT);
-    if (s->pipe) edge_pipe_close(s->pipe);
+    if (s->pipe) {
+        edge_pipe_unlend(s->pipe);
+        edge_pipe_close(s->pipe);
+    }
     s->pipe = NULL;
     return 0;
 }
@@ -25,10 +28,11 @@ static int stream_tostring(lua_State *L)
     return 1;
 }
 
-void edge_lua_body_stream_push(lua_State *L, edge_pipe *pipe)
+void edge_lua_body_stream_push(lua_State *L, edge_pipe *pipe, edge_pipe **lent)
 {
     body_stream *s = lua_newuserdatauv(L, sizeof(*s), 0);
     s->pipe = pipe;
+    if (lent) edge_pipe_lend(pipe, lent, &s->pipe);
     if (luaL_newmetatable(L, STREAM_MT)) {
         lua_pushcfunction(L, stream_gc);
         lua_setfield(L, -2, "__gc");
@@ -51,5 +55,6 @@ edge_pipe *edge_lua_body_stream_take(lua_State *L, int idx)
     if (s == NULL) return NULL;
     edge_pipe *p = s->pipe;
     s->pipe = NULL;
+    if (p) edge_pipe_unlend(p);
     return p;
 }

@@ -9,8 +9,9 @@
 
 struct edge_pipe;
 
-/* Pushes a stream userdata that owns pipe. */
-void edge_lua_body_stream_push(lua_State *L, struct edge_pipe *pipe);
+/* Pushes a stream userdata that owns pipe, listed on lent (the request's
+ * list: see edge_pipe_lend) unless NULL. */
+void edge_lua_body_stream_push(lua_State *L, struct edge_pipe *pipe, struct edge_pipe **lent);
 /* The pipe of the stream at idx, taken out of it (the caller owns it now);
  * NULL when idx is not a stream, or its pipe was taken already. */
 struct edge_pipe *edge_lua_body_stream_take(lua_State *L, int idx);

@@ -31,6 +31,7 @@ typedef struct edge_lua_ctx {
     long       budget_left;       /* instructions the running hook may still hand out to its
                                    * threads (script.c: the instruction budget) */
     enum edge_lua_wait state;
+    struct edge_pipe *lent_pipes; /* edge.proxy bodies Lua holds, closed at release (body_pipe.h) */
 } edge_lua_ctx;
 
 #endif

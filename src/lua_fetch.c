@@ -41,6 +41,16 @@
 
 /* ---- the call userdata ---- */
 
+/* After the fetch (which borrows it) is done or cancelled: a body not sent
+ * to its end makes the client's protocol discard the rest. */
+static void close_body_pipe(edge_fetch_call *c)
+{
+    if (c->body_pipe == NULL) return;
+    edge_pipe *p = c->body_pipe;
+    c->body_pipe = NULL;
+    edge_pipe_close(p);
+}
+
 void edge_lua_fetch_call_free(edge_fetch_call *c)
 {
     if (c->pipe) edge_pipe_close(c->pipe);
@@ -49,6 +59,7 @@ void edge_lua_fetch_call_free(edge_fetch_call *c)
     if (c->nf) edge_named_cancel(c->nf);
     c->f = NULL;
     c->nf = NULL;
+    close_body_pipe(c);
     edge_buf_free(&c->wire);
     edge_buf_free(&c->resp.data);
     edge_buf_free(&c->resp.body);
@@ -457,6 +468,7 @@ static void cancel_fetch(void *ud)
     if (c->nf) edge_named_cancel(c->nf);
     c->f = NULL;
     c->nf = NULL;
+    close_body_pipe(c);         /* now, not when the call is collected: the client waits on it */
 }
 
 /* Resumed: res = { status, headers, body }, or nil and the message. */
@@ -540,6 +552,8 @@ static int fetch_named(lua_State *L, edge_fetch_call *c, edge_upstream *u, edge_
     r.idempotent = fr.idempotent;
     r.stream = c->kind->stream;
     r.upgrade = fr.upgrade;
+    r.body = fr.body;
+    r.body_chunked = fr.body_chunked;
     r.key = hash_key(L, u, req, &r.key_len);        /* stays on the stack until copied */
     r.wire = c->wire.base;
     r.wire_len = c->wire.len;

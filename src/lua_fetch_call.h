@@ -20,7 +20,7 @@ typedef struct edge_fetch_kind {
     const char *name;                 /* "edge.fetch", "edge.proxy" */
     unsigned    stream : 1;           /* report at the head; the body as a pipe */
     /* Writes the request (line, headers, body) into c->wire and sets r's
-     * is_head/idempotent. opts is the options' stack index (0: none), given
+     * is_head/idempotent (and r->body for a streamed request body). opts is the options' stack index (0: none), given
      * the known options it holds (lua_fetch.c's O_* bits). */
     void (*build)(lua_State *L, edge_fetch_call *c, int opts, unsigned given, const char *path, size_t plen,
                   edge_fetch_request *r);
@@ -35,6 +35,8 @@ struct edge_fetch_call {
     edge_buf      wire;
     edge_response resp;
     struct edge_pipe *pipe;           /* streaming: the body, until a response takes it */
+    struct edge_pipe *body_pipe;      /* edge.proxy: the client's streamed request body, taken
+                                       * from the request; closed (after the fetch) when the call ends */
     int           ok;
     char          err[384];
     /* the parsed URL */

@@ -62,6 +62,9 @@ static void build_proxy(lua_State *L, edge_fetch_call *c, int opts, unsigned giv
                         edge_fetch_request *r)
 {
     edge_request *req = c->req;
+    if (req->body_streamed && req->body_pipe == NULL)
+        luaL_error(L, "edge.proxy: the request body was streamed (past --body-buffer) and is gone: "
+                      "it can be proxied once");
     if (plen > 1 || (plen == 1 && path[0] != '/'))
         luaL_error(L, "edge.proxy: the target names the origin only (scheme://host[:port]); "
                       "use opts.path to send another path");
@@ -91,11 +94,21 @@ static void build_proxy(lua_State *L, edge_fetch_call *c, int opts, unsigned giv
     }
     o.extra = &extra;
     o.drop = &drop;
+    if (req->body_pipe) {            /* past --body-buffer: the rest streams from the client */
+        o.streamed_body = 1;
+        o.body_length = req->body_pipe->length;
+    }
     edge_buf_reserve(&c->wire, 256 + req->data.len + extra.len + req->body.len);
     edge_proxy_build_request(req, &o, &c->wire);
     edge_buf_free(&extra);
     edge_buf_free(&drop);
-    if (req->body.len) edge_buf_append(&c->wire, req->body.base, req->body.len);
+    if (req->body_pipe) {            /* the call owns it now; nothing may raise after this */
+        c->body_pipe = r->body = req->body_pipe;
+        r->body_chunked = req->body_pipe->length < 0;
+        req->body_pipe = NULL;
+    } else if (req->body.len) {
+        edge_buf_append(&c->wire, req->body.base, req->body.len);
+    }
     const char *m = o.method ? o.method : edge_request_ptr(req, req->method);
     size_t mlen = o.method ? o.method_len : req->method.len;
     r->is_head = mlen == 4 && memcmp(m, "HEAD", 4) == 0;
@@ -172,7 +185,7 @@ static int proxy_continue(lua_State *L, int status, lua_KContext kctx)
         lua_setfield(L, -2, "headers");
         c->pipe->get_for_head = sends_get_for_head(c->req);
         if (c->pipe->upgrade) c->pipe->upgrade_idle = ws_idle_timeout(L, lua_istable(L, 2) ? 2 : 0);
-        edge_lua_body_stream_push(L, c->pipe);
+        edge_lua_body_stream_push(L, c->pipe, &c->req->lua.lent_pipes);
         c->pipe = NULL;              /* the stream userdata owns it now */
         lua_setfield(L, -2, "body");
         edge_pools_give_response(&c->req->worker->upstream_pools, &c->resp);   /* for the next exchange */

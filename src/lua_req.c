@@ -133,7 +133,7 @@ static int push_field(lua_State *L, edge_request *req, const char *key, size_t l
             return 2;
         }
         if (memcmp(key, "body", 4) == 0) {
-            if (req->has_body) lua_pushlstring(L, req->body.base ? req->body.base : "", req->body.len);
+            if (req->has_body && !req->body_streamed) lua_pushlstring(L, req->body.base ? req->body.base : "", req->body.len);
             else lua_pushnil(L);
             return 1;
         }
@@ -151,6 +151,9 @@ static int push_field(lua_State *L, edge_request *req, const char *key, size_t l
         break;
     case 11:
         if (memcmp(key, "remote_addr", 11) == 0) return push_remote_addr(L, req), 1;
+        break;
+    case 13:    /* a body past --body-buffer: not in req.body, edge.proxy streams it */
+        if (memcmp(key, "body_streamed", 13) == 0) return lua_pushboolean(L, req->body_streamed), 1;
         break;
     }
     return 0;

@@ -57,7 +57,7 @@ static int header_lists(const edge_request *req, const char *field, const char *
 
 int edge_proxy_wants_upgrade(const edge_request *req)
 {
-    return req->version && strcmp(req->version, "1.1") == 0 && req->method.len == 3 &&
+    return req->version && strcmp(req->version, "1.1") == 0 && !req->has_body && req->method.len == 3 &&
            memcmp(edge_request_ptr(req, req->method), "GET", 3) == 0 &&
            header_lists(req, "upgrade", "websocket") && header_lists(req, "connection", "upgrade");
 }
@@ -179,15 +179,19 @@ void edge_proxy_build_request(const edge_request *req, const edge_proxy_request_
     if (o->keep_upgrade) edge_buf_append_str(out, "Connection: upgrade\r\n");
     if (o->extra) edge_buf_append(out, o->extra->base, o->extra->len);
     /* A body, or a method that has one by definition (RFC 9110 8.6: a POST without
-     * one says Content-Length: 0), as nginx sends it. */
+     * one says Content-Length: 0), as nginx sends it. A streamed body goes with
+     * its length, or chunked when the client sent none. */
     const char *m = o->method ? o->method : edge_request_ptr(req, req->method);
     size_t mlen = o->method ? o->method_len : req->method.len;
     int body_method = (mlen == 4 && memcmp(m, "POST", 4) == 0) || (mlen == 3 && memcmp(m, "PUT", 3) == 0) ||
                       (mlen == 5 && memcmp(m, "PATCH", 5) == 0);
-    if (req->has_body || req->body.len || body_method) {
+    if (o->streamed_body && o->body_length < 0) {
+        edge_buf_append_str(out, "Transfer-Encoding: chunked\r\n");
+    } else if (o->streamed_body || req->has_body || req->body.len || body_method) {
         char num[24];
+        uint64_t len = o->streamed_body ? (uint64_t)o->body_length : req->body.len;
         edge_buf_append_str(out, "Content-Length: ");
-        edge_buf_append(out, num, edge_format_u64(num, req->body.len));
+        edge_buf_append(out, num, edge_format_u64(num, len));
         edge_buf_append(out, "\r\n", 2);
     }
     edge_buf_append(out, "\r\n", 2);

@@ -23,15 +23,18 @@ typedef struct edge_proxy_request_opts {
     unsigned    via : 1;
     unsigned    peer_trusted : 1;   /* the client is in --trusted-proxies: extend its X-Forwarded-For */
     unsigned    keep_upgrade : 1;   /* a WebSocket handshake: Upgrade and Connection: upgrade pass */
+    unsigned    streamed_body : 1;  /* the body follows from a pipe: body_length, or chunked */
+    int64_t     body_length;        /* streamed_body: its length, -1 when unknown */
 } edge_proxy_request_opts;
 
 /* Whether the client asks for a WebSocket (RFC 6455 4.1): an HTTP/1.1 GET
- * with Upgrade: websocket and Connection: upgrade. Then keep_upgrade, and a
+ * without a body, with Upgrade: websocket and Connection: upgrade. Then keep_upgrade, and a
  * 101 from the origin makes the connection a tunnel (tunnel.h). */
 int edge_proxy_wants_upgrade(const edge_request *req);
 
 /* Writes the request line and header block (with Content-Length when the
- * client sent a body) into out; the body itself is not written. */
+ * client sent a body, or Transfer-Encoding: chunked for a streamed body of
+ * unknown length) into out; the body itself is not written. */
 void edge_proxy_build_request(const edge_request *req, const edge_proxy_request_opts *o, edge_buf *out);
 
 /* Whether a response field of this lower-case name is hop-by-hop or one edge

@@ -32,9 +32,19 @@ static void drop_pipe(edge_response *resp)
     resp->pipe = NULL;
 }
 
+/* A streamed request body nobody took: its producer discards the rest. */
+static void drop_body_pipe(edge_request *req)
+{
+    if (req->body_pipe == NULL) return;
+    edge_pipe *p = req->body_pipe;
+    req->body_pipe = NULL;
+    edge_pipe_close(p);
+}
+
 void edge_request_reset(edge_request *req)
 {
     drop_pipe(&req->resp);
+    drop_body_pipe(req);
     edge_buf_reset(&req->data, KEEP_BYTES);
     edge_buf_reset(&req->body, KEEP_BYTES);
     edge_buf_reset(&req->cache_key, KEEP_BYTES);
@@ -48,7 +58,7 @@ void edge_request_reset(edge_request *req)
     req->method = req->path = (edge_span){0, 0};
     req->query = req->host = (edge_span){EDGE_SPAN_NONE, 0};
     req->authority = (edge_span){0, 0};
-    req->has_body = req->is_head = req->has_cache_key = 0;
+    req->has_body = req->is_head = req->has_cache_key = req->body_streamed = 0;
     req->cache_status = NULL;
     req->start = 0;
     req->bytes_in = 0;
@@ -60,6 +70,7 @@ void edge_request_reset(edge_request *req)
 void edge_request_free(edge_request *req)
 {
     drop_pipe(&req->resp);
+    drop_body_pipe(req);
     edge_buf_free(&req->data);
     edge_buf_free(&req->body);
     edge_buf_free(&req->cache_key);

@@ -97,8 +97,13 @@ typedef struct edge_request {
     int       n_headers;
     int       cap_headers;
     edge_buf  body;
+    struct edge_pipe *body_pipe;   /* a body past --body-buffer, still arriving: the protocol
+                                 * layer produces it; the request owns the pipe until edge.proxy
+                                 * takes it (then the taker closes it), else reset/free close it,
+                                 * which makes the protocol discard the rest (body_pipe.h) */
     unsigned  has_body : 1;     /* a body was sent (possibly empty) */
     unsigned  is_head : 1;
+    unsigned  body_streamed : 1;   /* the body went to body_pipe (req.body_streamed) */
     const char *version;        /* "1.0", "1.1" or "2" */
     const char *scheme;         /* "https" or "http" */
     const char *tls_version;    /* "TLSv1.3", ..., NULL on cleartext */

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "lua_fetch.h"
 #include "lua_proxy.h"
+#include "body_pipe.h"
 #include "lua_req.h"
 #include "lua_response.h"
 #include "lua_upstream.h"
@@ -267,6 +268,7 @@ void edge_script_release(edge_request *req)
         s->current = running;
         luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->co_ref);
     }
+    edge_pipe_close_lent(&ctx->lent_pipes);   /* edge.proxy bodies the script dropped */
     if (ctx->ud) {
         ctx->ud->req = NULL;               /* a kept reference now says "finished" */
         luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->ud_ref);

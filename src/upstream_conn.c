@@ -89,9 +89,12 @@ static void stop_watchers(edge_upconn *c)
 
 /* Ends the exchange with result; the callback may free c. The timer stays:
  * the callback parks c (which sets the idle deadline) or frees it. */
+static void detach_body(edge_upconn *c);
+
 static void finish(edge_upconn *c, int result)
 {
     ev_io_stop(c->loop, &c->io);
+    detach_body(c);
     c->state = UC_DONE;
     c->clean = result == EDGE_UPCONN_DONE;
     if (result == EDGE_UPCONN_DONE) c->reusable = c->reusable && llhttp_should_keep_alive(&c->parser);
@@ -231,26 +234,118 @@ static ssize_t write_some(edge_upconn *c, const char *p, size_t n)
     return -1;
 }
 
+/* ---- a request body from a pipe ---- */
+
+static void detach_body(edge_upconn *c)
+{
+    if (c->body == NULL) return;
+    edge_pipe_consumer none = {0};
+    edge_pipe_set_consumer(c->body, &none);
+    c->body = NULL;
+}
+
+/* The pipe has bytes, or ended: back to sending, from the loop (this runs
+ * inside the client's producer). */
+static void on_body_ready(void *ud)
+{
+    edge_upconn *c = ud;
+    if (!c->body_waiting) return;
+    c->body_waiting = 0;
+    arm(c, EV_WRITE, c->to.send);
+}
+
+/* Writes what it can of p[0..n): 1 all of it, 0 would block, -1 failed (reported). */
+static int write_all(edge_upconn *c, const char *p, size_t n, size_t *done)
+{
+    while (*done < n) {
+        ssize_t w = write_some(c, p + *done, n - *done);
+        if (w < 0) {
+            fail_io(c, "send to", errno);
+            return -1;
+        }
+        if (w == 0) {
+            arm(c, EV_WRITE, -1);           /* the timer restarts on progress only */
+            return 0;
+        }
+        *done += (size_t)w;
+        set_deadline(c, c->to.send);
+    }
+    return 1;
+}
+
+/* Picks the next piece to send: a chunk of what the pipe holds, the last
+ * chunk, or nothing yet. Returns 1 to go on writing, 0 to stop (waiting,
+ * done: the response is read, or failed: reported). */
+static int next_body_piece(edge_upconn *c)
+{
+    edge_pipe *p = c->body;
+    if (edge_pipe_failed(p)) {
+        fail(c, EDGE_UPCONN_FAILED, "the client's request body ended early (%s)", c->label);
+        return 0;
+    }
+    size_t n = edge_pipe_readable(p);
+    if (!c->body_chunked && n > c->body_left) n = (size_t)c->body_left;
+    if (n > 0) {
+        c->chunk_left = n;
+        if (c->body_chunked) {
+            c->frame.len = c->frame_off = 0;
+            edge_buf_printf(&c->frame, "%zx\r\n", n);
+        }
+        return 1;
+    }
+    int ended = c->body_chunked ? edge_pipe_done(p) : c->body_left == 0;
+    if (ended && c->body_chunked && !c->body_last) {
+        c->body_last = 1;
+        c->frame.len = c->frame_off = 0;
+        edge_buf_append(&c->frame, "0\r\n\r\n", 5);
+        return 1;
+    }
+    if (ended) {                        /* all sent: the body's owner may close the pipe now */
+        detach_body(c);
+        start_reading(c);
+        return 0;
+    }
+    c->body_waiting = 1;                /* empty: the client's pace, not the origin's */
+    ev_io_stop(c->loop, &c->io);
+    ev_timer_stop(c->loop, &c->timer);
+    return 0;
+}
+
+static void send_body(edge_upconn *c)
+{
+    for (;;) {
+        if (c->frame_off < c->frame.len) {
+            int rc = write_all(c, c->frame.base, c->frame.len, &c->frame_off);
+            if (rc <= 0) return;
+        }
+        if (c->chunk_left > 0) {
+            size_t done = 0;
+            int rc = write_all(c, edge_pipe_data(c->body), c->chunk_left, &done);
+            if (done) {
+                c->chunk_left -= done;
+                if (!c->body_chunked) c->body_left -= done;
+                edge_pipe_consume(c->body, done);     /* may resume the client's read (from the loop) */
+            }
+            if (rc <= 0) return;
+            if (c->body_chunked) {
+                c->frame.len = c->frame_off = 0;
+                edge_buf_append(&c->frame, "\r\n", 2);
+            }
+            continue;
+        }
+        if (!next_body_piece(c)) return;
+    }
+}
+
 static void step_send(edge_upconn *c)
 {
     if (c->send_errno) {                /* the first write, made from edge_upconn_exchange, failed */
         fail_io(c, "send to", c->send_errno);
         return;
     }
-    while (c->out_off < c->out_len) {
-        ssize_t w = write_some(c, c->out + c->out_off, c->out_len - c->out_off);
-        if (w < 0) {
-            fail_io(c, "send to", errno);
-            return;
-        }
-        if (w == 0) {
-            arm(c, EV_WRITE, -1);           /* the timer restarts on progress only */
-            return;
-        }
-        c->out_off += (size_t)w;
-        set_deadline(c, c->to.send);
-    }
-    start_reading(c);
+    if (write_all(c, c->out, c->out_len, &c->out_off) <= 0) return;
+    if (c->body) send_body(c);
+    else start_reading(c);
 }
 
 /* ---- reading ---- */
@@ -422,8 +517,23 @@ static void send_now(edge_upconn *c)
         return;
     }
     c->out_off = (size_t)w;
-    if (c->out_off == c->out_len) start_reading(c);
+    if (c->out_off == c->out_len && c->body == NULL) start_reading(c);
     else arm(c, EV_WRITE, c->to.send);
+}
+
+/* Set before the exchange starts (an idle connection writes at once). */
+static void reset_body(edge_upconn *c, struct edge_pipe *body, int chunked)
+{
+    c->body = body;
+    c->frame.len = c->frame_off = 0;
+    c->chunk_left = 0;
+    c->body_chunked = chunked ? 1 : 0;
+    c->body_last = c->body_waiting = 0;
+    c->body_left = body && body->length > 0 ? (uint64_t)body->length : 0;
+    if (body) {
+        edge_pipe_consumer consumer = {.ready = on_body_ready, .ud = c};
+        edge_pipe_set_consumer(body, &consumer);
+    }
 }
 
 void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
@@ -454,8 +564,9 @@ void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge
 
 void edge_upconn_exchange_stream(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
                                  int is_head, const char *label, edge_upconn_head_cb head_cb,
-                                 edge_upconn_cb cb, void *ud)
+                                 struct edge_pipe *body, int body_chunked, edge_upconn_cb cb, void *ud)
 {
+    reset_body(c, body, body_chunked);
     edge_upconn_exchange(c, wire, n, to, SIZE_MAX, is_head, label, cb, ud);
     c->head_cb = head_cb;
 }
@@ -566,6 +677,8 @@ void edge_upconn_free(edge_upconn *c)
 {
     if (c == NULL) return;
     stop_watchers(c);
+    detach_body(c);
+    edge_buf_free(&c->frame);
     /* After a complete exchange, close_notify: OpenSSL would otherwise mark
      * the session (which the pool keeps for resumption) not resumable. A
      * connection that failed midway does not vouch for its session. */

@@ -105,6 +105,16 @@ struct edge_upconn {
                                     * after starting the exchange) */
                 upgraded : 1;      /* ... and came: the exchange ended at its head, c->pending holds
                                     * the bytes after it, the connection is tunnel.c's to take */
+    /* a request body from a pipe (past --body-buffer): sent after the head as
+     * it arrives; the pipe is borrowed (its owner closes it after this exchange) */
+    struct edge_pipe *body;
+    edge_buf    frame;             /* chunk framing still to write, from frame_off */
+    size_t      frame_off;
+    size_t      chunk_left;        /* bytes of the current chunk's data still to write */
+    uint64_t    body_left;         /* a body of known length: bytes still to send */
+    unsigned    body_chunked : 1,  /* no length: Transfer-Encoding: chunked */
+                body_last : 1,     /* the last chunk is in frame */
+                body_waiting : 1;  /* the pipe is empty: waiting on the client */
     edge_upconn_idle_cb idle_cb;
     void       *idle_ud;
     char        err[320];
@@ -124,10 +134,15 @@ void edge_upconn_exchange(edge_upconn *c, const char *wire, size_t n, const edge
 
 /* The same exchange, streaming the response: head_cb gets the head, then the
  * body goes to c->pipe as it arrives (bounded: reading stops while the pipe is
- * full) and cb reports the end. max_body does not apply. */
+ * full) and cb reports the end. max_body does not apply.
+ * body, when not NULL, is the request body still arriving: after wire (the
+ * head) its bytes are sent as the pipe gets them (chunk-framed when
+ * chunked), and the response is read once it ended. The send deadline runs
+ * only while bytes wait for the origin; an empty pipe waits on the client
+ * (whose own body timeout bounds it). A pipe that fails fails the exchange. */
 void edge_upconn_exchange_stream(edge_upconn *c, const char *wire, size_t n, const edge_fetch_timeouts *to,
                                  int is_head, const char *label, edge_upconn_head_cb head_cb,
-                                 edge_upconn_cb cb, void *ud);
+                                 struct edge_pipe *body, int body_chunked, edge_upconn_cb cb, void *ud);
 /* The pipe has room again: reading goes on (from the loop). */
 void edge_upconn_resume(edge_upconn *c);
 

@@ -30,6 +30,8 @@ struct edge_fetch {
     int          upgrade;       /* a 101 is welcome: its connection goes to the pipe */
     int          reported;      /* streaming: cb ran (the pipe now owns f) */
     edge_pipe   *pipe;          /* streaming: being filled, until edge_pipe_end */
+    edge_pipe   *body;          /* a request body arriving (borrowed), or NULL */
+    int          body_chunked;
     unsigned     failure;       /* why it failed: an edge_upstream_failure bit */
     size_t       max_body;
     edge_fetch_timeouts to;
@@ -142,6 +144,7 @@ static void fail_later(edge_fetch *f, const char *msg)
 static int may_retry(edge_fetch *f, int result)
 {
     if (!f->idempotent) return 0;
+    if (f->body && f->body->consumed > 0) return 0;   /* those bytes are gone: no replay */
     if (result == EDGE_UPCONN_STALE && !f->stale_retried) {
         f->stale_retried = 1;             /* once, and not counted as a failure */
         return 1;
@@ -311,7 +314,9 @@ static edge_upconn *open_conn(edge_fetch *f)
  * (a retry) or the pool is empty. */
 static void attempt(edge_fetch *f, int fresh)
 {
-    edge_upconn *c = fresh || f->ka.size == 0 ? NULL : edge_pool_take(f->pool);
+    /* A streamed body cannot be replayed: never on a connection that may
+     * turn out stale. */
+    edge_upconn *c = fresh || f->ka.size == 0 || f->body ? NULL : edge_pool_take(f->pool);
     if (c && !f->uncounted) EDGE_COUNT(f->w->counters.upstream_conns_reused);
     else if ((c = open_conn(f)) == NULL) return;
     size_t plen = strnlen(c->peer, sizeof(f->peer) - 1);
@@ -321,7 +326,8 @@ static void attempt(edge_fetch *f, int fresh)
     edge_counter_add(&f->w->counters.upstreams[f->slot].conns_active, 1);
     edge_pools_lend_response(&f->w->upstream_pools, &c->resp);
     if (f->stream) {
-        edge_upconn_exchange_stream(c, f->wire, f->wire_len, &f->to, f->is_head, f->label, on_head, on_exchange, f);
+        edge_upconn_exchange_stream(c, f->wire, f->wire_len, &f->to, f->is_head, f->label, on_head, f->body,
+                                    f->body_chunked, on_exchange, f);
         c->upgrade_ok = f->upgrade;
     }
     else
@@ -493,6 +499,8 @@ edge_fetch *edge_upstream_fetch(edge_worker *w, const edge_fetch_target *t, cons
     f->uncounted = r->uncounted;
     f->stream = r->stream;
     f->upgrade = r->upgrade;
+    f->body = r->stream ? r->body : NULL;
+    f->body_chunked = r->body_chunked;
     f->retries_left = r->retries;
     f->slot = t->stats_slot >= 0 && t->stats_slot < EDGE_UPSTREAM_STATS_SLOTS ? t->stats_slot : 0;
     f->max_body = r->max_body;

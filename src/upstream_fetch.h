@@ -48,6 +48,11 @@ typedef struct edge_fetch_request {
     unsigned    stream : 1;       /* edge.proxy: report at the head, stream the body (below) */
     unsigned    upgrade : 1;      /* streaming, a WebSocket handshake: a 101 leaves its connection
                                    * in the pipe (pipe->upgrade) for tunnel.c */
+    struct edge_pipe *body;  /* streaming: a request body still arriving, sent after wire (which
+                              * then holds the head only); borrowed: the caller closes it once
+                              * the fetch reported or was cancelled. Always on a new connection;
+                              * never tried again once a body byte was taken */
+    unsigned    body_chunked : 1;   /* body has no length: sent chunk-framed */
     int         retries;     /* more tries after a connect failure or a timeout before any
                               * response byte, idempotent requests only */
     size_t      max_body;

@@ -17,7 +17,8 @@ struct edge_named_fetch {
     edge_fetch    *f;            /* the try in flight */
     char          *wire, *label, *key;
     size_t         wire_len, key_len, max_body;
-    unsigned       is_head, idempotent, stream, upgrade, tries, tries_done;
+    unsigned       is_head, idempotent, stream, upgrade, tries, tries_done, body_chunked;
+    edge_pipe     *body;         /* a request body arriving (borrowed), or NULL */
     edge_fetch_timeouts to;
     uint64_t       tried;        /* the servers this request has tried (edge_balancer_pick) */
     int            server;       /* the server of the try in flight */
@@ -58,6 +59,7 @@ static int should_retry(edge_named_fetch *nf, unsigned failure)
 {
     edge_upstream_def def = nf->u->def;     /* a view: only tries differs; nothing is freed */
     def.retries.tries = nf->tries;
+    if (nf->body && nf->body->consumed > 0) return 0;     /* sent bytes cannot be sent again */
     if (!edge_upstream_may_retry(&def, nf->tries_done, failure, nf->is_head || nf->idempotent)) return 0;
     return (size_t)__builtin_popcountll(nf->tried) < edge_balancer_size(nf->u->balancer);
 }
@@ -128,7 +130,8 @@ static void try_next(edge_named_fetch *nf)
     };
     edge_fetch_request r = {.wire = nf->wire, .wire_len = nf->wire_len, .label = nf->label,
                             .is_head = nf->is_head, .idempotent = nf->idempotent, .retries = 0,
-                            .stream = nf->stream, .upgrade = nf->upgrade,
+                            .stream = nf->stream, .upgrade = nf->upgrade, .body = nf->body,
+                            .body_chunked = nf->body_chunked,
                             .max_body = nf->max_body, .timeout = nf->to};
     nf->f = edge_upstream_fetch(nf->w, &t, &r, on_try, nf);
 }
@@ -152,6 +155,8 @@ edge_named_fetch *edge_named_fetch_start(edge_worker *w, edge_upstream *u, const
     nf->idempotent = r->idempotent;
     nf->stream = r->stream;
     nf->upgrade = r->upgrade;
+    nf->body = r->body;
+    nf->body_chunked = r->body_chunked;
     nf->tries = r->tries < 1 ? 1 : r->tries > EDGE_UPSTREAM_MAX_TRIES ? EDGE_UPSTREAM_MAX_TRIES : r->tries;
     nf->max_body = r->max_body;
     nf->to = r->timeout;

@@ -22,6 +22,9 @@ typedef struct edge_named_request {
     const char *key;             /* hash_key(req)'s answer, or NULL (round robin) */
     size_t      key_len;
     unsigned    is_head : 1, idempotent : 1, stream : 1, upgrade : 1;   /* upgrade: upstream_fetch.h's */
+    struct edge_pipe *body;      /* streaming: a request body arriving, borrowed (upstream_fetch.h);
+                                  * no try follows one that took a byte of it */
+    unsigned    body_chunked : 1;
     unsigned    tries;           /* 1..EDGE_UPSTREAM_MAX_TRIES: the cap, retries included */
     size_t      max_body;
     edge_fetch_timeouts timeout;
