@@ -87,7 +87,8 @@ static void copy_fields(const edge_request *req, const edge_proxy_request_opts *
             continue;
         }
         if (is_hop_by_hop(name, n) || (cv && list_names(cv, clen, name, n))) continue;
-        if (name_is(name, n, "host") || name_is(name, n, "content-length")) continue;
+        /* Expect: edge answered 100-continue itself, as nginx does. */
+        if (name_is(name, n, "host") || name_is(name, n, "content-length") || name_is(name, n, "expect")) continue;
         if (name_is(name, n, "x-forwarded-for")) {
             if (o->x_forwarded) {
                 *xff = h;
