@@ -118,6 +118,7 @@ static void format_addr(const edge_request *req, char *out, size_t n)
 
 static size_t body_bytes(const edge_request *req)
 {
+    if (req->resp.status == 101) return req->resp.streamed;     /* a WebSocket's bytes relayed */
     return req->is_head || !edge_http_status_has_body(req->resp.status) ? 0
                                                                        : req->resp.body.len + req->resp.streamed;
 }

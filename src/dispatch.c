@@ -5,6 +5,7 @@
 #include "cache_writer.h"
 #include "common.h"
 #include "log.h"
+#include "proxy_request.h"
 #include "request.h"
 #include "script.h"
 #include "worker.h"
@@ -365,6 +366,8 @@ void edge_dispatch_start(edge_request *req)
         edge_dispatch_finish(req, EDGE_ERROR);
         return;
     }
+    /* A WebSocket handshake is never answered from, nor stored in, the cache. */
+    if (req->has_cache_key && edge_proxy_wants_upgrade(req)) req->has_cache_key = 0;
     lookup_or_compute(req);
 }
 

@@ -263,6 +263,7 @@ static void tunnel_on_close(edge_conn *c)
              (unsigned long long)t->bytes_up, (unsigned long long)t->bytes_down);
     if (t->log_req) {
         t->log_req->bytes_in += t->bytes_up;
+        t->log_req->resp.streamed = t->bytes_down;     /* the log's bytes sent, as nginx's */
         edge_access_log_request(c->w, t->log_req);
         t->log_req = NULL;
     }
