@@ -89,7 +89,7 @@ build/lua-obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 # The cache stress test (spec/c/cache_stress.c, run by spec/cache_stress_spec.lua):
 # 8 threads on one shard, built under ThreadSanitizer and under ASan + UBSan.
 .PHONY: cache-stress
-STRESS_SRCS := spec/c/cache_stress.c src/cache.c src/request.c src/buf.c src/alloc.c
+STRESS_SRCS := spec/c/cache_stress.c src/cache.c src/request.c src/buf.c src/alloc.c src/body_pipe.c
 STRESS_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -pthread -O1 -g -fno-omit-frame-pointer \
                  $(shell pkg-config --cflags lua5.4 2>/dev/null) $(WARN)
 cache-stress: build/test/cache_stress_tsan build/test/cache_stress_asan

@@ -1,7 +1,6 @@
 /* The body pipe between an upstream response and a client (body_pipe.h). */
 #include "body_pipe.h"
 #include "common.h"
-#include "upstream_conn.h"
 
 #include <stdlib.h>
 
@@ -44,7 +43,7 @@ static void end_taps(edge_pipe *p, int ok)
 static void destroy(edge_pipe *p)
 {
     end_taps(p, 0);         /* cancelled before the end */
-    edge_upconn_free(p->upgrade);   /* a 101 nobody tunnelled (NULL-safe) */
+    if (p->upgrade) p->upgrade_free(p->upgrade);   /* a 101 nobody tunnelled */
     edge_buf_free(&p->buf);
     free(p);
 }
@@ -130,6 +129,10 @@ static void drain_ready(void *ud)
 
 void edge_pipe_drain(edge_pipe *p)
 {
+    if (p->taps == NULL) {          /* nothing wants the body (not storable): stop the origin now */
+        edge_pipe_close(p);
+        return;
+    }
     edge_pipe_consumer consumer = {.ready = drain_ready, .ud = p};
     edge_pipe_set_consumer(p, &consumer);
     drain_ready(p);

@@ -61,7 +61,8 @@ struct edge_pipe {
     edge_pipe_tap *taps;
     /* WebSocket: the origin answered 101; its connection waits here for the
      * client's protocol to take it (tunnel.c), or is freed with the pipe. */
-    struct edge_upconn *upgrade;
+    void     *upgrade;            /* an edge_upconn (opaque here) */
+    void    (*upgrade_free)(void *upgrade);
     double    upgrade_idle;       /* the tunnel's idle timeout (opts.ws_idle_timeout); 0: default */
     unsigned  no_body : 1;        /* the answer to a HEAD: length is declared, no byte follows */
     unsigned  get_for_head : 1;   /* a HEAD sent as GET (to fill the cache): the client gets no body */

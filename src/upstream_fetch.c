@@ -185,6 +185,11 @@ static unsigned failure_of(int result, const char *err)
 
 /* ---- streaming ---- */
 
+static void free_upconn(void *c)
+{
+    edge_upconn_free(c);
+}
+
 static void stream_resume(void *ud)
 {
     edge_fetch *f = ud;
@@ -225,6 +230,7 @@ static void stream_end(edge_fetch *f, edge_upconn *c, int result, const char *er
     if (c->pipe_gone) f->pipe = NULL;       /* the pipe freed itself */
     if (result == EDGE_UPCONN_DONE && c->upgraded && f->pipe) {
         f->pipe->upgrade = c;               /* WebSocket: tunnel.c takes it from the response */
+        f->pipe->upgrade_free = free_upconn;
     } else if (result == EDGE_UPCONN_DONE && edge_upconn_reusable(c)) {
         if (c->ssl) edge_pool_keep_session(f->pool, c);
         if (f->ka.size > 0) edge_pool_put(f->pool, c);
