@@ -600,10 +600,10 @@ static void put_chunk(edge_h1 *h, const char *p, size_t n)
     PUT_LIT(out, "\r\n");
 }
 
-static void pump_body(edge_h1 *h)
+/* Moves what the pipe holds into the output, up to OUT_HIGH. */
+static void fill_output(edge_h1 *h, edge_pipe *p)
 {
     edge_conn *c = h->c;
-    edge_pipe *p = h->req.resp.pipe;
     while (edge_pipe_readable(p) > 0 && edge_conn_pending(c) < OUT_HIGH) {
         size_t n = edge_pipe_readable(p), room = OUT_HIGH - edge_conn_pending(c);
         if (n > room) n = room;
@@ -611,19 +611,35 @@ static void pump_body(edge_h1 *h)
         h->req.resp.streamed += n;
         edge_pipe_consume(p, n);
     }
-    if (edge_pipe_failed(p)) {
-        stream_failed(h);
-        return;
+}
+
+#define PUMP_ROUNDS 4   /* OUT_HIGH-sized rounds per call, then the loop serves others */
+
+/* Writes the pipe's bytes while the socket takes them. Every way out leaves
+ * something that calls again: the pipe's ready (it is empty), on_drained
+ * (the socket is full), or the fed write event (PUMP_ROUNDS done). */
+static void pump_body(edge_h1 *h)
+{
+    edge_conn *c = h->c;
+    edge_pipe *p = h->req.resp.pipe;
+    for (int round = 0; round < PUMP_ROUNDS; round++) {
+        fill_output(h, p);
+        if (edge_pipe_failed(p)) {
+            stream_failed(h);
+            return;
+        }
+        if (edge_pipe_done(p)) {
+            if (h->chunked) PUT_LIT(&c->out, "0\r\n\r\n");
+            edge_pipe_close(p);
+            h->req.resp.pipe = NULL;
+            defer_log_line(h);
+            response_sent(h);
+            return;
+        }
+        if (edge_conn_flush(c) != EDGE_OK) return;   /* closed, or on_drained goes on */
+        if (edge_pipe_readable(p) == 0) return;      /* on_pipe_ready goes on */
     }
-    if (edge_pipe_done(p)) {
-        if (h->chunked) PUT_LIT(&c->out, "0\r\n\r\n");
-        edge_pipe_close(p);
-        h->req.resp.pipe = NULL;
-        defer_log_line(h);
-        response_sent(h);
-        return;
-    }
-    if (edge_conn_flush(c) == EDGE_DONE) return;
+    ev_feed_event(c->w->loop, &c->wio, EV_WRITE);
 }
 
 /* The pipe has bytes, or ended. */
