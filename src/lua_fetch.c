@@ -53,6 +53,8 @@ static void close_body_pipe(edge_fetch_call *c)
 
 void edge_lua_fetch_call_free(edge_fetch_call *c)
 {
+    free(c->err);
+    c->err = NULL;
     if (c->pipe) edge_pipe_close(c->pipe);
     c->pipe = NULL;
     if (c->f) edge_fetch_cancel(c->f);
@@ -131,7 +133,7 @@ static void parse_authority(lua_State *L, edge_fetch_call *c, const char *url, c
         if (host_end == NULL) host_end = end;
         p = host_end;
     }
-    if (host_end == host || (size_t)(host_end - host) >= sizeof(c->host)) bad_url(L, url, "no host, or too long");
+    if (host_end == host || (size_t)(host_end - host) >= EDGE_FETCH_HOST_MAX) bad_url(L, url, "no host, or too long");
     for (const char *q = host; q < host_end; q++)
         if (*q <= ' ' || *q == 0x7f || *q == '@' || *q == '/') bad_url(L, url, "bad character in the host");
     memcpy(c->host, host, (size_t)(host_end - host));
@@ -449,7 +451,8 @@ static void on_fetch_done(void *ud, edge_fetch_result *r)
         memset(r->resp, 0, sizeof(*r->resp));
         c->pipe = r->pipe;          /* streaming: ours until the response takes it */
     } else {
-        snprintf(c->err, sizeof(c->err), "%s", r->err);
+        free(c->err);
+        c->err = edge_strdup(r->err ? r->err : "failed");
     }
     edge_upstream_note *note = &req->upstream;
     note->used = 1;
@@ -560,6 +563,7 @@ static int fetch_named(lua_State *L, edge_fetch_call *c, edge_upstream *u, edge_
     c->nf = edge_named_fetch_start(req->worker, u, &r, on_fetch_done, c);
     edge_buf_free(&c->wire);
     lua_settop(L, EDGE_FETCH_CALL_SLOT);
+    c->host = NULL;                                 /* the starting call's stack goes */
     return edge_script_wait(L, req, cancel_fetch, c, c->kind->cont);
 }
 
@@ -570,6 +574,8 @@ int edge_lua_fetch_start(lua_State *L, edge_request *req, const edge_fetch_kind 
     lua_settop(L, 2);
     int opts = lua_istable(L, 2) ? 2 : 0;
     edge_fetch_call *c = push_call(L);             /* slot 3 */
+    char host[EDGE_FETCH_HOST_MAX];                /* the call's userdata stays small: one per call */
+    c->host = host;
     c->req = req;
     c->kind = kind;
     size_t plen;
@@ -595,6 +601,7 @@ int edge_lua_fetch_start(lua_State *L, edge_request *req, const edge_fetch_kind 
     c->f = edge_upstream_fetch(req->worker, &t, &r, on_fetch_done, c);
     edge_buf_free(&c->wire);
     lua_settop(L, EDGE_FETCH_CALL_SLOT);
+    c->host = NULL;
     return edge_script_wait(L, req, cancel_fetch, c, kind->cont);
 }
 

@@ -11,6 +11,7 @@
 #include "upstream_fetch.h"
 
 #define EDGE_FETCH_CALL_SLOT 3        /* the call userdata's stack slot: 1 url, 2 opts */
+#define EDGE_FETCH_HOST_MAX 256       /* a URL's host, at most, with its NUL */
 
 struct edge_named_fetch;
 struct edge_pipe;
@@ -38,9 +39,9 @@ struct edge_fetch_call {
     struct edge_pipe *body_pipe;      /* edge.proxy: the client's streamed request body, taken
                                        * from the request; closed (after the fetch) when the call ends */
     int           ok;
-    char          err[384];
-    /* the parsed URL */
-    char          host[256];
+    char         *err;                /* on failure: the message (malloc'd) */
+    /* the parsed URL; host points to the starting call's stack (valid while it runs) */
+    char         *host;
     int           port;
     int           port_given;
     int           tls;

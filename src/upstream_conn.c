@@ -18,7 +18,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define READ_CHUNK 16384
+#define READ_CHUNK 65536   /* one recv per 64 KiB of a streamed body */
 
 static void on_io(struct ev_loop *loop, ev_io *w, int revents);
 static void on_idle_io(edge_upconn *c);
