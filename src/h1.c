@@ -1,93 +1,28 @@
-/* HTTP/1.1: llhttp callbacks fill an edge_request; responses are encoded here. */
+/* HTTP/1.1: llhttp callbacks fill an edge_request; the input side and the
+ * connection's hooks. Responses: h1_response.c; streamed request bodies:
+ * h1_upload.c. */
 #include "h1.h"
+#include "h1_internal.h"
 #include "access_log.h"
-#include "body_pipe.h"
 #include "common.h"
 #include "conn.h"
 #include "dispatch.h"
 #include "log.h"
 #include "request.h"
-#include "tunnel.h"
 #include "worker.h"
 
 #include <llhttp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <strings.h>
-
-#define OUT_HIGH (256 * 1024)   /* queued output above which pipelined requests wait */
-
-enum h1_state {
-    H1_IDLE,         /* between requests */
-    H1_READING,      /* a request has begun arriving */
-    H1_DISPATCHED,   /* complete; the core is producing its response */
-    H1_STREAMING,    /* the head is out; the body comes from resp.pipe (edge.proxy) */
-    H1_DRAINING,     /* the response is queued; the request's streamed body is still
-                      * arriving, discarded: the next request follows its end */
-    H1_CLOSING       /* the last response is queued; the connection closes after it */
-};
-
-/* What becomes of a request body's bytes. */
-enum h1_body {
-    BODY_WHOLE,      /* into req.body (up to --body-buffer), or no body */
-    BODY_PIPE,       /* past --body-buffer: into the pipe h->upload, the request dispatched */
-    BODY_DISCARD     /* streamed, but nobody reads it any more: dropped to its end */
-};
-
-typedef struct edge_h1 {
-    edge_conn     *c;
-    llhttp_t       parser;
-    enum h1_state  state;
-    int            error_status;     /* set by a callback that rejects the request */
-    size_t         url_len;
-    size_t         header_bytes;
-    edge_buf       field;            /* the header name being received */
-    edge_buf       value;            /* the header value being received */
-    unsigned       in_parse : 1;     /* inside process_input: respond must not re-enter it */
-    unsigned       keep_alive : 1;
-    unsigned       has_te : 1;       /* a Transfer-Encoding field was received */
-    unsigned       te_unsupported : 1;
-    unsigned       in_trailers : 1;  /* the head is complete: fields now are chunked trailers */
-    unsigned       value_started : 1; /* the current field value had a span */
-    unsigned       value_ended : 1;  /* ... which reached the end of its line */
-    unsigned       tail_at_line_start : 1;  /* the last parsed bytes ended in LF [SP/HTAB]* */
-    unsigned       stop_after : 1;   /* server draining: close after this response */
-    unsigned       chunked : 1;      /* the streamed body goes out in chunks */
-    unsigned       dispatch_now : 1; /* a callback made the request ready: parse_some dispatches */
-    unsigned       upload_paused : 1;   /* the pipe is full: the parser and reading wait for resume */
-    enum h1_body   body_mode;
-    edge_pipe     *upload;           /* BODY_PIPE: the pipe we produce (req.body_pipe, or taken) */
-    uint64_t       body_total;       /* body bytes of the current request, against --max-body */
-    edge_buf       log_lines;        /* access log lines of responses still being written */
-    edge_buf       log_marks;        /* one log_mark per line, in response order */
-    size_t         log_next;         /* the first mark not yet committed */
-    edge_request   req;              /* last: the protocol-neutral part */
-} edge_h1;
-
-/* Where a response ends in the connection's output, so its access log line
- * gets the time its last byte was written (nginx's $request_time). */
-typedef struct log_mark {
-    uint64_t done_at;      /* c->out_flushed + c->out.len after the response */
-    double   start;        /* the request's start */
-    size_t   line_end;     /* end of its line in log_lines */
-} log_mark;
-
-static void process_input(edge_h1 *h);
-static void encode_response(edge_h1 *h);
-static void start_upload(edge_h1 *h, int64_t length);
-static int upload_write(edge_h1 *h, const char *at, size_t n);
-static void upload_end(edge_h1 *h);
-static void upload_failed(edge_h1 *h, int status);
 
 static edge_h1 *h1_of(llhttp_t *p)
 {
     return edge_container_of(p, edge_h1, parser);
 }
 
+
 /* ---- rejecting bad requests ---- */
 
 /* Answers status without running Lua and closes the connection after it. */
-static void reject(edge_h1 *h, int status)
+void edge_h1_reject(edge_h1 *h, int status)
 {
     edge_conn *c = h->c;
     edge_response *resp = &h->req.resp;
@@ -97,7 +32,7 @@ static void reject(edge_h1 *h, int status)
     h->keep_alive = 0;
     h->req.is_head = 0;
     h->state = H1_CLOSING;
-    encode_response(h);
+    edge_h1_encode_response(h);
     edge_conn_close_after_flush(c);
 }
 
@@ -125,109 +60,6 @@ static int fail(edge_h1 *h, int status)
 {
     h->error_status = status;
     return HPE_USER;
-}
-
-/* ---- request bodies past --body-buffer ----
- *
- * The request is dispatched once its body passes --body-buffer, with
- * req.body_pipe holding the bytes so far; the parser goes on feeding the pipe
- * while the core works. When the pipe is full the parser and the socket read
- * pause (the client's TCP window closes) until its consumer, the upstream
- * connection sending it to the origin, takes it down again. A pipe closed
- * before its end (the script answered itself, the origin failed) turns the
- * rest into BODY_DISCARD: read and dropped, within --max-body and
- * --body-timeout, so the connection can serve its next request. */
-
-static int uploading(const edge_h1 *h)
-{
-    return h->body_mode != BODY_WHOLE;
-}
-
-/* The consumer took bytes: parse on, from the loop (never inside it). */
-static void upload_resume(void *ud)
-{
-    edge_h1 *h = ud;
-    edge_conn *c = h->c;
-    if (!h->upload_paused) return;
-    h->upload_paused = 0;
-    if (c->state != EDGE_CONN_OPEN) return;
-    edge_conn_set_timeout(c, c->w->cfg->body_timeout);
-    edge_conn_resume_read(c);
-    ev_feed_event(c->w->loop, &c->wio, EV_WRITE);   /* h1_on_drained parses what c->in holds */
-}
-
-/* The consumer closed the pipe before its end: the rest is dropped. */
-static void upload_cancel(void *ud)
-{
-    edge_h1 *h = ud;
-    h->upload = NULL;
-    h->body_mode = BODY_DISCARD;
-    upload_resume(h);
-}
-
-/* Inside llhttp: makes the pipe (length: Content-Length, or -1), moves the
- * bytes so far into it and has parse_some dispatch the request. */
-static void start_upload(edge_h1 *h, int64_t length)
-{
-    edge_request *req = &h->req;
-    edge_pipe_producer producer = {.resume = upload_resume, .cancel = upload_cancel, .ud = h};
-    h->upload = req->body_pipe = edge_pipe_new(length, 0, &producer);
-    req->body_streamed = 1;
-    req->has_body = 1;
-    h->body_mode = BODY_PIPE;
-    h->upload_paused = 0;
-    h->keep_alive = llhttp_should_keep_alive(&h->parser);
-    h->state = H1_DISPATCHED;
-    h->dispatch_now = 1;
-    if (req->body.len) upload_write(h, req->body.base, req->body.len);
-    req->body.len = 0;
-}
-
-/* Hands body bytes to the pipe; returns 1 when it is full (the parser
- * pauses: on_body returns HPE_PAUSED). */
-static int upload_write(edge_h1 *h, const char *at, size_t n)
-{
-    if (h->body_mode != BODY_PIPE) return 0;
-    int rc = edge_pipe_write(h->upload, at, n);
-    if (rc == EDGE_PIPE_GONE) {             /* closed inside the write: freed */
-        h->upload = NULL;
-        h->body_mode = BODY_DISCARD;
-        return 0;
-    }
-    if (rc != EDGE_PIPE_PAUSE) return 0;
-    h->upload_paused = 1;
-    edge_conn_pause_read(h->c);
-    edge_conn_set_timeout(h->c, 0);         /* waiting on the origin, not the client */
-    return 1;
-}
-
-/* Inside llhttp: the streamed body is complete. */
-static void upload_end(edge_h1 *h)
-{
-    if (h->upload) edge_pipe_end(h->upload, 1);
-    h->upload = NULL;
-    h->body_mode = BODY_WHOLE;
-    h->upload_paused = 0;
-    edge_conn_set_timeout(h->c, 0);         /* DRAINING: parse_some goes on to the next request */
-}
-
-/* The client failed its streamed body (too large, bad framing, too slow):
- * the pipe fails (the origin request is aborted); the client gets status if
- * no response began, else the connection is closed. */
-static void upload_failed(edge_h1 *h, int status)
-{
-    edge_log(EDGE_LOG_INFO, h->c->id, "request %s: the streamed request body failed: %d",
-             edge_request_id(&h->req), status);
-    if (h->upload) edge_pipe_end(h->upload, 0);
-    h->upload = NULL;
-    h->body_mode = BODY_WHOLE;
-    h->upload_paused = 0;
-    if (h->state == H1_DISPATCHED) {
-        edge_dispatch_cancel(&h->req);
-        reject(h, status);
-        return;
-    }
-    if (h->state != H1_CLOSING) edge_conn_close(h->c);
 }
 
 /* ---- llhttp callbacks ---- */
@@ -391,7 +223,7 @@ static int on_headers_complete(llhttp_t *p)
     if (req->has_body) edge_conn_set_timeout(h->c, cfg->body_timeout);
     int rc = handle_expect(h, req->has_body);
     if (rc != 0 || !has_length || p->content_length <= cfg->body_buffer) return rc;
-    start_upload(h, (int64_t)p->content_length);    /* too large to hold: streamed from the start */
+    edge_h1_start_upload(h, (int64_t)p->content_length);    /* too large to hold: streamed from the start */
     return HPE_PAUSED;
 }
 
@@ -407,11 +239,11 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
         return 0;
     }
     if (h->body_mode == BODY_WHOLE) {                  /* it grew past --body-buffer: stream it */
-        start_upload(h, -1);
-        upload_write(h, at, n);
+        edge_h1_start_upload(h, -1);
+        edge_h1_upload_write(h, at, n);
         return HPE_PAUSED;                             /* parse_some dispatches */
     }
-    return upload_write(h, at, n) ? HPE_PAUSED : 0;
+    return edge_h1_upload_write(h, at, n) ? HPE_PAUSED : 0;
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -419,7 +251,7 @@ static int on_message_complete(llhttp_t *p)
     edge_h1 *h = h1_of(p);
     h->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
     if (h->body_mode != BODY_WHOLE) {    /* a streamed body's end: the request was dispatched */
-        upload_end(h);
+        edge_h1_upload_end(h);
         return HPE_PAUSED;
     }
     h->state = H1_DISPATCHED;
@@ -438,288 +270,6 @@ static const llhttp_settings_t parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* ---- responses ---- */
-
-static void put(edge_buf *b, const char *s, size_t n)
-{
-    edge_buf_append(b, s, n);
-}
-#define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
-
-static void put_header(edge_buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
-{
-    edge_buf_reserve(b, nlen + vlen + 4);
-    put(b, name, nlen);
-    PUT_LIT(b, ": ");
-    put(b, value, vlen);
-    PUT_LIT(b, "\r\n");
-}
-
-/* ---- access log: lines committed when their response's last byte is written ---- */
-
-static void defer_log_line(edge_h1 *h)
-{
-    if (!edge_access_log_enabled()) return;
-    edge_access_log_format(h->c->w, &h->req, &h->log_lines);
-    log_mark m = {h->c->out_flushed + h->c->out.len, h->req.start, h->log_lines.len};
-    edge_buf_append(&h->log_marks, &m, sizeof(m));
-}
-
-/* Commits the lines of responses written by now (all: every line, the
- * connection is closing). */
-/* Removes the committed lines and marks from the front, so a client that
- * keeps one response always in flight (pipelining while reading slowly)
- * holds only its pending lines, not every line of the connection. */
-static void drop_committed(edge_h1 *h)
-{
-    const log_mark *marks = (const log_mark *)h->log_marks.base;
-    size_t line_bytes = marks[h->log_next - 1].line_end;
-    edge_buf_consume(&h->log_lines, line_bytes);
-    edge_buf_consume(&h->log_marks, h->log_next * sizeof(log_mark));
-    log_mark *rest = (log_mark *)h->log_marks.base;
-    for (size_t i = 0; i < h->log_marks.len / sizeof(log_mark); i++) rest[i].line_end -= line_bytes;
-    h->log_next = 0;
-}
-
-static void commit_log_lines(edge_h1 *h, int all)
-{
-    edge_conn *c = h->c;
-    size_t n = h->log_marks.len / sizeof(log_mark);
-    if (h->log_next == n) return;
-    const log_mark *marks = (const log_mark *)h->log_marks.base;
-    uint64_t written = c->out_flushed + c->out_sent;
-    double now = ev_now(c->w->loop);
-    while (h->log_next < n && (all || marks[h->log_next].done_at <= written)) {
-        const log_mark *m = &marks[h->log_next];
-        size_t begin = h->log_next ? marks[h->log_next - 1].line_end : 0;
-        edge_access_log_commit(c->w, h->log_lines.base + begin, m->line_end - begin, now - m->start);
-        h->log_next++;
-    }
-    if (h->log_next == n) {
-        h->log_next = 0;
-        edge_buf_reset(&h->log_lines, 1024);
-        edge_buf_reset(&h->log_marks, 256);
-    } else if (h->log_next > 0) {
-        drop_committed(h);
-    }
-}
-
-static void h1_on_sent(edge_conn *c)
-{
-    commit_log_lines(c->proto_data, 0);
-}
-
-/* Encodes req->resp into the connection's output. */
-static void encode_response(edge_h1 *h)
-{
-    const edge_response *resp = &h->req.resp;
-    edge_buf *out = &h->c->out;
-    edge_worker_on_response(h->c->w, &h->req);
-    char num[24];
-    const char *reason = edge_http_reason(resp->status);
-    size_t reason_len = strlen(reason);
-    edge_buf_reserve(out, 160 + reason_len + resp->data.len + resp->n_headers * 4 + resp->body.len);
-
-    PUT_LIT(out, "HTTP/1.1 ");
-    put(out, num, edge_format_u64(num, (unsigned)resp->status));
-    PUT_LIT(out, " ");
-    put(out, reason, reason_len);
-    PUT_LIT(out, "\r\n");
-    if (!resp->has_server) PUT_LIT(out, "Server: " EDGE_SERVER "\r\n");
-    if (!resp->has_date) {
-        PUT_LIT(out, "Date: ");
-        edge_buf_append_str(out, edge_worker_http_date(h->c->w));
-        PUT_LIT(out, "\r\n");
-    }
-    int with_body = edge_http_status_has_body(resp->status);
-    h->chunked = 0;
-    if (with_body && resp->pipe && resp->pipe->length < 0) {
-        /* No length from the origin: chunked for HTTP/1.1, the close ends it for 1.0. */
-        if (h->req.version[2] == '1') {
-            h->chunked = !h->req.is_head;
-            PUT_LIT(out, "Transfer-Encoding: chunked\r\n");
-        } else {
-            h->keep_alive = 0;
-        }
-    } else if (with_body) {
-        PUT_LIT(out, "Content-Length: ");
-        put(out, num, edge_format_u64(num, resp->pipe ? (uint64_t)resp->pipe->length : resp->body.len));
-        PUT_LIT(out, "\r\n");
-    }
-    if (!h->keep_alive) PUT_LIT(out, "Connection: close\r\n");
-    else if (h->req.version[2] == '0') PUT_LIT(out, "Connection: keep-alive\r\n");
-    if (h->c->w->cfg->request_id_header) {
-        PUT_LIT(out, "X-Request-Id: ");
-        edge_buf_append_str(out, edge_request_id(&h->req));
-        PUT_LIT(out, "\r\n");
-    }
-    for (int i = 0; i < resp->n_headers; i++) {
-        const edge_header *hd = &resp->headers[i];
-        put_header(out, resp->data.base + hd->name.off, hd->name.len, resp->data.base + hd->value.off,
-                   hd->value.len);
-    }
-    PUT_LIT(out, "\r\n");
-    if (resp->pipe) return;      /* the body streams; its log line is written at its end */
-    if (with_body && !h->req.is_head) put(out, resp->body.base, resp->body.len);
-    defer_log_line(h);
-}
-
-/* ---- streamed bodies (edge.proxy) ----
- *
- * The pipe's bytes go to the connection's output while it holds less than
- * OUT_HIGH; on_drained asks for more. The pipe resumes the origin read as
- * it empties: a slow client slows the origin, and at most about OUT_HIGH
- * plus the pipe's bound is held per response. */
-
-static void response_sent(edge_h1 *h);
-static void next_request(edge_h1 *h);
-
-/* An origin that failed mid-body: the client must not take a cut body for a
- * whole one, so the connection closes without the last chunk (or short of
- * Content-Length), as nginx does. */
-static void stream_failed(edge_h1 *h)
-{
-    edge_log(EDGE_LOG_INFO, h->c->id, "request %s: the origin's body ended early: connection closed",
-             edge_request_id(&h->req));
-    h->state = H1_CLOSING;          /* what came goes out; the missing end tells the client */
-    edge_pipe_close(h->req.resp.pipe);
-    h->req.resp.pipe = NULL;
-    edge_access_log_request(h->c->w, &h->req);
-    edge_conn_close_after_flush(h->c);
-}
-
-static void put_chunk(edge_h1 *h, const char *p, size_t n)
-{
-    edge_buf *out = &h->c->out;
-    if (!h->chunked) {
-        put(out, p, n);
-        return;
-    }
-    edge_buf_printf(out, "%zx\r\n", n);
-    put(out, p, n);
-    PUT_LIT(out, "\r\n");
-}
-
-/* Moves what the pipe holds into the output, up to OUT_HIGH. */
-static void fill_output(edge_h1 *h, edge_pipe *p)
-{
-    edge_conn *c = h->c;
-    while (edge_pipe_readable(p) > 0 && edge_conn_pending(c) < OUT_HIGH) {
-        size_t n = edge_pipe_readable(p), room = OUT_HIGH - edge_conn_pending(c);
-        if (n > room) n = room;
-        put_chunk(h, edge_pipe_data(p), n);
-        h->req.resp.streamed += n;
-        edge_pipe_consume(p, n);
-    }
-}
-
-#define PUMP_ROUNDS 4   /* OUT_HIGH-sized rounds per call, then the loop serves others */
-
-/* Writes the pipe's bytes while the socket takes them. Every way out leaves
- * something that calls again: the pipe's ready (it is empty), on_drained
- * (the socket is full), or the fed write event (PUMP_ROUNDS done). */
-static void pump_body(edge_h1 *h)
-{
-    edge_conn *c = h->c;
-    edge_pipe *p = h->req.resp.pipe;
-    for (int round = 0; round < PUMP_ROUNDS; round++) {
-        fill_output(h, p);
-        if (edge_pipe_failed(p)) {
-            stream_failed(h);
-            return;
-        }
-        if (edge_pipe_done(p)) {
-            if (h->chunked) PUT_LIT(&c->out, "0\r\n\r\n");
-            edge_pipe_close(p);
-            h->req.resp.pipe = NULL;
-            defer_log_line(h);
-            response_sent(h);
-            return;
-        }
-        if (edge_conn_flush(c) != EDGE_OK) return;   /* closed, or on_drained goes on */
-        if (edge_pipe_readable(p) == 0) return;      /* on_pipe_ready goes on */
-    }
-    ev_feed_event(c->w->loop, &c->wio, EV_WRITE);
-}
-
-/* The pipe has bytes, or ended. */
-static void on_pipe_ready(void *ud)
-{
-    edge_h1 *h = ud;
-    if (h->state != H1_STREAMING || h->c->state != EDGE_CONN_OPEN) return;
-    pump_body(h);
-}
-
-static void start_stream(edge_h1 *h)
-{
-    h->state = H1_STREAMING;
-    edge_pipe_consumer consumer = {.ready = on_pipe_ready, .ud = h};
-    edge_pipe_set_consumer(h->req.resp.pipe, &consumer);
-    pump_body(h);
-}
-
-/* ops->respond: the core finished the current request. */
-static void h1_respond(edge_request *req)
-{
-    edge_h1 *h = edge_container_of(req, edge_h1, req);
-    edge_conn *c = h->c;
-    if (h->stop_after || c->w->stopping) h->keep_alive = 0;
-    if (c->read_eof && c->in.len == 0) h->keep_alive = 0;   /* the client sent all it will */
-    if (edge_tunnel_ready(req)) {
-        /* WebSocket: the origin's 101 makes the connection a byte tunnel
-         * (tunnel.c), which from now on is c's protocol; h (and req, for
-         * the tunnel's log line) stays until the connection is freed. */
-        commit_log_lines(h, 1);
-        h->state = H1_CLOSING;
-        edge_tunnel_upgrade(c, req);
-        return;
-    }
-    encode_response(h);
-    if (req->resp.pipe && req->is_head) {       /* no body for the client; the cache may want it */
-        edge_pipe_drain(req->resp.pipe);
-        req->resp.pipe = NULL;
-        defer_log_line(h);
-    }
-    if (req->resp.pipe) {
-        start_stream(h);
-        return;
-    }
-    response_sent(h);
-}
-
-/* The whole response is queued: the next request, or the close. A request
- * body still arriving is read to its end first (DRAINING), or the close
- * makes the linger drop it. */
-static void response_sent(edge_h1 *h)
-{
-    edge_conn *c = h->c;
-    edge_request_reset(&h->req);      /* a streamed body nobody took: discarded from now */
-    if (h->stop_after || c->w->stopping) h->keep_alive = 0;    /* a drain began while it streamed */
-    if (!h->keep_alive) {
-        h->state = H1_CLOSING;
-        edge_conn_close_after_flush(c);
-        return;
-    }
-    if (uploading(h)) {
-        h->state = H1_DRAINING;
-        if (!h->upload_paused) edge_conn_set_timeout(c, c->w->cfg->body_timeout);
-        if (!h->in_parse) process_input(h);
-        return;
-    }
-    next_request(h);
-}
-
-/* Ready for the next request (pipelined ones are parsed now). */
-static void next_request(edge_h1 *h)
-{
-    edge_conn *c = h->c;
-    h->state = H1_IDLE;
-    edge_conn_set_timeout(c, c->w->cfg->keepalive_timeout);
-    if (!h->in_parse) process_input(h);   /* pipelined requests, and the flush */
-}
-
-static const edge_request_ops h1_request_ops = {.respond = h1_respond};
-
 /* ---- input ---- */
 
 static void dispatch(edge_h1 *h)
@@ -728,14 +278,14 @@ static void dispatch(edge_h1 *h)
     edge_conn_set_timeout(c, 0);
     edge_dispatch_start(&h->req);
     /* A body still arriving: the client has --body-timeout between reads. */
-    if (c->state == EDGE_CONN_OPEN && uploading(h) && !h->upload_paused)
+    if (c->state == EDGE_CONN_OPEN && edge_h1_uploading(h) && !h->upload_paused)
         edge_conn_set_timeout(c, c->w->cfg->body_timeout);
 }
 
 static int can_parse(const edge_h1 *h)
 {
     if (h->c->state != EDGE_CONN_OPEN || h->c->in.len == 0) return 0;
-    if (uploading(h)) return !h->upload_paused;
+    if (edge_h1_uploading(h)) return !h->upload_paused;
     return h->state == H1_IDLE || h->state == H1_READING;
 }
 
@@ -769,17 +319,17 @@ static void parse_some(edge_h1 *h)
             edge_buf_consume(&c->in, used);
             llhttp_resume(&h->parser);
         } else if (h->state == H1_IDLE || h->state == H1_READING) {
-            reject(h, status_for_error(h, e));
+            edge_h1_reject(h, status_for_error(h, e));
             break;
         } else {                            /* a streamed body, the request already dispatched */
-            upload_failed(h, status_for_error(h, e));
+            edge_h1_upload_failed(h, status_for_error(h, e));
             break;
         }
         if (h->dispatch_now) {
             h->dispatch_now = 0;
             dispatch(h);
         }
-        if (h->state == H1_DRAINING && !uploading(h)) next_request(h);
+        if (h->state == H1_DRAINING && !edge_h1_uploading(h)) edge_h1_next_request(h);
     }
     h->in_parse = 0;
 }
@@ -800,7 +350,7 @@ static void after_input(edge_h1 *h)
         if (!h->upload_paused) edge_conn_resume_read(c);
         return;
     }
-    if (uploading(h) && c->in.len == 0) {   /* the client stopped sending mid-body: it is gone */
+    if (edge_h1_uploading(h) && c->in.len == 0) {   /* the client stopped sending mid-body: it is gone */
         edge_log(EDGE_LOG_INFO, c->id, "client closed its side before the end of its request body");
         edge_conn_close(c);
         return;
@@ -812,7 +362,7 @@ static void after_input(edge_h1 *h)
 
 /* Parses and sends in rounds while the socket takes everything; when it
  * does not, on_drained continues; after PARSE_ROUNDS, the write watcher does. */
-static void process_input(edge_h1 *h)
+void edge_h1_process_input(edge_h1 *h)
 {
     edge_conn *c = h->c;
     int flushed = 1;
@@ -834,17 +384,17 @@ static void process_input(edge_h1 *h)
 static void h1_on_data(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_IDLE || h->state == H1_READING || uploading(h)) process_input(h);
+    if (h->state == H1_IDLE || h->state == H1_READING || edge_h1_uploading(h)) edge_h1_process_input(h);
     /* Otherwise the bytes wait (pipelining); reading pauses if they pile up. */
 }
 
 static void h1_on_drained(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_STREAMING) pump_body(h);
+    if (h->state == H1_STREAMING) edge_h1_pump_body(h);
     if (c->state != EDGE_CONN_OPEN) return;
     /* Also with nothing buffered: after_input resumes reading or closes. */
-    if (h->state == H1_IDLE || h->state == H1_READING || uploading(h)) process_input(h);
+    if (h->state == H1_IDLE || h->state == H1_READING || edge_h1_uploading(h)) edge_h1_process_input(h);
 }
 
 /* The client finished sending: a request in progress and the complete ones
@@ -853,19 +403,19 @@ static void h1_on_drained(edge_conn *c)
 static void h1_on_eof(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (h->state == H1_IDLE || h->state == H1_READING || uploading(h)) process_input(h);
+    if (h->state == H1_IDLE || h->state == H1_READING || edge_h1_uploading(h)) edge_h1_process_input(h);
 }
 
 static void h1_on_timeout(edge_conn *c)
 {
     edge_h1 *h = c->proto_data;
-    if (uploading(h)) {
+    if (edge_h1_uploading(h)) {
         if (h->upload_paused) return;       /* waiting on the origin: not the client's time */
         edge_log(EDGE_LOG_INFO, c->id, "client timed out sending its request body");
-        upload_failed(h, 408);
+        edge_h1_upload_failed(h, 408);
     } else if (h->state == H1_READING) {
         edge_log(EDGE_LOG_INFO, c->id, "client timed out sending its request");
-        reject(h, 408);
+        edge_h1_reject(h, 408);
     } else if (h->state == H1_IDLE && edge_conn_pending(c) > 0) {
         /* Not idle: a response is still being written, which --send-timeout
          * bounds; the keep-alive wait starts again from here. */
@@ -894,7 +444,7 @@ static void h1_on_close(edge_conn *c)
     if (h->upload) edge_pipe_end(h->upload, 0);   /* gone mid-body: the origin request fails */
     h->upload = NULL;
     h->body_mode = BODY_WHOLE;
-    commit_log_lines(h, 1);      /* responses cut short by the close: logged as they are */
+    edge_h1_commit_log_lines(h, 1);      /* responses cut short by the close: logged as they are */
     if (h->state == H1_STREAMING) {
         /* The client left, or the origin failed, mid-body: the origin read
          * stops (its connection is closed, not pooled) and the line says
@@ -925,7 +475,7 @@ static void h1_free(edge_conn *c)
 static const edge_proto h1_proto = {
     .on_data = h1_on_data,
     .on_drained = h1_on_drained,
-    .on_sent = h1_on_sent,
+    .on_sent = edge_h1_on_sent,
     .on_eof = h1_on_eof,
     .on_timeout = h1_on_timeout,
     .on_shutdown = h1_on_shutdown,
@@ -939,7 +489,7 @@ void edge_h1_attach(edge_conn *c)
     h->c = c;
     h->keep_alive = 1;
     llhttp_init(&h->parser, HTTP_REQUEST, &parser_settings);
-    edge_request_init(&h->req, &h1_request_ops, c->w, c->id);
+    edge_request_init(&h->req, &edge_h1_request_ops, c->w, c->id);
     h->req.scheme = c->ssl ? "https" : "http";
     h->req.peer = &c->peer;         /* the request is reused: set once per connection */
     h->req.tls_version = c->ssl ? SSL_get_version(c->ssl) : NULL;
@@ -947,3 +497,4 @@ void edge_h1_attach(edge_conn *c)
     c->proto_data = h;
     edge_conn_set_timeout(c, c->w->cfg->header_timeout);
 }
+
