@@ -120,19 +120,23 @@ void edge_pipe_close(edge_pipe *p)
 
 /* ---- draining ---- */
 
+/* Whether a tap still wants the body. */
+static int wanted(const edge_pipe *p)
+{
+    for (const edge_pipe_tap *t = p->taps; t; t = t->next)
+        if (!t->done) return 1;
+    return 0;
+}
+
 static void drain_ready(void *ud)
 {
     edge_pipe *p = ud;
     edge_pipe_consume(p, edge_pipe_readable(p));
-    if (p->ended) edge_pipe_close(p);
+    if (p->ended || !wanted(p)) edge_pipe_close(p);   /* nobody wants the rest: stop the origin */
 }
 
 void edge_pipe_drain(edge_pipe *p)
 {
-    if (p->taps == NULL) {          /* nothing wants the body (not storable): stop the origin now */
-        edge_pipe_close(p);
-        return;
-    }
     edge_pipe_consumer consumer = {.ready = drain_ready, .ud = p};
     edge_pipe_set_consumer(p, &consumer);
     drain_ready(p);

@@ -46,6 +46,7 @@ typedef struct edge_pipe_tap {
     void (*data)(struct edge_pipe_tap *t, const char *p, size_t n);
     void (*end)(struct edge_pipe_tap *t, int ok);    /* ok = 0: failed or cancelled; then freed */
     struct edge_pipe_tap *next;
+    unsigned done : 1;        /* wants no more bytes (a cache writer that gave up) */
 } edge_pipe_tap;
 
 struct edge_pipe {

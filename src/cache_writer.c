@@ -50,9 +50,20 @@ static void free_writer(cache_writer *cw)
     free(cw);
 }
 
+static const char *flight_key(const cache_writer *cw)
+{
+    return cw->keys.base + cw->klen + cw->marker_klen + cw->names_len;
+}
+
+/* Nothing will be stored: the waiters go to the origin themselves now
+ * rather than after the whole body passed, and the pipe may stop being
+ * read for us (edge_pipe_drain). */
 static void give_up(cache_writer *cw, size_t size)
 {
     cw->given_up = 1;
+    cw->tap.done = 1;
+    if (cw->has_flight) edge_cache_flight_done(cw->cache, flight_key(cw), cw->flight_klen);
+    cw->has_flight = 0;
     edge_buf_free(&cw->entry.body);
     edge_log(EDGE_LOG_INFO, cw->conn_id,
              "request %s: response not cached: %zu bytes or more, more than --cache-max-object %zu",
@@ -84,14 +95,13 @@ static void put_marker(cache_writer *cw, const char *key, const char *names, dou
 static void on_end(edge_pipe_tap *t, int ok)
 {
     cache_writer *cw = (cache_writer *)t;
-    const char *key = cw->keys.base, *marker_key = key + cw->klen, *names = marker_key + cw->marker_klen,
-               *flight = names + cw->names_len;
+    const char *key = cw->keys.base, *marker_key = key + cw->klen, *names = marker_key + cw->marker_klen;
     if (ok && !cw->given_up) {
         double now = ev_now(cw->loop);
         if (edge_cache_put(cw->cache, key, cw->klen, &cw->entry, now, cw->ttl) == EDGE_OK && cw->has_marker)
             put_marker(cw, marker_key, names, now);
     }
-    if (cw->has_flight) edge_cache_flight_done(cw->cache, flight, cw->flight_klen);
+    if (cw->has_flight) edge_cache_flight_done(cw->cache, flight_key(cw), cw->flight_klen);
     free_writer(cw);
 }
 

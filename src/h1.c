@@ -284,9 +284,11 @@ static void dispatch(edge_h1 *h)
 
 static int can_parse(const edge_h1 *h)
 {
-    if (h->c->state != EDGE_CONN_OPEN || h->c->in.len == 0) return 0;
-    if (edge_h1_uploading(h)) return !h->upload_paused;
-    return h->state == H1_IDLE || h->state == H1_READING;
+    if (h->c->state != EDGE_CONN_OPEN) return 0;
+    /* After a pause the parser may owe a callback with no byte left (the
+     * pipe filled on the body's last byte: message complete is due). */
+    if (edge_h1_uploading(h)) return !h->upload_paused && (h->c->in.len > 0 || h->upload_resumed);
+    return h->c->in.len > 0 && (h->state == H1_IDLE || h->state == H1_READING);
 }
 
 /* Whether bytes end in LF and nothing but SP/HTAB (when they hold nothing
@@ -306,6 +308,8 @@ static void parse_some(edge_h1 *h)
     edge_conn *c = h->c;
     h->in_parse = 1;
     while (can_parse(h) && edge_conn_pending(c) < OUT_HIGH) {
+        h->upload_resumed = 0;
+        edge_buf_reserve(&c->in, 1);          /* a base even for the zero-length run */
         llhttp_errno_t e = llhttp_execute(&h->parser, c->in.base, c->in.len);
         if (c->state != EDGE_CONN_OPEN) break;   /* never dispatch for a closed connection */
         if (e == HPE_OK) {

@@ -53,6 +53,7 @@ typedef struct edge_h1 {
     unsigned       stop_after : 1;   /* server draining: close after this response */
     unsigned       chunked : 1;      /* the streamed body goes out in chunks */
     unsigned       dispatch_now : 1; /* a callback made the request ready: parse_some dispatches */
+    unsigned       upload_resumed : 1;  /* parse once even with no byte buffered (see can_parse) */
     unsigned       upload_paused : 1;   /* the pipe is full: the parser and reading wait for resume */
     enum h1_body   body_mode;
     edge_pipe     *upload;           /* BODY_PIPE: the pipe we produce (req.body_pipe, or taken) */

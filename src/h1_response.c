@@ -10,6 +10,7 @@
 #include "worker.h"
 
 #include <llhttp.h>
+#include <sys/socket.h>
 
 /* ---- responses ---- */
 
@@ -153,11 +154,20 @@ static void stream_failed(edge_h1 *h)
 {
     edge_log(EDGE_LOG_INFO, h->c->id, "request %s: the origin's body ended early: connection closed",
              edge_request_id(&h->req));
-    h->state = H1_CLOSING;          /* what came goes out; the missing end tells the client */
+    int close_delimited = !h->chunked && h->req.resp.pipe->length < 0;
+    h->state = H1_CLOSING;
     edge_pipe_close(h->req.resp.pipe);
     h->req.resp.pipe = NULL;
     edge_access_log_request(h->c->w, &h->req);
-    edge_conn_close_after_flush(h->c);
+    if (close_delimited) {
+        /* HTTP/1.0, no length: a clean close would say "complete". A reset
+         * (SO_LINGER 0) says it is not. */
+        struct linger lg = {1, 0};
+        setsockopt(h->c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        edge_conn_close(h->c);
+        return;
+    }
+    edge_conn_close_after_flush(h->c);   /* what came goes out; the missing end tells the client */
 }
 
 static void put_chunk(edge_h1 *h, const char *p, size_t n)
@@ -247,7 +257,9 @@ static void h1_respond(edge_request *req)
         return;
     }
     edge_h1_encode_response(h);
-    if (req->resp.pipe && req->is_head) {       /* no body for the client; the cache may want it */
+    /* No body for the client (HEAD, or a status without one, even if the
+     * script set it on an origin's response): the cache may still want it. */
+    if (req->resp.pipe && (req->is_head || !edge_http_status_has_body(req->resp.status))) {
         edge_pipe_drain(req->resp.pipe);
         req->resp.pipe = NULL;
         defer_log_line(h);

@@ -32,6 +32,7 @@ static void upload_resume(void *ud)
     edge_conn *c = h->c;
     if (!h->upload_paused) return;
     h->upload_paused = 0;
+    h->upload_resumed = 1;
     if (c->state != EDGE_CONN_OPEN) return;
     edge_conn_set_timeout(c, c->w->cfg->body_timeout);
     edge_conn_resume_read(c);

@@ -30,9 +30,10 @@ static int stream_tostring(lua_State *L)
 
 void edge_lua_body_stream_push(lua_State *L, edge_pipe *pipe, edge_pipe **lent)
 {
+    /* Nothing that can raise (out of memory) runs once the userdata owns
+     * the pipe: until then the caller still does. */
     body_stream *s = lua_newuserdatauv(L, sizeof(*s), 0);
-    s->pipe = pipe;
-    if (lent) edge_pipe_lend(pipe, lent, &s->pipe);
+    s->pipe = NULL;
     if (luaL_newmetatable(L, STREAM_MT)) {
         lua_pushcfunction(L, stream_gc);
         lua_setfield(L, -2, "__gc");
@@ -42,6 +43,8 @@ void edge_lua_body_stream_push(lua_State *L, edge_pipe *pipe, edge_pipe **lent)
         lua_setfield(L, -2, "__tostring");
     }
     lua_setmetatable(L, -2);
+    s->pipe = pipe;
+    if (lent) edge_pipe_lend(pipe, lent, &s->pipe);
 }
 
 int edge_lua_is_body_stream(lua_State *L, int idx)

@@ -549,6 +549,9 @@ static int fetch_named(lua_State *L, edge_fetch_call *c, edge_upstream *u, edge_
     r.tries = 1 + (unsigned)opt_int(L, opts_with(opts, given, O_RETRIES), "retries",
                                     (lua_Integer)def->retries.tries - 1, 0,
                                     EDGE_UPSTREAM_MAX_TRIES - 1);
+    /* hash_key is the script's and may raise: before build, which may take
+     * the request's streamed body (nothing would give it back then). */
+    r.key = hash_key(L, u, req, &r.key_len);        /* stays on the stack until copied */
     edge_fetch_request fr = {0};
     c->kind->build(L, c, opts, given, path, plen, &fr);   /* fetch's Host: the upstream's name, as nginx's $proxy_host */
     r.is_head = fr.is_head;
@@ -557,7 +560,6 @@ static int fetch_named(lua_State *L, edge_fetch_call *c, edge_upstream *u, edge_
     r.upgrade = fr.upgrade;
     r.body = fr.body;
     r.body_chunked = fr.body_chunked;
-    r.key = hash_key(L, u, req, &r.key_len);        /* stays on the stack until copied */
     r.wire = c->wire.base;
     r.wire_len = c->wire.len;
     c->nf = edge_named_fetch_start(req->worker, u, &r, on_fetch_done, c);

@@ -461,7 +461,14 @@ static void on_eof(edge_upconn *c)
 
 static void step_read(edge_upconn *c)
 {
-    if (c->pending.len && feed(c, c->pending.base, c->pending.len)) return;
+    if (c->resumed) {
+        /* After a pause the parser may owe a callback even with no byte left
+         * (the pipe filled on the body's last byte: message complete is due),
+         * so it runs once, on the bytes kept, if any. */
+        c->resumed = 0;
+        edge_buf_reserve(&c->pending, 1);
+        if (feed(c, c->pending.base, c->pending.len)) return;
+    }
     char buf[READ_CHUNK];
     for (int i = 0; i < 16; i++) {      /* fair to other connections on this loop */
         ssize_t r = read_some(c, buf, sizeof(buf));
@@ -498,7 +505,7 @@ static void reset_exchange(edge_upconn *c)
     c->got_bytes = c->complete = c->reusable = c->in_value = c->clean = 0;
     c->head_cb = NULL;
     c->pipe = NULL;
-    c->read_paused = c->pipe_gone = c->upgrade_ok = c->upgraded = 0;
+    c->read_paused = c->pipe_gone = c->upgrade_ok = c->upgraded = c->resumed = 0;
     c->pending.len = 0;
     c->err[0] = '\0';
 }
@@ -575,6 +582,7 @@ void edge_upconn_resume(edge_upconn *c)
 {
     if (!c->read_paused) return;
     c->read_paused = 0;
+    c->resumed = 1;
     arm(c, EV_READ, c->to.read);
     ev_feed_event(c->loop, &c->io, EV_READ);    /* pending bytes, and what OpenSSL holds */
 }

@@ -99,7 +99,8 @@ struct edge_upconn {
     edge_upconn_head_cb head_cb;
     struct edge_pipe *pipe;
     edge_buf    pending;           /* bytes read past a pause, fed first when reading resumes */
-    unsigned    read_paused : 1,   /* the pipe is full: no reading until edge_upconn_resume */
+    unsigned    resumed : 1,       /* edge_upconn_resume ran: feed the parser once before reading */
+                read_paused : 1,   /* the pipe is full: no reading until edge_upconn_resume */
                 pipe_gone : 1,     /* the pipe's consumer closed it mid-write */
                 upgrade_ok : 1,    /* WebSocket: the request asked for Upgrade, a 101 may come (set
                                     * after starting the exchange) */

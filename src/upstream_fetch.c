@@ -228,6 +228,14 @@ static void on_head(edge_upconn *c, void *ud)
 static void stream_end(edge_fetch *f, edge_upconn *c, int result, const char *err)
 {
     if (c->pipe_gone) f->pipe = NULL;       /* the pipe freed itself */
+    int unseen_failure = !f->reported && result != EDGE_UPCONN_DONE;
+    if (unseen_failure) {
+        /* Failed before the script saw the head: nothing reached the client,
+         * so the report says failure (a 502), not a 200 with a cut body. */
+        f->ok = 0;
+        f->failure = failure_of(result, err);
+        snprintf(f->err, sizeof(f->err), "%s", err);   /* err is c's: copied before c goes */
+    }
     if (result == EDGE_UPCONN_DONE && c->upgraded && f->pipe) {
         f->pipe->upgrade = c;               /* WebSocket: tunnel.c takes it from the response */
         f->pipe->upgrade_free = free_upconn;
@@ -236,13 +244,14 @@ static void stream_end(edge_fetch *f, edge_upconn *c, int result, const char *er
         if (f->ka.size > 0) edge_pool_put(f->pool, c);
         else edge_upconn_free(c);
     } else {
-        if (result != EDGE_UPCONN_DONE && f->pipe)
+        if (result != EDGE_UPCONN_DONE && f->pipe && f->reported)
             edge_log(EDGE_LOG_ERR, 0, "upstream %s: response body cut short: %s", f->peer, err);
         edge_upconn_free(c);
     }
     edge_pipe *pipe = f->pipe;
+    if (unseen_failure) return;             /* free_fetch ends and closes the pipe */
     if (!f->reported) {                     /* the report, still to run, hands the ended pipe out */
-        if (pipe) edge_pipe_end(pipe, result == EDGE_UPCONN_DONE);
+        if (pipe) edge_pipe_end(pipe, 1);
         return;
     }
     f->pipe = NULL;
