@@ -74,7 +74,7 @@ CONF
       headers='proxy_set_header Host $http_host;
         proxy_set_header X-Forwarded-For $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-Host $host;
+        proxy_set_header X-Forwarded-Host $http_host;   # as received, port included (edge.proxy)
         proxy_set_header Via "1.1 nginx";'
     fi
     { common "$workers"; cat <<CONF
