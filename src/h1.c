@@ -12,6 +12,8 @@
 #include "worker.h"
 
 #include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
 
 static edge_h1 *h1_of(llhttp_t *p)
 {

@@ -10,6 +10,7 @@
 #include "worker.h"
 
 #include <llhttp.h>
+#include <string.h>
 #include <sys/socket.h>
 
 /* ---- responses ---- */

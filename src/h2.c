@@ -21,83 +21,21 @@
  * upstream connection) takes the bytes: the client sends no faster than the
  * origin reads. */
 #include "h2.h"
+#include "h2_internal.h"
 #include "access_log.h"
-#include "body_pipe.h"
 #include "common.h"
-#include "conn.h"
 #include "dispatch.h"
 #include "log.h"
-#include "request.h"
 #include "worker.h"
 
-#include <nghttp2/nghttp2.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define OUT_HIGH        (256 * 1024)   /* queued output above which we stop producing frames */
-#define STREAM_WINDOW   (256 * 1024)   /* per-stream receive window for request bodies */
-#define CONN_WINDOW     (1024 * 1024)
-#define ABUSE_FACTOR    4              /* header lists this many times over the limits end the connection */
-#define RESET_BURST     500            /* RST_STREAMs a client may send at once ... */
-#define RESET_RATE      50             /* ... and per second after that */
 
-typedef struct edge_h2 edge_h2;
-
-enum { BODY_WHOLE, BODY_PIPE, BODY_DISCARD };   /* what becomes of a request body's bytes */
-
-/* What a stream waits for. HEADERS, BODY and SENDING wait on the client and
- * have a deadline; DISPATCHED and SENDING are busy (edge has work to do). */
-enum stream_phase {
-    ST_NEW,
-    ST_HEADERS,      /* header block arriving: --header-timeout from the first HEADERS */
-    ST_BODY,         /* request body arriving: --body-timeout between DATA frames */
-    ST_DISPATCHED,   /* the core has it (Lua, cache): the core's own bounds */
-    ST_SENDING,      /* response submitted: --send-timeout between two of its DATA frames */
-    ST_SENT,         /* response ended; nghttp2 closes the stream (after our RST if need be) */
-    ST_RESET,        /* we submitted RST_STREAM; nghttp2 closes the stream once it is sent */
-    ST_CLOSED
-};
-
-typedef struct edge_h2_stream {
-    edge_h2  *h2;
-    int32_t   id;
-    enum stream_phase phase;        /* changed only through set_phase */
-    struct edge_h2_stream *prev, *next;
-    ev_timer  deadline;             /* active only in a phase that waits on the client */
-    size_t    header_bytes;
-    size_t    body_sent;
-    int       reject_status;        /* answer this without dispatching (413, 431) */
-    unsigned  abusive : 1;          /* its header list ended the connection: ignore the rest */
-    unsigned  submitted : 1;        /* a response was submitted: log it when the stream ends */
-    unsigned  deferred : 1;         /* its streamed body waits on the origin (NGHTTP2_ERR_DEFERRED) */
-    /* a request body past --body-buffer, arriving while the request is dispatched */
-    unsigned  body_mode : 2;        /* BODY_WHOLE, BODY_PIPE (into upload), BODY_DISCARD */
-    unsigned  upload_paused : 1;    /* the pipe is full: the stream's window is held back */
-    edge_pipe *upload;              /* BODY_PIPE: the pipe we produce */
-    uint64_t  body_total;           /* body bytes received, against --max-body */
-    size_t    window_held;          /* DATA bytes whose stream window is not given back yet */
-    ev_timer  body_deadline;        /* --body-timeout between DATA frames while it streams */
-    edge_request req;               /* last: the protocol-neutral part */
-} edge_h2_stream;
-
-struct edge_h2 {
-    edge_conn       *c;
-    nghttp2_session *session;
-    double           reset_tokens;  /* rapid-reset bucket: RST_STREAMs the client may still send */
-    double           reset_refilled_at;
-    edge_h2_stream  *streams;       /* every open stream we track */
-    int              n_streams;
-    int              n_busy;        /* streams in ST_DISPATCHED or ST_SENDING */
-    int32_t          max_client_id; /* highest stream id a client HEADERS opened */
-    unsigned         in_recv : 1;   /* inside nghttp2_session_mem_recv */
-    unsigned         closing : 1;   /* GOAWAY sent: close once the streams finish */
-};
 
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
 
-static void send_pending(edge_h2 *h);
 
 /* ---- streams ---- */
 
@@ -138,13 +76,13 @@ static void idle_touch(edge_h2 *h)
 }
 
 /* Restarts the phase's deadline (progress in a phase that waits on the client). */
-static void deadline_restart(edge_h2_stream *st)
+void edge_h2_deadline_restart(edge_h2_stream *st)
 {
     if (!ev_is_active(&st->deadline)) return;
     ev_timer_again(st->h2->c->w->loop, &st->deadline);
 }
 
-static void set_phase(edge_h2 *h, edge_h2_stream *st, enum stream_phase to)
+void edge_h2_set_phase(edge_h2 *h, edge_h2_stream *st, enum stream_phase to)
 {
     struct ev_loop *loop = h->c->w->loop;
     int was_busy = phase_busy(st->phase), busy = phase_busy(to);
@@ -179,11 +117,10 @@ static void log_stream(edge_h2 *h, edge_h2_stream *st)
 
 /* Unlinks and frees; the caller has cancelled a dispatched request. Touches
  * no connection timer: it also runs from the free hook. */
-static void upload_abandon(edge_h2 *h, edge_h2_stream *st);
 
 static void stream_free(edge_h2 *h, edge_h2_stream *st)
 {
-    upload_abandon(h, st);          /* before the request frees the pipe: no cancel hook then */
+    edge_h2_upload_abandon(h, st);          /* before the request frees the pipe: no cancel hook then */
     ev_timer_stop(h->c->w->loop, &st->deadline);
     if (phase_busy(st->phase)) h->n_busy--;
     if (st->prev) st->prev->next = st->next;
@@ -192,302 +129,6 @@ static void stream_free(edge_h2 *h, edge_h2_stream *st)
     h->n_streams--;
     edge_request_free(&st->req);
     free(st);
-}
-
-/* ---- responses ---- */
-
-static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user_data)
-{
-    edge_h2_stream *st = src->ptr;
-    const edge_buf *body = &st->req.resp.body;
-    size_t n = body->len - st->body_sent;
-    if (n > len) n = len;
-    if (n) memcpy(buf, body->base + st->body_sent, n);
-    st->body_sent += n;
-    if (st->body_sent == body->len) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (n) deadline_restart(st);    /* the client took more: its send deadline starts over */
-    return (ssize_t)n;
-}
-
-/* A streamed body (edge.proxy): DATA as the pipe fills, under the client's
- * flow control; nghttp2 asks only when the window and OUT_HIGH allow, and
- * every byte taken lets the pipe resume the origin read. While the pipe is
- * empty the stream waits on the origin, not the client: no send deadline. */
-static ssize_t read_pipe(nghttp2_session *session, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user_data)
-{
-    edge_h2_stream *st = src->ptr;
-    edge_pipe *p = st->req.resp.pipe;
-    if (edge_pipe_failed(p) && edge_pipe_readable(p) == 0) {
-        edge_log(EDGE_LOG_INFO, st->h2->c->id, "http2 stream %d: the origin's body ended early: RST_STREAM",
-                 st->id);
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* RST_STREAM INTERNAL_ERROR */
-    }
-    size_t n = edge_pipe_readable(p);
-    if (n > len) n = len;
-    if (n) memcpy(buf, edge_pipe_data(p), n);
-    st->req.resp.streamed += n;
-    edge_pipe_consume(p, n);
-    if (edge_pipe_done(p)) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-    } else if (n == 0) {
-        st->deferred = 1;
-        ev_timer_stop(st->h2->c->w->loop, &st->deadline);
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    deadline_restart(st);
-    return (ssize_t)n;
-}
-
-static void on_pipe_ready(void *ud)
-{
-    edge_h2_stream *st = ud;
-    edge_h2 *h = st->h2;
-    if (!st->deferred || h->c->state != EDGE_CONN_OPEN) return;
-    st->deferred = 0;
-    if (st->phase == ST_SENDING) {
-        st->deadline.repeat = h->c->w->cfg->send_timeout;
-        ev_timer_again(h->c->w->loop, &st->deadline);
-    }
-    nghttp2_session_resume_data(h->session, st->id);
-    send_pending(h);
-}
-
-#define NV(n, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE})
-
-static void submit_response(edge_h2 *h, edge_h2_stream *st)
-{
-    const edge_response *resp = &st->req.resp;
-    char status[8], length[24];
-    int with_body = edge_http_status_has_body(resp->status);
-    size_t n = 0, max = 5 + (size_t)resp->n_headers;
-    nghttp2_nv stack_nva[32];       /* no allocation for the usual response */
-    nghttp2_nv *nva = max <= EDGE_ARRAY_LEN(stack_nva) ? stack_nva : edge_malloc(max * sizeof(*nva));
-
-    edge_worker_on_response(h->c->w, &st->req);
-    st->submitted = 1;
-
-    snprintf(status, sizeof(status), "%d", resp->status);
-    nva[n++] = NV(":status", status, strlen(status));
-    if (!resp->has_server) nva[n++] = NV("server", EDGE_SERVER, sizeof(EDGE_SERVER) - 1);
-    if (!resp->has_date) {
-        const char *date = edge_worker_http_date(h->c->w);
-        nva[n++] = NV("date", date, strlen(date));
-    }
-    int64_t body_len = resp->pipe ? resp->pipe->length : (int64_t)resp->body.len;
-    if (with_body && body_len >= 0) {
-        snprintf(length, sizeof(length), "%lld", (long long)body_len);
-        nva[n++] = NV("content-length", length, strlen(length));
-    }
-    if (h->c->w->cfg->request_id_header) {
-        const char *id = edge_request_id(&st->req);
-        nva[n++] = NV("x-request-id", id, strlen(id));
-    }
-    for (int i = 0; i < resp->n_headers; i++) {
-        const edge_header *hd = &resp->headers[i];
-        nva[n++] = (nghttp2_nv){(uint8_t *)resp->data.base + hd->name.off,
-                                (uint8_t *)resp->data.base + hd->value.off, hd->name.len,
-                                hd->value.len, NGHTTP2_NV_FLAG_NONE};
-    }
-    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = resp->pipe ? read_pipe : read_body};
-    int send_body = with_body && !st->req.is_head && (resp->pipe || resp->body.len > 0);
-    if (resp->pipe && !send_body) {            /* HEAD, 204, 304: the cache may still want the body */
-        edge_pipe_drain(st->req.resp.pipe);
-        st->req.resp.pipe = NULL;
-    } else if (resp->pipe) {
-        edge_pipe_consumer consumer = {.ready = on_pipe_ready, .ud = st};
-        edge_pipe_set_consumer(resp->pipe, &consumer);
-    }
-    int rv = nghttp2_submit_response(h->session, st->id, nva, n, send_body ? &prd : NULL);
-    if (nva != stack_nva) free(nva);
-    if (rv != 0)
-        nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-}
-
-/* ops->respond: the core finished a stream's request. */
-static void h2_respond(edge_request *req)
-{
-    edge_h2_stream *st = edge_container_of(req, edge_h2_stream, req);
-    edge_h2 *h = st->h2;
-    set_phase(h, st, ST_SENDING);
-    submit_response(h, st);
-    send_pending(h);       /* last: sending may close and free the stream */
-}
-
-static const edge_request_ops h2_request_ops = {.respond = h2_respond};
-
-static void reject_stream(edge_h2 *h, edge_h2_stream *st, int status)
-{
-    edge_response_error(&st->req.resp, status);
-    set_phase(h, st, ST_SENDING);
-    submit_response(h, st);
-}
-
-/* Ends the stream with RST_STREAM; nghttp2 closes (and we free) it once sent. */
-static void reset_stream(edge_h2 *h, edge_h2_stream *st, uint32_t code)
-{
-    set_phase(h, st, ST_RESET);
-    nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, code);
-}
-
-/* A stream waited on the client past its phase's deadline. */
-static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    edge_h2_stream *st = edge_container_of(t, edge_h2_stream, deadline);
-    edge_h2 *h = st->h2;
-    ev_timer_stop(loop, t);
-    if (h->c->state != EDGE_CONN_OPEN) return;
-    switch (st->phase) {
-    case ST_HEADERS:
-        edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: header block incomplete after %.0fs: RST_STREAM",
-                 st->id, t->repeat);
-        reset_stream(h, st, NGHTTP2_CANCEL);
-        break;
-    case ST_BODY:
-        edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: no request body for %.0fs: 408", st->id, t->repeat);
-        reject_stream(h, st, 408);
-        break;
-    case ST_SENDING:
-        edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: client took none of the response for %.0fs: RST_STREAM",
-                 st->id, t->repeat);
-        reset_stream(h, st, NGHTTP2_CANCEL);
-        break;
-    default:
-        return;
-    }
-    send_pending(h);
-}
-
-/* ---- request bodies past --body-buffer ---- */
-
-/* The stream ends (closed, reset, the connection gone) mid-body: the pipe
- * fails, so the origin request does too. */
-static void upload_abandon(edge_h2 *h, edge_h2_stream *st)
-{
-    if (st->upload) edge_pipe_end(st->upload, 0);
-    st->upload = NULL;
-    st->body_mode = BODY_WHOLE;
-    st->upload_paused = 0;
-    ev_timer_stop(h->c->w->loop, &st->body_deadline);
-}
-
-static void body_deadline_restart(edge_h2 *h, edge_h2_stream *st)
-{
-    st->body_deadline.repeat = h->c->w->cfg->body_timeout;
-    ev_timer_again(h->c->w->loop, &st->body_deadline);
-}
-
-/* The consumer took bytes (or left): the held window goes back, from the
- * loop's next turn (this runs inside the consumer). */
-static void upload_resume(void *ud)
-{
-    edge_h2_stream *st = ud;
-    edge_h2 *h = st->h2;
-    if (!st->upload_paused) return;
-    st->upload_paused = 0;
-    if (h->c->state != EDGE_CONN_OPEN) return;
-    if (st->window_held) nghttp2_session_consume_stream(h->session, st->id, st->window_held);
-    st->window_held = 0;
-    body_deadline_restart(h, st);
-    ev_feed_event(h->c->w->loop, &h->c->wio, EV_WRITE);   /* h2_on_drained sends the WINDOW_UPDATE */
-}
-
-/* The consumer closed the pipe before its end: the rest is dropped (and an
- * early response ends the stream with RST_STREAM NO_ERROR, as before). */
-static void upload_cancel(void *ud)
-{
-    edge_h2_stream *st = ud;
-    st->upload = NULL;
-    st->body_mode = BODY_DISCARD;
-    upload_resume(st);
-}
-
-/* The client's Content-Length, or -1. */
-static int64_t content_length(const edge_request *req)
-{
-    const edge_header *cl = edge_request_header(req, "content-length", 14);
-    if (cl == NULL || cl->value.len == 0 || cl->value.len > 18) return -1;
-    const char *v = edge_request_ptr(req, cl->value);
-    int64_t n = 0;
-    for (uint32_t i = 0; i < cl->value.len; i++) {
-        if (v[i] < '0' || v[i] > '9') return -1;
-        n = n * 10 + (v[i] - '0');
-    }
-    return n;
-}
-
-/* The body passed --body-buffer: it streams through a pipe from now on. */
-static void start_upload(edge_h2 *h, edge_h2_stream *st)
-{
-    edge_request *req = &st->req;
-    edge_pipe_producer producer = {.resume = upload_resume, .cancel = upload_cancel, .ud = st};
-    st->upload = req->body_pipe = edge_pipe_new(content_length(req), 0, &producer);
-    req->body_streamed = 1;
-    req->has_body = 1;
-    st->body_mode = BODY_PIPE;
-    st->body_total = req->body.len;
-    if (req->body.len && edge_pipe_write(st->upload, req->body.base, req->body.len) == EDGE_PIPE_PAUSE)
-        st->upload_paused = 1;          /* those bytes' window went back already */
-    req->body.len = 0;
-    body_deadline_restart(h, st);
-}
-
-static void reject_stream(edge_h2 *h, edge_h2_stream *st, int status);
-static void reset_stream(edge_h2 *h, edge_h2_stream *st, uint32_t code);
-
-/* The client failed its streamed body (past --max-body, too slow): the pipe
- * fails (the origin request is aborted); the client gets status if no
- * response began, else RST_STREAM. */
-static void upload_failed(edge_h2 *h, edge_h2_stream *st, int status)
-{
-    edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: the streamed request body failed: %d", st->id, status);
-    upload_abandon(h, st);
-    st->reject_status = status;     /* its later DATA frames only give the connection window back */
-    if (st->phase == ST_DISPATCHED) {
-        edge_dispatch_cancel(&st->req);
-        reject_stream(h, st, status);
-    } else if (st->phase == ST_SENDING) {
-        reset_stream(h, st, NGHTTP2_INTERNAL_ERROR);
-    }
-}
-
-static void on_body_deadline(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    edge_h2_stream *st = edge_container_of(t, edge_h2_stream, body_deadline);
-    edge_h2 *h = st->h2;
-    ev_timer_stop(loop, t);
-    if (h->c->state != EDGE_CONN_OPEN || st->upload_paused || st->body_mode == BODY_WHOLE) return;
-    edge_log(EDGE_LOG_INFO, h->c->id, "http2 stream %d: no request body for %.0fs", st->id, t->repeat);
-    upload_failed(h, st, 408);
-    send_pending(h);
-}
-
-/* DATA of a streamed body: into the pipe (its window held while the pipe is
- * full), or dropped. The connection window always comes back. */
-static void upload_data(edge_h2 *h, edge_h2_stream *st, const uint8_t *data, size_t len)
-{
-    nghttp2_session *session = h->session;
-    nghttp2_session_consume_connection(session, len);
-    st->body_total += len;
-    if (st->body_total > h->c->w->cfg->max_body) {
-        upload_failed(h, st, 413);
-        return;
-    }
-    if (!st->upload_paused) body_deadline_restart(h, st);
-    if (st->body_mode == BODY_PIPE) {
-        int rc = edge_pipe_write(st->upload, (const char *)data, len);
-        if (rc == EDGE_PIPE_GONE) {
-            st->upload = NULL;
-            st->body_mode = BODY_DISCARD;
-        } else if (rc == EDGE_PIPE_PAUSE || st->upload_paused) {
-            st->upload_paused = 1;
-            st->window_held += len;
-            ev_timer_stop(h->c->w->loop, &st->body_deadline);   /* waiting on the origin */
-            return;
-        }
-    }
-    nghttp2_session_consume_stream(session, st->id, len);
 }
 
 /* ---- request assembly (nghttp2 callbacks) ---- */
@@ -503,8 +144,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     edge_h2_stream *st = edge_calloc(1, sizeof(*st));
     st->h2 = h;
     st->id = frame->hd.stream_id;
-    ev_init(&st->deadline, on_deadline);
-    edge_request_init(&st->req, &h2_request_ops, h->c->w, h->c->id);
+    ev_init(&st->deadline, edge_h2_on_deadline);
+    edge_request_init(&st->req, &edge_h2_request_ops, h->c->w, h->c->id);
     st->req.version = "2";
     st->req.peer = &h->c->peer;
     st->req.scheme = h->c->ssl ? "https" : "http";
@@ -514,9 +155,9 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (h->streams) h->streams->prev = st;
     h->streams = st;
     h->n_streams++;
-    ev_init(&st->body_deadline, on_body_deadline);
+    ev_init(&st->body_deadline, edge_h2_on_body_deadline);
     nghttp2_session_set_stream_user_data(session, st->id, st);
-    set_phase(h, st, ST_HEADERS);
+    edge_h2_set_phase(h, st, ST_HEADERS);
     idle_touch(h);
     return 0;
 }
@@ -579,7 +220,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
     edge_h2 *h = user_data;
     edge_h2_stream *st = stream_of(h, id);
     if (st && st->body_mode != BODY_WHOLE) {
-        upload_data(h, st, data, len);
+        edge_h2_upload_data(h, st, data, len);
         return 0;
     }
     /* The connection window always comes back: a rejected or reset stream's
@@ -591,20 +232,20 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
     if (st->req.body.len + len > h->c->w->cfg->max_body) {
         nghttp2_session_consume_connection(session, len);
         st->reject_status = 413;
-        reject_stream(h, st, 413);     /* and no more window for this stream */
+        edge_h2_reject_stream(h, st, 413);     /* and no more window for this stream */
         return 0;
     }
     if (st->req.body.len + len > h->c->w->cfg->body_buffer) {   /* too large to hold: it streams */
-        start_upload(h, st);
-        upload_data(h, st, data, len);
-        set_phase(h, st, ST_DISPATCHED);
+        edge_h2_start_upload(h, st);
+        edge_h2_upload_data(h, st, data, len);
+        edge_h2_set_phase(h, st, ST_DISPATCHED);
         edge_dispatch_start(&st->req);
         return 0;
     }
     edge_buf_append(&st->req.body, data, len);
     st->req.has_body = 1;
     nghttp2_session_consume(session, id, len);   /* within --max-body: the stream's window too */
-    deadline_restart(st);
+    edge_h2_deadline_restart(st);
     idle_touch(h);
     return 0;
 }
@@ -615,15 +256,15 @@ static void request_complete(edge_h2 *h, edge_h2_stream *st)
     if (st->body_mode != BODY_WHOLE) {          /* a streamed body's end: dispatched already */
         if (st->upload) edge_pipe_end(st->upload, 1);
         st->upload = NULL;
-        upload_abandon(h, st);
+        edge_h2_upload_abandon(h, st);
         return;
     }
     if (st->phase != ST_HEADERS && st->phase != ST_BODY) return;   /* answered or reset */
     if (st->reject_status) {
-        reject_stream(h, st, st->reject_status);
+        edge_h2_reject_stream(h, st, st->reject_status);
         return;
     }
-    set_phase(h, st, ST_DISPATCHED);
+    edge_h2_set_phase(h, st, ST_DISPATCHED);
     edge_dispatch_start(&st->req);
 }
 
@@ -638,12 +279,12 @@ static void headers_complete(edge_h2 *h, edge_h2_stream *st, int end_stream)
 {
     if (st->phase != ST_HEADERS) return;        /* trailers */
     if (st->reject_status == 431) {             /* too large: answered as soon as it ends */
-        reject_stream(h, st, 431);
+        edge_h2_reject_stream(h, st, 431);
     } else if (is_connect(&st->req)) {          /* no tunnels, as over HTTP/1.1 */
         st->reject_status = 501;
-        reject_stream(h, st, 501);
+        edge_h2_reject_stream(h, st, 501);
     } else if (!end_stream) {
-        set_phase(h, st, ST_BODY);
+        edge_h2_set_phase(h, st, ST_BODY);
     }
 }
 
@@ -685,7 +326,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
     edge_h2_stream *st = stream_of(h, frame->hd.stream_id);
     if (st == NULL || st->phase != ST_SENDING) return 0;
-    set_phase(h, st, ST_SENT);
+    edge_h2_set_phase(h, st, ST_SENT);
     if (!nghttp2_session_get_stream_remote_close(session, st->id))
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
     return 0;
@@ -717,9 +358,9 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     if (st == NULL) return 0;
     nghttp2_session_set_stream_user_data(session, id, NULL);
     log_stream(h, st);
-    upload_abandon(h, st);
+    edge_h2_upload_abandon(h, st);
     if (st->phase == ST_DISPATCHED) edge_dispatch_cancel(&st->req);   /* RST_STREAM while Lua waits */
-    set_phase(h, st, ST_CLOSED);    /* may restart the idle timer */
+    edge_h2_set_phase(h, st, ST_CLOSED);    /* may restart the idle timer */
     stream_free(h, st);
     return 0;
 }
@@ -759,7 +400,7 @@ static int produce(edge_h2 *h)
 
 /* Sends what nghttp2 has queued: in rounds while the socket takes it all; when
  * it does not, on_drained continues; after SEND_ROUNDS, the write watcher does. */
-static void send_pending(edge_h2 *h)
+void edge_h2_send_pending(edge_h2 *h)
 {
     edge_conn *c = h->c;
     if (h->in_recv || c->state != EDGE_CONN_OPEN) return;
@@ -792,18 +433,18 @@ static void h2_on_data(edge_conn *c)
                             ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR;
         if (n != NGHTTP2_ERR_BAD_CLIENT_MAGIC) nghttp2_session_terminate_session(h->session, code);
         edge_buf_consume(&c->in, c->in.len);
-        send_pending(h);
+        edge_h2_send_pending(h);
         if (c->state == EDGE_CONN_OPEN) edge_conn_close_after_flush(c);
         return;
     }
     edge_buf_consume(&c->in, (size_t)n);
     edge_conn_resume_read(c);      /* fill_input pauses at IN_MAX; all of it was consumed */
-    send_pending(h);
+    edge_h2_send_pending(h);
 }
 
-static void h2_on_drained(edge_conn *c)
+void edge_h2_on_drained(edge_conn *c)
 {
-    send_pending(c->proto_data);
+    edge_h2_send_pending(c->proto_data);
 }
 
 /* The idle timer: no stream busy for --keepalive-timeout. Streams that wait on
@@ -816,7 +457,7 @@ static void h2_on_timeout(edge_conn *c)
         edge_log(EDGE_LOG_INFO, c->id, "http2 connection idle with %d streams waiting on the client: GOAWAY",
                  h->n_streams);
     nghttp2_session_terminate_session(h->session, NGHTTP2_NO_ERROR);   /* idle: GOAWAY */
-    send_pending(h);
+    edge_h2_send_pending(h);
     if (c->state == EDGE_CONN_OPEN) edge_conn_close_after_flush(c);
 }
 
@@ -827,7 +468,7 @@ static void h2_on_shutdown(edge_conn *c)
     h->closing = 1;
     nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR, NULL, 0);
-    send_pending(h);
+    edge_h2_send_pending(h);
 }
 
 static void h2_on_close(edge_conn *c)
@@ -835,9 +476,9 @@ static void h2_on_close(edge_conn *c)
     edge_h2 *h = c->proto_data;
     for (edge_h2_stream *st = h->streams; st; st = st->next) {
         log_stream(h, st);
-        upload_abandon(h, st);
+        edge_h2_upload_abandon(h, st);
         if (st->phase == ST_DISPATCHED) edge_dispatch_cancel(&st->req);
-        set_phase(h, st, ST_CLOSED);   /* stops its deadline; the connection is closed: no timer restarts */
+        edge_h2_set_phase(h, st, ST_CLOSED);   /* stops its deadline; the connection is closed: no timer restarts */
     }
 }
 
@@ -851,7 +492,7 @@ static void h2_free(edge_conn *c)
 
 static const edge_proto h2_proto = {
     .on_data = h2_on_data,
-    .on_drained = h2_on_drained,
+    .on_drained = edge_h2_on_drained,
     .on_timeout = h2_on_timeout,
     .on_shutdown = h2_on_shutdown,
     .on_close = h2_on_close,
@@ -924,3 +565,4 @@ void edge_h2_global_free(void)
     nghttp2_session_callbacks_del(callbacks);
     nghttp2_option_del(options);
 }
+
