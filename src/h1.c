@@ -20,7 +20,6 @@ static edge_h1 *h1_of(llhttp_t *p)
     return edge_container_of(p, edge_h1, parser);
 }
 
-
 /* ---- rejecting bad requests ---- */
 
 /* Answers status without running Lua and closes the connection after it. */

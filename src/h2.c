@@ -31,11 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
-
 
 /* ---- streams ---- */
 

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* ---- responses ---- */
 
 static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t len,

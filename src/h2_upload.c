@@ -6,7 +6,6 @@
 #include "log.h"
 #include "worker.h"
 
-
 /* ---- request bodies past --body-buffer ---- */
 
 /* The stream ends (closed, reset, the connection gone) mid-body: the pipe
@@ -80,7 +79,6 @@ void edge_h2_start_upload(edge_h2 *h, edge_h2_stream *st)
     req->body.len = 0;
     body_deadline_restart(h, st);
 }
-
 
 /* The client failed its streamed body (past --max-body, too slow): the pipe
  * fails (the origin request is aborted); the client gets status if no
