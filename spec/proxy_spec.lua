@@ -364,3 +364,33 @@ describe("lua/proxy.lua with EDGE_ORIGIN #e2e", function()
     assert.truthy((out .. err):find("EDGE_ORIGIN", 1, true), out .. err)
   end)
 end)
+
+describe("edge.proxy: a status without a body #e2e", function()
+  local srv, echo
+
+  lazy_setup(function()
+    echo = server.start { script = ORIGIN, plain = true, workers = 1 }
+    srv = server.start { script = EDGE, plain = true, workers = 1 }
+  end)
+  lazy_teardown(function() server.stop_and_check(srv, echo) end)
+
+  -- on_response sets 204 on an origin answer that has a body: the body must
+  -- not follow the 204 on the wire, or the next response on the connection
+  -- starts with the origin's bytes (a desync the origin would control).
+  it("sends no body after a 204 set by on_response (HTTP/1.1, the bytes on the wire)", function()
+    local req = ("GET /echo HTTP/1.1\r\nHost: a.test\r\nx-target: %s\r\nx-mode: nobody\r\n"
+      .. "Connection: close\r\n\r\n"):format(target(echo.plain_port))
+    local socket = require "socket"
+    local sock = assert(socket.tcp())
+    sock:settimeout(10)
+    assert(sock:connect("127.0.0.1", srv.plain_port))
+    assert(sock:send(req))
+    local out, err, partial = sock:receive("*a")     -- to the close (Connection: close)
+    sock:close()
+    out = out or partial
+    assert.truthy(out and #out > 0, tostring(err))
+    assert.truthy(out:find("^HTTP/1.1 204 "), out)
+    local head_end = assert(out:find("\r\n\r\n", 1, true), out)
+    assert.are.equal(#out, head_end + 3, "bytes after the 204's head:\n" .. out)
+  end)
+end)
