@@ -217,6 +217,7 @@ static int on_headers_complete(llhttp_t *p)
     const char *method = llhttp_method_name((llhttp_method_t)p->method);
     req->method = edge_request_store(req, method, strlen(method));
     req->is_head = p->method == HTTP_HEAD;
+    req->upgrade = (p->flags & F_UPGRADE) && (p->flags & F_CONNECTION_UPGRADE);
     int chunked = (p->flags & F_CHUNKED) != 0;
     int has_length = (p->flags & F_CONTENT_LENGTH) != 0;
     if (has_length && p->content_length > cfg->max_body) return fail(h, 413);

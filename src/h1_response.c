@@ -178,7 +178,16 @@ static void put_chunk(edge_h1 *h, const char *p, size_t n)
         put(out, p, n);
         return;
     }
-    edge_buf_printf(out, "%zx\r\n", n);
+    char size[20];                  /* the chunk size in hex, without printf (once per chunk) */
+    size_t i = sizeof(size);
+    size[--i] = '\n';
+    size[--i] = '\r';
+    size_t v = n;
+    do {
+        size[--i] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v && i > 0);
+    put(out, size + i, sizeof(size) - i);
     put(out, p, n);
     PUT_LIT(out, "\r\n");
 }

@@ -57,7 +57,9 @@ static int header_lists(const edge_request *req, const char *field, const char *
 
 int edge_proxy_wants_upgrade(const edge_request *req)
 {
-    return req->version && strcmp(req->version, "1.1") == 0 && !req->has_body && req->method.len == 3 &&
+    /* req->upgrade first: the header scan runs only for the rare request
+     * that asked (this runs for every request with a cache key). */
+    return req->upgrade && strcmp(req->version, "1.1") == 0 && !req->has_body && req->method.len == 3 &&
            memcmp(edge_request_ptr(req, req->method), "GET", 3) == 0 &&
            header_lists(req, "upgrade", "websocket") && header_lists(req, "connection", "upgrade");
 }

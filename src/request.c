@@ -58,7 +58,7 @@ void edge_request_reset(edge_request *req)
     req->method = req->path = (edge_span){0, 0};
     req->query = req->host = (edge_span){EDGE_SPAN_NONE, 0};
     req->authority = (edge_span){0, 0};
-    req->has_body = req->is_head = req->has_cache_key = req->body_streamed = 0;
+    req->has_body = req->is_head = req->upgrade = req->has_cache_key = req->body_streamed = 0;
     req->cache_status = NULL;
     req->start = 0;
     req->bytes_in = 0;

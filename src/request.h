@@ -103,6 +103,7 @@ typedef struct edge_request {
                                  * which makes the protocol discard the rest (body_pipe.h) */
     unsigned  has_body : 1;     /* a body was sent (possibly empty) */
     unsigned  is_head : 1;
+    unsigned  upgrade : 1;      /* HTTP/1.1 Upgrade + Connection: upgrade (a WebSocket handshake?) */
     unsigned  body_streamed : 1;   /* the body went to body_pipe (req.body_streamed) */
     const char *version;        /* "1.0", "1.1" or "2" */
     const char *scheme;         /* "https" or "http" */

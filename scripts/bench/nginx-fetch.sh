@@ -20,19 +20,8 @@ run=/tmp/edge-peer-$kind-$port
 mkdir -p "$run/logs"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-common() {   # common WORKERS: the top of every config
-  cat <<CONF
-daemon off;
-master_process on;
-worker_processes $1;
-worker_rlimit_nofile 20000;
-pid $run/nginx.pid;
-error_log $run/logs/error.log warn;
-events { worker_connections 19000; }
-CONF
-}
-temp_paths="client_body_temp_path $run/body; proxy_temp_path $run/proxy; fastcgi_temp_path $run/fcgi;
-    uwsgi_temp_path $run/uwsgi; scgi_temp_path $run/scgi;"
+# shellcheck source=scripts/bench/nginx-common.sh
+. "$(dirname "$0")/nginx-common.sh"   # common WORKERS, temp_paths
 
 case $kind in
   origin)
