@@ -20,6 +20,21 @@
 
 typedef struct edge_cache edge_cache;
 
+/* An entry's three lifetimes (Varnish's ttl/grace/keep), in seconds, all
+ * counted from the moment it stops being fresh except ttl:
+ *   fresh   [stored, stored + ttl)            served as a hit
+ *   grace   [expiry, expiry + grace)          stale-while-revalidate: served at once
+ *                                             while one refresh runs in the background
+ *   keep    [expiry, expiry + keep)           stale-if-error: served only when the
+ *                                             refresh (or a miss) fails
+ * The entry is held (and returned by edge_cache_lookup) until
+ * expiry + max(grace, keep); then it is gone. */
+typedef struct edge_cache_life {
+    double ttl;
+    double grace;
+    double keep;
+} edge_cache_life;
+
 typedef struct edge_cache_entry {
     struct edge_cache_entry *hnext;              /* hash chain */
     struct edge_cache_entry *lru_prev, *lru_next;
@@ -27,17 +42,32 @@ typedef struct edge_cache_entry {
     int       status;
     uint64_t  hash;
     double    stored_at;
-    double    expires_at;
+    double    expires_at;                        /* the end of fresh (a soft purge moves it to now) */
+    double    grace;                             /* seconds past expires_at (edge_cache_life) */
+    double    keep;
     size_t    size;                              /* bytes counted against the bound */
     uint32_t  key_len;
     uint32_t  n_headers;
     uint32_t  header_bytes;
     size_t    body_len;
+    struct edge_cache_tag_link *tags;            /* the entry's tags (cache.c owns them) */
+    uint32_t  n_tags;
     char      data[];   /* key | edge_header[n_headers] (spans into the header bytes) | header bytes | body */
 } edge_cache_entry;
 
+/* Where an entry stands at a given time. */
+enum { EDGE_CACHE_FRESH, EDGE_CACHE_GRACE, EDGE_CACHE_KEEP, EDGE_CACHE_GONE };
+static inline int edge_cache_entry_state(const edge_cache_entry *e, double now)
+{
+    if (now < e->expires_at) return EDGE_CACHE_FRESH;
+    double past = now - e->expires_at;
+    if (past < e->grace) return EDGE_CACHE_GRACE;
+    if (past < e->keep) return EDGE_CACHE_KEEP;
+    return EDGE_CACHE_GONE;
+}
+
 typedef struct edge_cache_stats {
-    uint64_t entries, bytes, max_bytes, hits, misses, evictions;
+    uint64_t entries, bytes, max_bytes, hits, misses, evictions, purged;
 } edge_cache_stats;
 
 /* A request waiting for another request's response to the same key. Owned by
@@ -60,36 +90,80 @@ size_t edge_cache_object_size(size_t klen, const edge_response *resp);
 /* Frees the cache. No flight may be pending and no entry referenced. */
 void edge_cache_free(edge_cache *c);
 
-/* Looks key up; a fresh entry comes back referenced (release it), an expired
- * one is dropped. Counts a hit or a miss; a Vary marker counts neither (the
- * look-up of the variant it leads to does). */
+/* Looks key up. Returns a referenced entry (release it) or NULL.
+ * flags: EDGE_CACHE_COUNT counts the look as a hit (fresh, or in grace with
+ * EDGE_CACHE_STALE) or a miss; markers count neither (the look-up they lead
+ * to does). EDGE_CACHE_STALE also returns entries past their freshness that
+ * are still held (grace or keep: check edge_cache_entry_state); without it
+ * only fresh entries come back. An entry past all its lifetimes is dropped. */
+enum { EDGE_CACHE_COUNT = 1, EDGE_CACHE_STALE = 2 };
+edge_cache_entry *edge_cache_lookup(edge_cache *c, const char *key, size_t klen, double now,
+                                    unsigned flags);
+/* edge_cache_lookup(..., EDGE_CACHE_COUNT): a fresh entry or NULL. */
 edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now);
-/* The same, without counting a hit or a miss (a second look by the same request). */
+/* edge_cache_lookup(..., 0): the same, not counted (a second look by the same request). */
 edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, double now);
-/* Gives back a reference from edge_cache_get. */
+/* Gives back a reference from a look-up. */
 void edge_cache_release(edge_cache_entry *e);
-/* Stores resp under key for ttl seconds, replacing an older entry and evicting
- * the least recently used ones to stay in bounds. EDGE_ERROR when the entry
- * alone is larger than the largest entry the cache takes (not stored). */
+/* Stores resp under key for life (life->ttl > 0), replacing an older entry
+ * and evicting the least recently used ones to stay in bounds. The
+ * response's Surrogate-Key and Cache-Tag fields (space- or comma-separated)
+ * tag the entry (edge_cache_purge_tag); a key with a '\0' in it is a
+ * derived key (a Vary variant, a compressed copy): the part before the '\0'
+ * is its base key, purged with it. EDGE_ERROR when the entry alone is
+ * larger than the largest entry the cache takes (not stored). */
+int edge_cache_put_life(edge_cache *c, const char *key, size_t klen, const edge_response *resp,
+                        double now, const edge_cache_life *life);
+/* edge_cache_put_life with { ttl, 0, 0 }. */
 int edge_cache_put(edge_cache *c, const char *key, size_t klen, const edge_response *resp,
                    double now, double ttl);
-/* Drops expired entries, looking at up to buckets_per_shard hash buckets of
- * each shard from where the last sweep stopped (a sweep a second covers a
- * table of 16 x buckets_per_shard buckets in a second; larger ones over
- * several). Returns the entries dropped. Expired entries are never served;
- * the sweep frees their memory and keeps the entry gauges honest. */
+/* Drops entries past all their lifetimes, looking at up to
+ * buckets_per_shard hash buckets of each shard from where the last sweep
+ * stopped (a sweep a second covers a table of 16 x buckets_per_shard
+ * buckets in a second; larger ones over several). Returns the entries
+ * dropped. Such entries are never served; the sweep frees their memory and
+ * keeps the entry gauges honest. */
 size_t edge_cache_sweep(edge_cache *c, double now, size_t buckets_per_shard);
-/* Removes key; 1 when it was there. */
+
+/* ---- purge ----
+ * Hard: the entries are removed. Soft: they become stale now (expires_at =
+ * now) and keep their grace and keep, so a stale copy is still served while
+ * one refresh runs, or when the origin fails. Each returns the number of
+ * entries purged (derived keys included), and takes each shard's lock only
+ * for a bounded batch at a time, so workers are never stalled behind a
+ * purge of many entries. */
+enum { EDGE_PURGE_HARD = 0, EDGE_PURGE_SOFT = 1 };
+/* The entry at key and every entry derived from it (Vary variants,
+ * compressed copies). */
+size_t edge_cache_purge_key(edge_cache *c, const char *key, size_t klen, int soft, double now);
+/* Every entry whose key begins with prefix (an empty prefix: all). */
+size_t edge_cache_purge_prefix(edge_cache *c, const char *prefix, size_t plen, int soft, double now);
+/* Every entry tagged tag (Surrogate-Key / Cache-Tag of its response). */
+size_t edge_cache_purge_tag(edge_cache *c, const char *tag, size_t tlen, int soft, double now);
+/* Removes the entry at key only (hard); 1 when it was there. */
 int edge_cache_purge(edge_cache *c, const char *key, size_t klen);
 void edge_cache_get_stats(edge_cache *c, edge_cache_stats *st);
 
-/* A Vary marker: an entry at a response's key saying that the response
- * varied, with one header, "vary", naming the request fields that select the
- * variant (edge_cache_policy_variant_key gives the variant's key). */
+/* Markers: entries that hold no response (status < 100), never served.
+ * A Vary marker at a response's key names, in its one header "vary", the
+ * request fields that select the variant (edge_cache_policy_variant_key
+ * gives the variant's key). A pass marker (hit-for-pass) says the key's
+ * last response was not cacheable: requests for it go to the origin
+ * without waiting for one another, until it expires or a cacheable
+ * response replaces it. */
 #define EDGE_CACHE_MARKER_STATUS 0
+#define EDGE_CACHE_PASS_STATUS 1
 static inline int edge_cache_entry_is_marker(const edge_cache_entry *e)
 {
+    return e->status < 100;
+}
+static inline int edge_cache_entry_is_vary(const edge_cache_entry *e)
+{
     return e->status == EDGE_CACHE_MARKER_STATUS;
+}
+static inline int edge_cache_entry_is_pass(const edge_cache_entry *e)
+{
+    return e->status == EDGE_CACHE_PASS_STATUS;
 }
 
 /* Entry accessors. */
@@ -116,6 +190,10 @@ void edge_cache_entry_to_response(const edge_cache_entry *e, edge_response *resp
  * must end it with edge_cache_flight_done), or EDGE_AGAIN when w joined the
  * flight already running (w->wake follows). */
 int edge_cache_flight_join(edge_cache *c, const char *key, size_t klen, edge_cache_waiter *w);
+/* Leads a flight for key only if none runs: EDGE_OK (end it with
+ * edge_cache_flight_done) or EDGE_AGAIN (one runs; nothing was joined).
+ * A background refresh takes its key's flight this way. */
+int edge_cache_flight_try_lead(edge_cache *c, const char *key, size_t klen);
 /* Ends the caller's flight: wakes every waiter (outside the lock). */
 void edge_cache_flight_done(edge_cache *c, const char *key, size_t klen);
 /* Takes w off its flight. 1 when it was still waiting there; 0 when the flight
