@@ -209,24 +209,90 @@ static int l_cache_set(lua_State *L)
     return 1;
 }
 
-/* edge.cache.purge(key) -> true when there was an entry */
+/* The options of the purge functions at idx: nil, or a table whose only
+ * field is soft (a boolean). Returns EDGE_PURGE_SOFT or EDGE_PURGE_HARD;
+ * raises an argument error naming every unknown field. */
+static int purge_opts(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx)) return EDGE_PURGE_HARD;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "soft");
+    int t = lua_type(L, -1), soft = lua_toboolean(L, -1) ? EDGE_PURGE_SOFT : EDGE_PURGE_HARD;
+    lua_pop(L, 1);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_argerror(L, idx, "soft must be a boolean");
+    lua_newtable(L);                       /* the unknown fields, as text */
+    int names = lua_gettop(L), unknown = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        size_t n;
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        if (k && n == 4 && memcmp(k, "soft", 4) == 0) continue;
+        luaL_tolstring(L, -1, NULL);       /* a copy: the key itself stays as lua_next left it */
+        lua_rawseti(L, names, ++unknown);
+    }
+    if (unknown) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (int i = 1; i <= unknown; i++) {
+            luaL_addstring(&b, i > 1 ? ", '" : "'");
+            lua_rawgeti(L, names, i);
+            luaL_addvalue(&b);
+            luaL_addchar(&b, '\'');
+        }
+        luaL_pushresult(&b);
+        luaL_argerror(L, idx, lua_pushfstring(L, "unknown option%s %s (known: soft)", unknown > 1 ? "s" : "",
+                                              lua_tostring(L, -1)));
+    }
+    lua_pop(L, 1);
+    return soft;
+}
+
+typedef size_t (*purge_fn)(edge_cache *c, const char *s, size_t n, int soft, double now);
+
+/* Runs fn on argument 1 with the options at 2. The purge runs on the
+ * calling worker, in the cache's bounded batches: the other workers keep
+ * serving, this one waits for the purge. Returns the entries purged. */
+static size_t purge_call(lua_State *L, purge_fn fn)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    int soft = purge_opts(L, 2);
+    const edge_lua_runtime *rt = runtime(L);
+    return fn(check_cache(L, rt), s, n, soft, rt->now(rt->ud));
+}
+
+/* edge.cache.purge(key [, opts]) -> true when the key, or an entry derived
+ * from it (a Vary variant, a compressed copy), was there. */
 static int l_cache_purge(lua_State *L)
 {
-    size_t klen;
-    const char *key = luaL_checklstring(L, 1, &klen);
-    lua_pushboolean(L, edge_cache_purge(check_cache(L, runtime(L)), key, klen));
+    lua_pushboolean(L, purge_call(L, edge_cache_purge_key) > 0);
     return 1;
 }
 
-/* edge.cache.stats() -> { entries, bytes, max_bytes, hits, misses, evictions } */
+/* edge.cache.purge_prefix(prefix [, opts]) -> the entries purged ("" purges all). */
+static int l_cache_purge_prefix(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)purge_call(L, edge_cache_purge_prefix));
+    return 1;
+}
+
+/* edge.cache.purge_tag(tag [, opts]) -> the entries purged. */
+static int l_cache_purge_tag(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)purge_call(L, edge_cache_purge_tag));
+    return 1;
+}
+
+/* edge.cache.stats() -> { entries, bytes, max_bytes, hits, misses, evictions, purged } */
 static int l_cache_stats(lua_State *L)
 {
     edge_cache_stats st;
     edge_cache_get_stats(check_cache(L, runtime(L)), &st);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     const struct { const char *name; uint64_t v; } f[] = {
         {"entries", st.entries}, {"bytes", st.bytes}, {"max_bytes", st.max_bytes},
-        {"hits", st.hits}, {"misses", st.misses}, {"evictions", st.evictions},
+        {"hits", st.hits}, {"misses", st.misses}, {"evictions", st.evictions}, {"purged", st.purged},
     };
     for (size_t i = 0; i < EDGE_ARRAY_LEN(f); i++) {
         lua_pushinteger(L, (lua_Integer)f[i].v);
@@ -239,6 +305,8 @@ static const luaL_Reg cache_funcs[] = {
     {"get", l_cache_get},
     {"set", l_cache_set},
     {"purge", l_cache_purge},
+    {"purge_prefix", l_cache_purge_prefix},
+    {"purge_tag", l_cache_purge_tag},
     {"stats", l_cache_stats},
     {NULL, NULL}
 };
@@ -303,7 +371,7 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     set_int(L, "worker_id", rt->worker_id);
     lua_pushliteral(L, EDGE_VERSION);
     lua_setfield(L, -2, "version");
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 6);
     lua_pushlightuserdata(L, (void *)rt);
     luaL_setfuncs(L, cache_funcs, 1);
     lua_setfield(L, -2, "cache");
