@@ -209,17 +209,19 @@ static int l_cache_set(lua_State *L)
     return 1;
 }
 
-/* The options of the purge functions at idx: nil, or a table whose only
+/* The options of edge.cache.<fname> at idx: nil, or a table whose only
  * field is soft (a boolean). Returns EDGE_PURGE_SOFT or EDGE_PURGE_HARD;
- * raises an argument error naming every unknown field. */
-static int purge_opts(lua_State *L, int idx)
+ * raises an error naming the function and every unknown field (the name is
+ * written out: called through pcall, Lua would not know it). */
+static int purge_opts(lua_State *L, int idx, const char *fname)
 {
     if (lua_isnoneornil(L, idx)) return EDGE_PURGE_HARD;
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_getfield(L, idx, "soft");
     int t = lua_type(L, -1), soft = lua_toboolean(L, -1) ? EDGE_PURGE_SOFT : EDGE_PURGE_HARD;
     lua_pop(L, 1);
-    if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_argerror(L, idx, "soft must be a boolean");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        luaL_error(L, "edge.cache.%s: opts.soft must be a boolean, not %s", fname, lua_typename(L, t));
     lua_newtable(L);                       /* the unknown fields, as text */
     int names = lua_gettop(L), unknown = 0;
     lua_pushnil(L);
@@ -241,8 +243,8 @@ static int purge_opts(lua_State *L, int idx)
             luaL_addchar(&b, '\'');
         }
         luaL_pushresult(&b);
-        luaL_argerror(L, idx, lua_pushfstring(L, "unknown option%s %s (known: soft)", unknown > 1 ? "s" : "",
-                                              lua_tostring(L, -1)));
+        luaL_error(L, "edge.cache.%s: unknown option%s %s (known: soft)", fname, unknown > 1 ? "s" : "",
+                   lua_tostring(L, -1));
     }
     lua_pop(L, 1);
     return soft;
@@ -253,11 +255,11 @@ typedef size_t (*purge_fn)(edge_cache *c, const char *s, size_t n, int soft, dou
 /* Runs fn on argument 1 with the options at 2. The purge runs on the
  * calling worker, in the cache's bounded batches: the other workers keep
  * serving, this one waits for the purge. Returns the entries purged. */
-static size_t purge_call(lua_State *L, purge_fn fn)
+static size_t purge_call(lua_State *L, purge_fn fn, const char *fname)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    int soft = purge_opts(L, 2);
+    int soft = purge_opts(L, 2, fname);
     const edge_lua_runtime *rt = runtime(L);
     return fn(check_cache(L, rt), s, n, soft, rt->now(rt->ud));
 }
@@ -266,21 +268,21 @@ static size_t purge_call(lua_State *L, purge_fn fn)
  * from it (a Vary variant, a compressed copy), was there. */
 static int l_cache_purge(lua_State *L)
 {
-    lua_pushboolean(L, purge_call(L, edge_cache_purge_key) > 0);
+    lua_pushboolean(L, purge_call(L, edge_cache_purge_key, "purge") > 0);
     return 1;
 }
 
 /* edge.cache.purge_prefix(prefix [, opts]) -> the entries purged ("" purges all). */
 static int l_cache_purge_prefix(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)purge_call(L, edge_cache_purge_prefix));
+    lua_pushinteger(L, (lua_Integer)purge_call(L, edge_cache_purge_prefix, "purge_prefix"));
     return 1;
 }
 
 /* edge.cache.purge_tag(tag [, opts]) -> the entries purged. */
 static int l_cache_purge_tag(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)purge_call(L, edge_cache_purge_tag));
+    lua_pushinteger(L, (lua_Integer)purge_call(L, edge_cache_purge_tag, "purge_tag"));
     return 1;
 }
 
