@@ -59,6 +59,7 @@ static int load_digest(const char *path, unsigned char out[DIGEST_LEN], char *er
         snprintf(err, errlen, "cannot read --admin-token-file %s: %s", path, strerror(errno));
         return EDGE_ERROR;
     }
+    setvbuf(f, NULL, _IONBF, 0);          /* no stdio buffer left holding the token after fclose */
     char line[TOKEN_MAX + 64];
     errno = 0;
     const char *got = fgets(line, sizeof(line), f);
