@@ -15,7 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define TOKEN_MAX 4096          /* bytes; a longer first line is refused */
+#define TOKEN_MAX 4096          /* bytes; a longer first line is refused (the message says 4096) */
 #define DIGEST_LEN 32           /* SHA-256 */
 
 struct edge_admin_auth {
@@ -68,13 +68,13 @@ static int load_digest(const char *path, unsigned char out[DIGEST_LEN], char *er
     fclose(f);
     const char *p = line, *end = got ? line + strlen(line) : line;
     trim(&p, &end);
+    const char *bad = too_long || end - p > TOKEN_MAX ? "the first line is longer than 4096 bytes"
+                    : p == end                         ? "the first line holds no token (empty)"
+                    : !is_token(p, end)                ? "the token must be printable ASCII without spaces"
+                                                       : NULL;
     int rc = EDGE_ERROR;
     if (e) snprintf(err, errlen, "cannot read --admin-token-file %s: %s", path, strerror(e));
-    else if (too_long || end - p > TOKEN_MAX)
-        snprintf(err, errlen, "--admin-token-file %s: the first line is longer than %d bytes", path, TOKEN_MAX);
-    else if (p == end) snprintf(err, errlen, "--admin-token-file %s: the first line holds no token (empty)", path);
-    else if (!is_token(p, end))
-        snprintf(err, errlen, "--admin-token-file %s: the token must be printable ASCII without spaces", path);
+    else if (bad) snprintf(err, errlen, "--admin-token-file %s: %s", path, bad);
     else {
         digest_of(p, (size_t)(end - p), out);
         rc = EDGE_OK;

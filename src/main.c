@@ -96,7 +96,8 @@ static int check_all_addresses(const edge_config *cfg)
 static int open_admin_auth(const edge_config *cfg, edge_admin_auth **auth)
 {
     char err[512];
-    if (edge_admin_auth_open(cfg->admin, cfg->admin_token_file, auth, err, sizeof(err)) == EDGE_OK) return EDGE_OK;
+    if (edge_admin_auth_open(cfg->admin, cfg->admin_token_file, auth, err, sizeof(err)) == EDGE_OK)
+        return EDGE_OK;
     fprintf(stderr, "edge: %s\n", err);
     return EDGE_ERROR;
 }
@@ -341,9 +342,8 @@ int main(int argc, char **argv)
             if (srv.fds[i] >= 0) close(srv.fds[i]);
         exit(1);
     }
-    if (srv.cfg.admin &&
-        edge_admin_start(srv.cfg.admin, srv.workers, srv.n_workers, srv.cache, srv.admin_auth, err, sizeof(err)) !=
-            EDGE_OK) {
+    if (srv.cfg.admin && edge_admin_start(srv.cfg.admin, srv.workers, srv.n_workers, srv.cache, srv.admin_auth,
+                                          err, sizeof(err)) != EDGE_OK) {
         fprintf(stderr, "edge: %s\n", err);
         exit(1);
     }
