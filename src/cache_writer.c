@@ -35,7 +35,11 @@ void edge_response_copy_head(edge_response *to, const edge_response *from)
     }
     to->n_headers = to->cap_headers = from->n_headers;
     to->ttl = from->ttl;
+    to->grace = from->grace;
+    to->keep = from->keep;
     to->has_ttl = from->has_ttl;
+    to->has_grace = from->has_grace;
+    to->has_keep = from->has_keep;
     to->cache_mode = from->cache_mode;
     to->has_server = from->has_server;
     to->has_date = from->has_date;
