@@ -297,6 +297,13 @@ static void store(edge_request *req)
     else req->dispatch.stored = (unsigned)store_entry(req, &life);
 }
 
+/* "status 503", or "a script error" when respond raised. */
+static void describe_failure(int status, char *out, size_t n)
+{
+    if (status) snprintf(out, n, "status %d", status);
+    else snprintf(out, n, "a script error");
+}
+
 /* The origin (or the script) failed. A held entry within its keep
  * (stale-if-error) answers instead; a background refresh answers nobody
  * and keeps the entry it had. 1 when the failure is dealt with. */
@@ -305,18 +312,20 @@ static int stale_on_error(edge_request *req, int rc)
     edge_worker *w = req->worker;
     edge_cache_entry *e = req->dispatch.stale;
     int status = rc == EDGE_OK ? req->resp.status : 0;
+    char why[32];
+    describe_failure(status, why, sizeof(why));
     if (req->dispatch.conditional || (req->dispatch.refresh && e))
         EDGE_COUNT(w->counters.revalidations[EDGE_REVALIDATION_FAILED]);
     if (req->dispatch.refresh) {
         edge_log(EDGE_LOG_WARN, req->conn_id,
-                 "request %s: background refresh failed (%s %d); the stale entry stays",
-                 edge_request_id(req), status ? "status" : "error", status);
+                 "request %s: background refresh failed (%s); the stale entry stays",
+                 edge_request_id(req), why);
         edge_response_clear(&req->resp);
         return 1;
     }
     if (e == NULL || now_of(req) >= e->expires_at + e->keep) return 0;
-    edge_log(EDGE_LOG_WARN, req->conn_id, "request %s: origin failed (%s %d); served the stale entry "
-             "(stale-if-error)", edge_request_id(req), status ? "status" : "error", status);
+    edge_log(EDGE_LOG_WARN, req->conn_id, "request %s: origin failed (%s); served the stale entry "
+             "(stale-if-error)", edge_request_id(req), why);
     serve_entry(req, e, EDGE_OUTCOME_STALE_ERROR);
     req->dispatch.fwd_status = status;
     EDGE_COUNT(w->counters.stale_served[EDGE_STALE_ERROR]);
