@@ -205,13 +205,9 @@ describe("purge: the admin API #e2e", function()
     assert.are.equal(count_in(before) + 1, count_in(body))
   end)
 
-  -- LEAD: this needs the dispatcher's grace (issue 13 point 1: serve a stale
-  -- entry in grace with X-Cache: STALE while one background refresh runs).
-  -- It is pending until then: run it with EDGE_SPEC_GRACE=1, or change
-  -- `it_grace` to `it` once dispatch.c serves grace, and adjust the
-  -- Cache-Status check to what dispatch sends.
-  local it_grace = os.getenv("EDGE_SPEC_GRACE") == "1" and it or pending
-  it_grace("soft=1 on an entry with grace: served STALE while one refresh runs, then the refreshed entry", function()
+  -- With the dispatcher's grace (issue 13 point 1): a stale entry in grace
+  -- is served with X-Cache: STALE while one background refresh runs.
+  it("soft=1 on an entry with grace: served STALE while one refresh runs, then the refreshed entry", function()
     local path = "/softgrace/1?swr=60"
     local before = fill(srv, path)
     assert.are.equal(1, purge(aport, "/cache?key=/softgrace/1&soft=1"))
