@@ -107,7 +107,7 @@ build/test/cache_stress_asan: $(STRESS_SRCS) $(wildcard src/*.h)
 .PHONY: cache-life-test
 CACHE_LIFE_SRCS := spec/c/cache_life_test.c src/cache.c src/cache_tags.c src/cache_purge.c src/request.c src/buf.c \
                    src/alloc.c src/body_pipe.c
-cache-life-test: build/test/cache_life_test build/test/cache_life_test_asan
+cache-life-test: build/test/cache_life_test build/test/cache_life_test_asan build/test/cache_purge_bench
 build/test/cache_life_test: $(CACHE_LIFE_SRCS) $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
@@ -116,6 +116,16 @@ build/test/cache_life_test_asan: $(CACHE_LIFE_SRCS) $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(CACHE_LIFE_SRCS) -lm
+
+# Purging many entries, measured (spec/c/cache_purge_bench.c, which #includes the cache's
+# sources to time their lock holds): `build/test/cache_purge_bench [ENTRIES [TAGGED]]`.
+.PHONY: cache-purge-bench
+PURGE_BENCH_SRCS := spec/c/cache_purge_bench.c src/request.c src/buf.c src/alloc.c src/body_pipe.c
+cache-purge-bench: build/test/cache_purge_bench
+build/test/cache_purge_bench: $(PURGE_BENCH_SRCS) src/cache.c src/cache_tags.c src/cache_purge.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -O2 -o $@ $(PURGE_BENCH_SRCS)
 
 # The resolver driver (spec/c/resolver_driver.c, run by spec/resolver_spec.lua):
 # src/resolver.c on its own ev loop, built plain and under ASan + UBSan.

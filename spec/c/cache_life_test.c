@@ -364,6 +364,14 @@ static void test_derived(void)
     edge_cache_purge_prefix(c, "", 0, EDGE_PURGE_HARD, 110);
     check(stats(c).entries == 0 && stats(c).bytes == 0, "empty");
 
+    /* The empty key's derived keys; no key at all (NULL, 0). */
+    put_tagged(c, KEY("\0x"), NULL, 100);
+    check(edge_cache_purge_key(c, KEY(""), EDGE_PURGE_HARD, 100) == 1, "purge_key of the empty key takes \\0x");
+    check(edge_cache_purge_key(c, NULL, 0, EDGE_PURGE_HARD, 100) == 0, "purge_key(NULL, 0) purges nothing");
+    check(edge_cache_purge_tag(c, NULL, 0, EDGE_PURGE_HARD, 100) == 0, "purge_tag(NULL, 0) purges nothing");
+    put_tagged(c, KEY("/n"), NULL, 100);
+    check(edge_cache_purge_prefix(c, NULL, 0, EDGE_PURGE_HARD, 100) == 1, "purge_prefix(NULL, 0) purges all");
+
     /* A derived key's base is not a tag anyone can name. */
     put_family(c, 100);
     check(edge_cache_purge_tag(c, KEY("a"), EDGE_PURGE_HARD, 100) == 0, "purge_tag a finds no derived entry");
