@@ -176,7 +176,8 @@ int edge_lua_to_response_protected(lua_State *L, int idx, edge_response *resp, c
 }
 
 /* edge.cache.set(key, response [, ttl]) -> true, or nil and a message. The
- * ttl argument wins over response.ttl, which wins over --cache-ttl. Every
+ * ttl argument wins over response.ttl, which wins over --cache-ttl;
+ * response.grace and response.keep are the entry's grace and keep. Every
  * argument is checked before resp holds memory; a memory error while
  * converting frees it, then raises. */
 static int l_cache_set(lua_State *L)
@@ -191,8 +192,9 @@ static int l_cache_set(lua_State *L)
     edge_response resp = {.status = 200};
     char err[256];
     int rc = edge_lua_to_response_protected(L, 2, &resp, err, sizeof(err));
-    double ttl = ttl_arg > 0 ? ttl_arg : resp.has_ttl ? resp.ttl : rt->cache_ttl;
-    if (rc == EDGE_OK && edge_cache_put(cache, key, klen, &resp, rt->now(rt->ud), ttl) != EDGE_OK) {
+    edge_cache_life life = {ttl_arg > 0 ? ttl_arg : resp.has_ttl ? resp.ttl : rt->cache_ttl,
+                            resp.has_grace ? resp.grace : 0, resp.has_keep ? resp.keep : 0};
+    if (rc == EDGE_OK && edge_cache_put_life(cache, key, klen, &resp, rt->now(rt->ud), &life) != EDGE_OK) {
         rc = EDGE_ERROR;
         snprintf(err, sizeof(err), "entry too large for the cache, or ttl not > 0");
     }
