@@ -170,7 +170,7 @@ static int use_entry(edge_request *req, edge_cache_entry *e)
     case EDGE_CACHE_GRACE:
         serve_entry(req, e, EDGE_OUTCOME_GRACE);
         EDGE_COUNT(req->worker->counters.stale_served[EDGE_STALE_GRACE]);
-        if (!req->dispatch.refresh) start_refresh(req, e);
+        start_refresh(req, e);
         break;
     default:
         hold_stale(req, e);
