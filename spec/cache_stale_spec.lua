@@ -387,6 +387,71 @@ describe("keep (stale-if-error) in front of an origin #e2e", function()
     assert.are.equal(b.body, c.body)
   end)
 
+  it("grace through edge.proxy: 20 concurrent requests get the stale entry at once, the origin sees one refresh", function()
+    local path = "/swr/many"
+    local q = path .. "?cc=max-age%3D1%2C%20stale-while-revalidate%3D8"
+    local a = via(q, target())
+    assert.are.equal("MISS", a.headers["x-cache"], a.error)
+    local t = util.now()
+    ce.set_mode(origin.dir, path, "s=1")          -- the refresh's origin answer takes 1 s
+    ce.sleep_until(t + 1.3)
+    local items = {}
+    for i = 1, 20 do
+      items[i] = { url = edge_srv:url(q), http2 = i % 2 == 0, headers = { ["x-target"] = target() } }
+    end
+    for i, r in ipairs(ce.parallel(items)) do
+      assert_stale(r, a.body, "edge; hit; detail=stale", "client " .. i .. " " .. r.stderr)
+      assert.truthy(r.time < 0.9, ("client %d took %.3f s"):format(i, r.time))
+    end
+    assert.are.equal(2, ce.wait_calls(origin.dir, path, 2, 3), "the refresh never reached the origin")
+    local c
+    local deadline = util.now() + 5
+    repeat
+      c = via(q, target())
+      if c.headers["x-cache"] == "STALE" then util.sleep(0.1) end
+    until c.headers["x-cache"] ~= "STALE" or util.now() > deadline
+    assert.are.equal("HIT", c.headers["x-cache"])
+    assert.are.equal(path .. " call 2", c.body)
+    assert.are.equal(2, #ce.calls(origin.dir, path), "more than one refresh reached the origin")
+  end)
+
+  it("a HEAD in grace starts a refresh sent as GET: the entry it stores has the whole body", function()
+    local path = "/swr/head"
+    local q = path .. "?cc=max-age%3D1%2C%20stale-while-revalidate%3D8"
+    local a = via(q, target())
+    assert.are.equal("MISS", a.headers["x-cache"], a.error)
+    local t = util.now()
+    ce.sleep_until(t + 1.3)
+    local h = edge_srv:request { method = "HEAD", path = q, headers = { ["x-target"] = target() } }
+    assert.are.equal(200, h.status, h.error)
+    assert.are.equal("STALE", h.headers["x-cache"])
+    ce.assert_status(h, "edge; hit; detail=stale", "HEAD")
+    assert.are.equal(2, ce.wait_calls(origin.dir, path, 2, 3), "no refresh")
+    local c
+    local deadline = util.now() + 3
+    repeat
+      c = via(q, target())
+      if c.headers["x-cache"] == "STALE" then util.sleep(0.05) end
+    until c.headers["x-cache"] ~= "STALE" or util.now() > deadline
+    assert.are.equal("HIT", c.headers["x-cache"])
+    assert.are.equal(path .. " call 2", c.body)
+  end)
+
+  it("a proxied refresh goes on after its client has gone (HTTP/2)", function()
+    local path = "/swr/leave"
+    local q = path .. "?cc=max-age%3D1%2C%20stale-while-revalidate%3D10"
+    local a = via(q, target(), { http2 = true })
+    local t = util.now()
+    ce.set_mode(origin.dir, path, "s=1")
+    ce.sleep_until(t + 1.3)
+    assert_stale(via(q, target(), { http2 = true }), a.body, "edge; hit; detail=stale")
+    assert.are.equal(2, ce.wait_calls(origin.dir, path, 2, 3), "no refresh")
+    util.sleep(1.4)
+    local c = via(q, target(), { http2 = true })
+    assert.are.equal("HIT", c.headers["x-cache"], "the refresh did not store: " .. c.body)
+    assert.are.equal(path .. " call 2", c.body)
+  end)
+
   it("a background refresh through a dead origin keeps the stale entry (grace), logged", function()
     local q = "/swr/dead?cc=max-age%3D1%2C%20stale-while-revalidate%3D5"
     local a = via(q, target())
