@@ -34,7 +34,7 @@ LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llht
 # The same Lua-facing C code, built as a Lua module (require "edge") for busted unit specs.
 # edge.fetch in it is the server's client on a private loop: upstream code, resolver, the TLS client
 # context and llhttp (compiled with -fPIC) come along; Lua itself comes from the host interpreter.
-MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c \
+MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/cache_tags.c src/cache_purge.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c \
             src/balancer.c src/lua_upstream.c src/lua_upstream_opts.c \
             src/lua_fetch.c src/upstream_fetch.c src/upstream_named.c src/upstream_conn.c src/upstream_pool.c src/resolver.c \
             src/tls.c src/metrics.c src/listener.c src/body_pipe.c src/lua_body_stream.c
@@ -89,7 +89,7 @@ build/lua-obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 # The cache stress test (spec/c/cache_stress.c, run by spec/cache_stress_spec.lua):
 # 8 threads on one shard, built under ThreadSanitizer and under ASan + UBSan.
 .PHONY: cache-stress
-STRESS_SRCS := spec/c/cache_stress.c src/cache.c src/request.c src/buf.c src/alloc.c src/body_pipe.c
+STRESS_SRCS := spec/c/cache_stress.c src/cache.c src/cache_tags.c src/cache_purge.c src/request.c src/buf.c src/alloc.c src/body_pipe.c
 STRESS_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -pthread -O1 -g -fno-omit-frame-pointer \
                  $(shell pkg-config --cflags lua5.4 2>/dev/null) $(WARN)
 cache-stress: build/test/cache_stress_tsan build/test/cache_stress_asan
