@@ -32,7 +32,8 @@ options:
   --keys N          keys in keep for (a) (default 100)
   --rounds N        grace / fresh rounds for (b), interleaved; medians reported (default 3)
   --edge PATH       edge binary (default ./edge)
-environment: TTL (default 1), GRACE (default 10), START_TIMEOUT (default 15)
+environment: TTL (default 1), GRACE (default 10), START_TIMEOUT (default 15),
+             EDGE_ARGS (more edge options, split on spaces, e.g. "--log-level error")
 EOF
 }
 
@@ -169,11 +170,12 @@ CONF
   wait_200 "http://127.0.0.1:$OPORT/fresh"
 }
 
+read -r -a EXTRA <<<"${EDGE_ARGS:-}"
 start_edge() {
   # taskset and env exec: the PID is edge's own.
   taskset -c "$SERVER_CPU" env "EDGE_ORIGIN=127.0.0.1:$OPORT" "$EDGE" -s lua/proxy.lua -w 1 \
     -l "127.0.0.1:$EPORT" --cert "$CERT" --key "$KEY" --admin "127.0.0.1:$APORT" --access-log off \
-    >"$RESULTS/edge.out" 2>"$RESULTS/edge.log" </dev/null &
+    "${EXTRA[@]}" >"$RESULTS/edge.out" 2>"$RESULTS/edge.log" </dev/null &
   EDGE_PID=$!
   wait_200 "https://127.0.0.1:$EPORT/fresh"
 }
@@ -221,7 +223,7 @@ busy=$( { head -1 /proc/stat; sleep 1; head -1 /proc/stat; } | awk '{idle = $5 +
     "(b) TTL $TTL GRACE $GRACE x $ROUNDS rounds, (a) $KEYS keys"
   echo "edge (lua/proxy.lua, 1 worker) on CPU $SERVER_CPU, wrk and the origin nginx on CPU $LOAD_CPU;" \
     "$(nproc --all) CPUs, ${busy}% busy before start"
-  echo "command: scripts/bench/stale.sh --duration $DURATION --connections $CONNECTIONS --keys $KEYS --rounds $ROUNDS"
+  echo "command: ${EDGE_ARGS:+EDGE_ARGS=\"$EDGE_ARGS\" }scripts/bench/stale.sh --duration $DURATION --connections $CONNECTIONS --keys $KEYS --rounds $ROUNDS"
 } | tee "$RESULTS/summary.txt"
 (( busy < 10 )) || echo "stale.sh: warning: the CPUs were already ${busy}% busy; figures will be noisy" >&2
 
