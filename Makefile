@@ -102,6 +102,31 @@ build/test/cache_stress_asan: $(STRESS_SRCS) $(wildcard src/*.h)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(STRESS_SRCS)
 
+# The cache's lifetimes, tags, derived keys and purges (spec/c/cache_life_test.c, run by
+# spec/cache_life_spec.lua): built plain and under ASan + UBSan.
+.PHONY: cache-life-test
+CACHE_LIFE_SRCS := spec/c/cache_life_test.c src/cache.c src/cache_tags.c src/cache_purge.c src/request.c src/buf.c \
+                   src/alloc.c src/body_pipe.c
+cache-life-test: build/test/cache_life_test build/test/cache_life_test_asan build/test/cache_purge_bench
+build/test/cache_life_test: $(CACHE_LIFE_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -o $@ $(CACHE_LIFE_SRCS) -lm
+build/test/cache_life_test_asan: $(CACHE_LIFE_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(CACHE_LIFE_SRCS) -lm
+
+# Purging many entries, measured (spec/c/cache_purge_bench.c, which #includes the cache's
+# sources to time their lock holds): `build/test/cache_purge_bench [ENTRIES [TAGGED]]`.
+.PHONY: cache-purge-bench
+PURGE_BENCH_SRCS := spec/c/cache_purge_bench.c src/request.c src/buf.c src/alloc.c src/body_pipe.c
+cache-purge-bench: build/test/cache_purge_bench
+build/test/cache_purge_bench: $(PURGE_BENCH_SRCS) src/cache.c src/cache_tags.c src/cache_purge.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -O2 -o $@ $(PURGE_BENCH_SRCS)
+
 # The resolver driver (spec/c/resolver_driver.c, run by spec/resolver_spec.lua):
 # src/resolver.c on its own ev loop, built plain and under ASan + UBSan.
 .PHONY: resolver-driver
@@ -144,7 +169,7 @@ run: deps
 	./edge -s lua/default.lua
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress resolver-driver balancer-test fuzz-build
+	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress cache-life-test resolver-driver balancer-test fuzz-build
 	$(Q)scripts/gen-certs.sh
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/test.sh
 

@@ -168,7 +168,7 @@ size_t edge_cache_purge_key(edge_cache *c, const char *key, size_t klen, int sof
 {
     purge p = {.soft = soft, .now = now};
     purge_exact(c, key, klen, &p);
-    const char *nul = memchr(key, '\0', klen);
+    const char *nul = klen ? memchr(key, '\0', klen) : NULL;
     p.under = key;
     p.under_len = klen;
     purge_tagged(c, CACHE_TAG_BASE, key, nul ? (size_t)(nul - key) : klen, &p);
@@ -199,7 +199,7 @@ static void purge_bucket(cache_shard *s, size_t b, purge *p, edge_cache_entry **
     edge_cache_entry **slot = &s->buckets[b];
     while (*slot) {
         edge_cache_entry *e = *slot;
-        int match = e->key_len >= p->prefix_len && memcmp(e->data, p->prefix, p->prefix_len) == 0;
+        int match = p->prefix_len == 0 || (e->key_len >= p->prefix_len && memcmp(e->data, p->prefix, p->prefix_len) == 0);
         if (!match || !purge_at(s, slot, p, grave)) slot = &(*slot)->hnext;
     }
 }

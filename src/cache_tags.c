@@ -71,7 +71,7 @@ void cache_tags_read(const char *key, size_t klen, const edge_response *resp, ca
         if (name_is(resp, h, "surrogate-key", 13)) read_spaced(ts, v, h->value.len);
         else if (name_is(resp, h, "cache-tag", 9)) read_commas(ts, v, h->value.len);
     }
-    const char *nul = memchr(key, '\0', klen);
+    const char *nul = klen ? memchr(key, '\0', klen) : NULL;
     if (nul)
         ts->t[ts->n++] = (cache_tag_name){.p = key, .len = (uint32_t)(nul - key), .kind = CACHE_TAG_BASE};
 }
@@ -113,7 +113,8 @@ static cache_tag **tag_slot(cache_shard *s, uint64_t hash, int kind, const char 
     cache_tag **p = &s->tags[hash & (s->n_tag_buckets - 1)];
     for (; *p; p = &(*p)->hnext) {
         cache_tag *t = *p;
-        if (t->hash == hash && t->kind == kind && t->len == len && memcmp(t->name, name, len) == 0) return p;
+        if (t->hash == hash && t->kind == kind && t->len == len && (len == 0 || memcmp(t->name, name, len) == 0))
+            return p;
     }
     return p;
 }
