@@ -18,6 +18,11 @@
 --   /files/NAME        the file, with Content-Length (sendfile)
 --   /cc/files/NAME     the same with Cache-Control: max-age=60
 --   /chunked/NAME      the same through SSI: no Content-Length, chunked
+--   /reval/NAME        the file with Cache-Control: max-age=1, stale-if-error=60
+--                      (nginx sends ETag and Last-Modified and answers a
+--                      matching If-None-Match with 304)
+--   /swr/NAME          the file with Cache-Control: max-age=1, stale-while-revalidate=30
+-- The access log's entries also hold the request's If-None-Match (inm).
 -- Files: big (2 MiB), mid (3 MiB), both "0123456789abcdef" repeated
 -- (proxy_nginx.pattern(n) rebuilds them), and huge: 1 GiB, sparse (truncate),
 -- so it costs no disk.
@@ -42,7 +47,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log info;
 events { worker_connections 512; }
 http {
-  log_format specs '$request_method $request_uri $status $body_bytes_sent';
+  log_format specs '$request_method $request_uri $status $body_bytes_sent inm=$http_if_none_match';
   access_log {dir}/access.log specs;
   client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
   uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
@@ -60,6 +65,8 @@ http {
     location /cc/files/ { alias {dir}/files/; add_header Cache-Control "max-age=60"; }
     location /files/ { alias {dir}/files/; }
     location /chunked/ { alias {dir}/files/; ssi on; ssi_types *; }
+    location /reval/ { alias {dir}/files/; add_header Cache-Control "max-age=1, stale-if-error=60"; }
+    location /swr/ { alias {dir}/files/; add_header Cache-Control "max-age=1, stale-while-revalidate=30"; }
   }
 }
 ]]
@@ -101,14 +108,25 @@ function proxy_nginx.start()
   function self:url(path, port) return ("http://127.0.0.1:%d%s"):format(port or self.port, path or "") end
   function self:target(port) return ("http://127.0.0.1:%d"):format(port or self.port) end
 
-  --- The access log so far: a list of { method, uri, status, bytes }.
+  --- The access log so far: a list of { method, uri, status, bytes, inm }
+  -- (inm: the request's If-None-Match, nil when it had none).
   function self:access_log()
     local out = {}
     for _, line in ipairs(util.lines(util.read_file(dir .. "/access.log"))) do
-      local m, u, s, b = line:match("^(%S+) (%S+) (%d+) (%d+)$")
-      if m then out[#out + 1] = { method = m, uri = u, status = tonumber(s), bytes = tonumber(b) } end
+      local m, u, s, b, inm = line:match("^(%S+) (%S+) (%d+) (%d+) inm=(.*)$")
+      if m then
+        -- nginx writes a '"' in a logged value as \x22.
+        inm = inm:gsub("\\x(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+        out[#out + 1] = { method = m, uri = u, status = tonumber(s), bytes = tonumber(b),
+                          inm = inm ~= "-" and inm or nil }
+      end
     end
     return out
+  end
+
+  --- Writes a file nginx serves under /files/, /cc/files/, /reval/, /swr/.
+  function self:write_file(name, data)
+    util.write_file(dir .. "/files/" .. name, data)
   end
 
   --- The access log's entries whose URI is `uri`.
