@@ -297,11 +297,40 @@ static void store(edge_request *req)
     else req->dispatch.stored = (unsigned)store_entry(req, &life);
 }
 
-/* "status 503", or "a script error" when respond raised. */
-static void describe_failure(int status, char *out, size_t n)
+/* The status the origin gave a failed request: 0 when the script raised or
+ * its last origin exchange got no answer (edge.proxy's own 502/504 for a
+ * refused connection or a timeout is not the origin's). */
+static int origin_status(const edge_request *req, int rc)
 {
-    if (status) snprintf(out, n, "status %d", status);
-    else snprintf(out, n, "a script error");
+    if (rc != EDGE_OK || (req->upstream.used && req->upstream.status == 0)) return 0;
+    return req->resp.status;
+}
+
+static void describe_failure(const edge_request *req, int rc, char *out, size_t n)
+{
+    if (rc != EDGE_OK) snprintf(out, n, "a script error");
+    else if (req->upstream.used && req->upstream.status == 0) snprintf(out, n, "no answer: %d", req->resp.status);
+    else snprintf(out, n, "status %d", req->resp.status);
+}
+
+/* One stale-if-error line a second per worker: an origin outage would
+ * otherwise write one per request. The lines skipped are counted in the next. */
+static void log_stale_served(edge_request *req, const char *why)
+{
+    edge_worker *w = req->worker;
+    double now = now_of(req);
+    if (now - w->stale_logged_at < 1.0) {
+        w->stale_log_skipped++;
+        return;
+    }
+    char more[64] = "";
+    if (w->stale_log_skipped)
+        snprintf(more, sizeof(more), "; %llu more since the last such line",
+                 (unsigned long long)w->stale_log_skipped);
+    edge_log(EDGE_LOG_WARN, req->conn_id, "request %s: origin failed (%s); served the stale entry "
+             "(stale-if-error)%s", edge_request_id(req), why, more);
+    w->stale_logged_at = now;
+    w->stale_log_skipped = 0;
 }
 
 /* The origin (or the script) failed. A held entry within its keep
@@ -311,9 +340,9 @@ static int stale_on_error(edge_request *req, int rc)
 {
     edge_worker *w = req->worker;
     edge_cache_entry *e = req->dispatch.stale;
-    int status = rc == EDGE_OK ? req->resp.status : 0;
-    char why[32];
-    describe_failure(status, why, sizeof(why));
+    int status = origin_status(req, rc);
+    char why[48];
+    describe_failure(req, rc, why, sizeof(why));
     if (req->dispatch.conditional || (req->dispatch.refresh && e))
         EDGE_COUNT(w->counters.revalidations[EDGE_REVALIDATION_FAILED]);
     if (req->dispatch.refresh) {
@@ -324,8 +353,7 @@ static int stale_on_error(edge_request *req, int rc)
         return 1;
     }
     if (e == NULL || now_of(req) >= e->expires_at + e->keep) return 0;
-    edge_log(EDGE_LOG_WARN, req->conn_id, "request %s: origin failed (%s); served the stale entry "
-             "(stale-if-error)", edge_request_id(req), why);
+    log_stale_served(req, why);
     serve_entry(req, e, EDGE_OUTCOME_STALE_ERROR);
     req->dispatch.fwd_status = status;
     EDGE_COUNT(w->counters.stale_served[EDGE_STALE_ERROR]);

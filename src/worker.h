@@ -59,6 +59,8 @@ typedef struct edge_worker {
     struct edge_resolver *resolver;   /* upstream names (c-ares); NULL if c-ares could not start */
     struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
     struct edge_refresh *refreshes;   /* background refreshes running (refresh.h) */
+    double     stale_logged_at;   /* the last stale-if-error log line (one a second) */
+    uint64_t   stale_log_skipped; /* stale-if-error answers not logged since */
     char       date[40];          /* the cached Date header value */
     ev_tstamp  date_second;
     edge_buf   access_buf;        /* access log lines not yet written */
