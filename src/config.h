@@ -41,6 +41,8 @@ typedef struct edge_config {
     size_t      cache_max_object;   /* largest entry stored, bytes; 0 until parsed: cache_size / 16 */
     double      cache_ttl;          /* seconds, when neither the script nor Cache-Control says */
     double      coalesce_timeout;   /* seconds a miss waits for an identical one in progress */
+    int         compress;           /* --compress on|off: gzip/brotli by Accept-Encoding (compress.h) */
+    size_t      compress_min_size;  /* bodies smaller than this are sent as they are */
     int         max_requests;       /* in flight across all workers; 503 past it */
     const char *access_log;         /* "off", "-" (stdout) or a file */
     int         access_log_format;  /* EDGE_LOG_FORMAT_* */

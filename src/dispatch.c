@@ -4,6 +4,7 @@
 #include "cache_policy.h"
 #include "cache_writer.h"
 #include "common.h"
+#include "compress.h"
 #include "log.h"
 #include "proxy_request.h"
 #include "request.h"
@@ -90,6 +91,7 @@ static void complete(edge_request *req)
     end_flight(req);
     forget_flight_key(req);
     release_slot(req);
+    edge_compress_response(req);
     req->ops->respond(req);
 }
 
@@ -123,7 +125,7 @@ static int serve_hit(edge_request *req, int count, edge_buf *variant)
 {
     edge_cache_entry *e = find_entry(req, count, variant);
     if (e == NULL) return 0;
-    edge_cache_entry_to_response(e, &req->resp);
+    edge_compress_from_entry(req, e, ev_now(req->worker->loop));
     char age[24];
     double secs = ev_now(req->worker->loop) - e->stored_at;
     size_t n = edge_format_u64(age, secs > 0 ? (unsigned long long)secs : 0);

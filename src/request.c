@@ -54,6 +54,7 @@ void edge_request_reset(edge_request *req)
     req->resp.n_headers = 0;
     req->resp.status = 200;
     req->resp.has_server = req->resp.has_date = req->resp.has_ttl = req->resp.fetched_as_get = 0;
+    req->resp.compress_done = 0;
     req->resp.streamed = 0;
     req->method = req->path = (edge_span){0, 0};
     req->query = req->host = (edge_span){EDGE_SPAN_NONE, 0};
