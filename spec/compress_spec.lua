@@ -388,6 +388,24 @@ describe("compression: streamed edge.proxy bodies #e2e", function()
     end)
   end
 
+  it("res.compress = false on a proxied response: untouched, streamed and from the cache", function()
+    local own = server.start { script = FIXTURE, workers = 1 }
+    local ok, err = pcall(function()
+      for i = 1, 2 do
+        local r = get(own, "/proxy/files/big?off=1", "gzip, br", { headers = { ["x-target"] = ngx:target() }, timeout = 20 })
+        assert.are.equal(200, r.status, r.error)
+        assert.are.equal(i == 1 and "MISS" or "HIT", r.headers["x-cache"])
+        assert_untouched(r, BIG, false)
+        assert.are.equal(tostring(#BIG), r.headers["content-length"])
+      end
+      local r = get(own, "/proxy/files/big", "gzip", { headers = { ["x-target"] = ngx:target() }, timeout = 20 })
+      assert.are.equal("gzip", r.headers["content-encoding"])
+      assert.is_true(gunzip(r.body) == BIG)
+    end)
+    server.stop_and_check(own)
+    assert(ok, err)
+  end)
+
   it("without Accept-Encoding the stream is untouched, with the origin's length", function()
     local r = via("/files/big", nil)
     assert.are.equal(200, r.status, r.error)
