@@ -34,7 +34,7 @@ LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llht
 # The same Lua-facing C code, built as a Lua module (require "edge") for busted unit specs.
 # edge.fetch in it is the server's client on a private loop: upstream code, resolver, the TLS client
 # context and llhttp (compiled with -fPIC) come along; Lua itself comes from the host interpreter.
-MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c \
+MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/cache_tags.c src/cache_purge.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c \
             src/balancer.c src/lua_upstream.c src/lua_upstream_opts.c \
             src/lua_fetch.c src/upstream_fetch.c src/upstream_named.c src/upstream_conn.c src/upstream_pool.c src/resolver.c \
             src/tls.c src/metrics.c src/listener.c src/body_pipe.c src/lua_body_stream.c
@@ -89,7 +89,7 @@ build/lua-obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 # The cache stress test (spec/c/cache_stress.c, run by spec/cache_stress_spec.lua):
 # 8 threads on one shard, built under ThreadSanitizer and under ASan + UBSan.
 .PHONY: cache-stress
-STRESS_SRCS := spec/c/cache_stress.c src/cache.c src/request.c src/buf.c src/alloc.c src/body_pipe.c
+STRESS_SRCS := spec/c/cache_stress.c src/cache.c src/cache_tags.c src/cache_purge.c src/request.c src/buf.c src/alloc.c src/body_pipe.c
 STRESS_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -pthread -O1 -g -fno-omit-frame-pointer \
                  $(shell pkg-config --cflags lua5.4 2>/dev/null) $(WARN)
 cache-stress: build/test/cache_stress_tsan build/test/cache_stress_asan
@@ -101,6 +101,31 @@ build/test/cache_stress_asan: $(STRESS_SRCS) $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(STRESS_SRCS)
+
+# The cache's lifetimes, tags, derived keys and purges (spec/c/cache_life_test.c, run by
+# spec/cache_life_spec.lua): built plain and under ASan + UBSan.
+.PHONY: cache-life-test
+CACHE_LIFE_SRCS := spec/c/cache_life_test.c src/cache.c src/cache_tags.c src/cache_purge.c src/request.c src/buf.c \
+                   src/alloc.c src/body_pipe.c
+cache-life-test: build/test/cache_life_test build/test/cache_life_test_asan build/test/cache_purge_bench
+build/test/cache_life_test: $(CACHE_LIFE_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -o $@ $(CACHE_LIFE_SRCS) -lm
+build/test/cache_life_test_asan: $(CACHE_LIFE_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(CACHE_LIFE_SRCS) -lm
+
+# Purging many entries, measured (spec/c/cache_purge_bench.c, which #includes the cache's
+# sources to time their lock holds): `build/test/cache_purge_bench [ENTRIES [TAGGED]]`.
+.PHONY: cache-purge-bench
+PURGE_BENCH_SRCS := spec/c/cache_purge_bench.c src/request.c src/buf.c src/alloc.c src/body_pipe.c
+cache-purge-bench: build/test/cache_purge_bench
+build/test/cache_purge_bench: $(PURGE_BENCH_SRCS) src/cache.c src/cache_tags.c src/cache_purge.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(STRESS_CFLAGS) -O2 -o $@ $(PURGE_BENCH_SRCS)
 
 # The resolver driver (spec/c/resolver_driver.c, run by spec/resolver_spec.lua):
 # src/resolver.c on its own ev loop, built plain and under ASan + UBSan.
@@ -144,7 +169,7 @@ run: deps
 	./edge -s lua/default.lua
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress resolver-driver balancer-test fuzz-build
+	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress cache-life-test resolver-driver balancer-test fuzz-build
 	$(Q)scripts/gen-certs.sh
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/test.sh
 

@@ -1,6 +1,8 @@
 -- Runs the C stress test of the cache (spec/c/cache_stress.c): 8 threads
--- hammering one shard with get/put/purge/release and flight
--- join/done/leave, checking held entries stay intact while evicted or purged.
+-- hammering one shard with get/stale look-up/put/release, purges (exact, by
+-- key with derived keys, by tag, by prefix; hard and soft) and flight
+-- join/try-lead/done/leave, checking held entries stay intact (expiry
+-- included) while evicted or purged, and that purge counts add up.
 -- `make cache-stress` (a prerequisite of `make test`) builds it twice: under
 -- ThreadSanitizer and under AddressSanitizer + UBSan. No server involved, so
 -- this runs in the first pass only (the binaries carry their own sanitizers).

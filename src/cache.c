@@ -1,5 +1,7 @@
-/* The sharded, byte-bounded LRU response cache, and miss coalescing. */
+/* The sharded, byte-bounded LRU response cache, and miss coalescing. Tags
+ * live in cache_tags.c, purges in cache_purge.c (cache_internal.h). */
 #include "cache.h"
+#include "cache_internal.h"
 #include "common.h"
 
 #include <pthread.h>
@@ -7,42 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHARDS       16          /* a power of two */
 #define MIN_BUCKETS  64
-#define FLIGHT_BUCKETS 256        /* per shard */
 
 /* A miss being computed: its key and the requests waiting for it. */
-typedef struct flight {
-    struct flight *next;
+struct cache_flight {
+    cache_flight *next;
     uint64_t hash;
     size_t   klen;
     edge_cache_waiter *waiters;
     char     key[];
-} flight;
-
-typedef struct shard {
-    pthread_mutex_t lock;
-    edge_cache_entry **buckets;
-    size_t   n_buckets;          /* a power of two */
-    size_t   count;
-    size_t   bytes;
-    size_t   max_bytes;
-    edge_cache_entry lru;        /* sentinel: lru.lru_next is the most recently used */
-    flight  *flights[FLIGHT_BUCKETS];   /* misses in progress, hashed: 25,000 may run at once */
-    size_t   sweep_at;           /* the bucket the next sweep starts from */
-    uint64_t hits, misses, evictions;
-} shard;
-
-struct edge_cache {
-    size_t max_bytes;
-    size_t max_object;           /* the largest entry taken; at most a shard's share */
-    shard  shards[SHARDS];
 };
 
 /* FNV-1a, then MurmurHash3's 64-bit finaliser: FNV alone leaves its top
  * bits (which pick the shard) nearly equal for keys differing only at the
  * end, such as /users/1 .. /users/512. */
-static uint64_t hash_key(const char *key, size_t n)
+uint64_t cache_hash(const char *key, size_t n)
 {
     uint64_t h = 14695981039346656037ULL;
     for (size_t i = 0; i < n; i++) {
@@ -57,22 +38,22 @@ static uint64_t hash_key(const char *key, size_t n)
     return h;
 }
 
-static shard *shard_of(edge_cache *c, uint64_t hash)
+cache_shard *cache_shard_of(edge_cache *c, uint64_t hash)
 {
-    return &c->shards[hash >> 60 & (SHARDS - 1)];
+    return &c->shards[hash >> 60 & (CACHE_SHARDS - 1)];
 }
 
 edge_cache *edge_cache_new(size_t max_bytes)
 {
     edge_cache *c = edge_calloc(1, sizeof(*c));
     c->max_bytes = max_bytes;
-    c->max_object = max_bytes / SHARDS;
-    for (int i = 0; i < SHARDS; i++) {
-        shard *s = &c->shards[i];
+    c->max_object = max_bytes / CACHE_SHARDS;
+    for (int i = 0; i < CACHE_SHARDS; i++) {
+        cache_shard *s = &c->shards[i];
         pthread_mutex_init(&s->lock, NULL);
         s->n_buckets = MIN_BUCKETS;
         s->buckets = edge_calloc(s->n_buckets, sizeof(*s->buckets));
-        s->max_bytes = max_bytes / SHARDS;
+        s->max_bytes = max_bytes / CACHE_SHARDS;
         s->lru.lru_next = s->lru.lru_prev = &s->lru;
     }
     return c;
@@ -80,7 +61,8 @@ edge_cache *edge_cache_new(size_t max_bytes)
 
 void edge_cache_set_max_object(edge_cache *c, size_t max_object)
 {
-    c->max_object = max_object < c->max_bytes / SHARDS ? max_object : c->max_bytes / SHARDS;
+    size_t share = c->max_bytes / CACHE_SHARDS;
+    c->max_object = max_object < share ? max_object : share;
 }
 
 size_t edge_cache_max_object(const edge_cache *c)
@@ -95,13 +77,13 @@ void edge_cache_release(edge_cache_entry *e)
     if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) free(e);
 }
 
-static void lru_unlink(edge_cache_entry *e)
+void cache_lru_unlink(edge_cache_entry *e)
 {
     e->lru_prev->lru_next = e->lru_next;
     e->lru_next->lru_prev = e->lru_prev;
 }
 
-static void lru_push_front(shard *s, edge_cache_entry *e)
+static void lru_push_front(cache_shard *s, edge_cache_entry *e)
 {
     e->lru_next = s->lru.lru_next;
     e->lru_prev = &s->lru;
@@ -109,7 +91,7 @@ static void lru_push_front(shard *s, edge_cache_entry *e)
     s->lru.lru_next = e;
 }
 
-static edge_cache_entry **find_slot(shard *s, uint64_t hash, const char *key, size_t klen)
+edge_cache_entry **cache_slot(cache_shard *s, uint64_t hash, const char *key, size_t klen)
 {
     edge_cache_entry **p = &s->buckets[(hash >> 4) & (s->n_buckets - 1)];
     for (; *p; p = &(*p)->hnext) {
@@ -119,23 +101,35 @@ static edge_cache_entry **find_slot(shard *s, uint64_t hash, const char *key, si
     return p;
 }
 
-/* Unlinks the entry at *slot from the table and the LRU, dropping the cache's reference. */
-static void remove_at(shard *s, edge_cache_entry **slot)
+void cache_remove_at(cache_shard *s, edge_cache_entry **slot, edge_cache_entry **grave)
 {
     edge_cache_entry *e = *slot;
     *slot = e->hnext;
-    lru_unlink(e);
+    cache_lru_unlink(e);
+    cache_tags_unlink(s, e);
     s->count--;
     s->bytes -= e->size;
-    edge_cache_release(e);
+    e->hnext = *grave;
+    *grave = e;
 }
 
-static void remove_entry(shard *s, edge_cache_entry *e)
+static void remove_entry(cache_shard *s, edge_cache_entry *e, edge_cache_entry **grave)
 {
-    remove_at(s, find_slot(s, e->hash, e->data, e->key_len));
+    cache_remove_at(s, cache_slot(s, e->hash, e->data, e->key_len), grave);
 }
 
-static void grow_table(shard *s)
+/* Freeing outside the lock: a purge of many entries frees them after each
+ * batch, not while workers wait for the shard. */
+void cache_bury(edge_cache_entry *grave)
+{
+    while (grave) {
+        edge_cache_entry *next = grave->hnext;
+        edge_cache_release(grave);
+        grave = next;
+    }
+}
+
+static void grow_table(cache_shard *s)
 {
     size_t n = s->n_buckets * 2;
     edge_cache_entry **b = edge_calloc(n, sizeof(*b));
@@ -153,41 +147,68 @@ static void grow_table(shard *s)
     s->n_buckets = n;
 }
 
-static edge_cache_entry *lookup(edge_cache *c, const char *key, size_t klen, double now, int count)
+/* Counts a look-up: a hit is a fresh entry, or one in grace when the
+ * caller takes stale ones; markers count neither (the look-up they lead to
+ * does); anything else (nothing, stale in keep) is a miss. */
+static void count_lookup(cache_shard *s, const edge_cache_entry *e, int state, unsigned flags)
 {
-    uint64_t hash = hash_key(key, klen);
-    shard *s = shard_of(c, hash);
+    if (!(flags & EDGE_CACHE_COUNT)) return;
+    if (e == NULL) s->misses++;
+    else if (edge_cache_entry_is_marker(e)) return;
+    else if (state == EDGE_CACHE_FRESH || state == EDGE_CACHE_GRACE) s->hits++;
+    else s->misses++;
+}
+
+edge_cache_entry *edge_cache_lookup(edge_cache *c, const char *key, size_t klen, double now,
+                                    unsigned flags)
+{
+    uint64_t hash = cache_hash(key, klen);
+    cache_shard *s = cache_shard_of(c, hash);
+    edge_cache_entry *grave = NULL;
     pthread_mutex_lock(&s->lock);
-    edge_cache_entry **slot = find_slot(s, hash, key, klen);
+    edge_cache_entry **slot = cache_slot(s, hash, key, klen);
     edge_cache_entry *e = *slot;
-    if (e && e->expires_at <= now) {
-        remove_at(s, slot);
+    int state = e ? edge_cache_entry_state(e, now) : EDGE_CACHE_GONE;
+    if (e && state == EDGE_CACHE_GONE) {
+        cache_remove_at(s, slot, &grave);
         e = NULL;
+    } else if (e && state != EDGE_CACHE_FRESH && !(flags & EDGE_CACHE_STALE)) {
+        e = NULL;                 /* held for stale use, but this caller takes fresh only */
     }
     if (e) {
-        lru_unlink(e);
+        cache_lru_unlink(e);
         lru_push_front(s, e);
         atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-        if (!edge_cache_entry_is_marker(e)) s->hits += (uint64_t)count;
-    } else {
-        s->misses += (uint64_t)count;
     }
+    count_lookup(s, e, state, flags);
     pthread_mutex_unlock(&s->lock);
+    cache_bury(grave);
     return e;
 }
 
-/* Drops the expired entries of up to n buckets of s, from where the last
- * sweep stopped. Returns the entries dropped. */
-static size_t sweep_shard(shard *s, double now, size_t n)
+edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now)
+{
+    return edge_cache_lookup(c, key, klen, now, EDGE_CACHE_COUNT);
+}
+
+edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, double now)
+{
+    return edge_cache_lookup(c, key, klen, now, 0);
+}
+
+/* Drops the entries of up to n buckets of s that are past all their
+ * lifetimes, from where the last sweep stopped. Returns the entries dropped. */
+static size_t sweep_shard(cache_shard *s, double now, size_t n)
 {
     size_t dropped = 0;
+    edge_cache_entry *grave = NULL;
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < n && i < s->n_buckets; i++) {
         size_t b = s->sweep_at++ & (s->n_buckets - 1);
         edge_cache_entry **slot = &s->buckets[b];
         while (*slot) {
-            if ((*slot)->expires_at <= now) {
-                remove_at(s, slot);
+            if (edge_cache_entry_state(*slot, now) == EDGE_CACHE_GONE) {
+                cache_remove_at(s, slot, &grave);
                 dropped++;
             } else {
                 slot = &(*slot)->hnext;
@@ -195,49 +216,74 @@ static size_t sweep_shard(shard *s, double now, size_t n)
         }
     }
     pthread_mutex_unlock(&s->lock);
+    cache_bury(grave);
     return dropped;
 }
 
 size_t edge_cache_sweep(edge_cache *c, double now, size_t buckets_per_shard)
 {
     size_t dropped = 0;
-    for (int i = 0; i < SHARDS; i++) dropped += sweep_shard(&c->shards[i], now, buckets_per_shard);
+    for (int i = 0; i < CACHE_SHARDS; i++) dropped += sweep_shard(&c->shards[i], now, buckets_per_shard);
     return dropped;
 }
 
-edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, double now)
-{
-    return lookup(c, key, klen, now, 1);
-}
+/* ---- storing ---- */
 
-edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, double now)
+/* The bytes of an entry's one allocation up to its tag links: key (padded
+ * so the header spans are aligned), spans, header bytes, body. */
+static size_t layout_size(size_t klen, const edge_response *resp)
 {
-    return lookup(c, key, klen, now, 0);
-}
-
-/* The bytes an entry for resp takes: what is allocated and what counts
- * against the bound. */
-size_t edge_cache_object_size(size_t klen, const edge_response *resp)
-{
-    size_t key_space = (klen + 7) & ~(size_t)7;     /* keeps the header spans aligned */
+    size_t key_space = (klen + 7) & ~(size_t)7;
     return sizeof(edge_cache_entry) + key_space + (size_t)resp->n_headers * sizeof(edge_header) +
            resp->data.len + resp->body.len;
 }
 
-/* Lays a response out in one allocation: key, header spans, header bytes, body. */
-static edge_cache_entry *make_entry(const char *key, size_t klen, const edge_response *resp,
-                                    uint64_t hash, double now, double ttl)
+/* The links follow the body, aligned; cache_tags_charge counts the padding
+ * as 7 bytes whatever the body's length, so sizes add up. */
+static struct edge_cache_tag_link *links_of(edge_cache_entry *e)
+{
+    uintptr_t end = (uintptr_t)(edge_cache_entry_body(e) + e->body_len);
+    return (struct edge_cache_tag_link *)((end + 7) & ~(uintptr_t)7);
+}
+
+size_t cache_entry_alloc_size(const edge_cache_entry *e)
+{
+    const char *end = e->n_tags ? (const char *)(e->tags + e->n_tags) : edge_cache_entry_body(e) + e->body_len;
+    return (size_t)(end - (const char *)e);
+}
+
+/* Counts what the entry would hold, tags included, for a key without a
+ * '\0' (a derived key adds the link to its base key; the put counts it). */
+size_t edge_cache_object_size(size_t klen, const edge_response *resp)
+{
+    cache_tag_set ts;
+    cache_tags_read("", 0, resp, &ts);
+    return layout_size(klen, resp) + cache_tags_charge(&ts);
+}
+
+static double non_negative(double v)
+{
+    return v > 0 ? v : 0;         /* NaN too */
+}
+
+/* Lays a response out in one allocation: key, header spans, header bytes,
+ * body, then the tag links (linked into the index under the lock). */
+static edge_cache_entry *make_entry(const char *key, size_t klen, const edge_response *resp, uint64_t hash,
+                                    double now, const edge_cache_life *life, const cache_tag_set *ts)
 {
     size_t spans = (size_t)resp->n_headers * sizeof(edge_header);
-    size_t size = edge_cache_object_size(klen, resp);
-    edge_cache_entry *e = edge_malloc(size);
+    size_t layout = layout_size(klen, resp);
+    size_t links = ts->n ? 7 + ts->n * sizeof(struct edge_cache_tag_link) : 0;
+    edge_cache_entry *e = edge_malloc(layout + links);
     memset(e, 0, sizeof(*e));
     atomic_init(&e->refs, 1);
     e->status = resp->status;
     e->hash = hash;
     e->stored_at = now;
-    e->expires_at = now + ttl;
-    e->size = size;
+    e->expires_at = now + life->ttl;
+    e->grace = non_negative(life->grace);
+    e->keep = non_negative(life->keep);
+    e->size = layout + cache_tags_charge(ts);
     e->key_len = (uint32_t)klen;
     e->n_headers = (uint32_t)resp->n_headers;
     e->header_bytes = (uint32_t)resp->data.len;
@@ -246,58 +292,72 @@ static edge_cache_entry *make_entry(const char *key, size_t klen, const edge_res
     if (spans) memcpy((char *)edge_cache_entry_headers(e), resp->headers, spans);
     if (resp->data.len) memcpy((char *)edge_cache_entry_header_data(e), resp->data.base, resp->data.len);
     if (resp->body.len) memcpy((char *)edge_cache_entry_body(e), resp->body.base, resp->body.len);
+    if (ts->n) {
+        e->tags = links_of(e);
+        e->n_tags = ts->n;
+        for (uint32_t i = 0; i < ts->n; i++) e->tags[i] = (struct edge_cache_tag_link){.entry = e};
+    }
     return e;
+}
+
+/* Puts e in s, replacing its key's entry and evicting from the LRU's cold
+ * end until it fits. */
+static void insert(cache_shard *s, edge_cache_entry *e, const cache_tag_set *ts, edge_cache_entry **grave)
+{
+    const char *key = e->data;
+    edge_cache_entry **slot = cache_slot(s, e->hash, key, e->key_len);
+    if (*slot) cache_remove_at(s, slot, grave);
+    while (s->bytes + e->size > s->max_bytes && s->lru.lru_prev != &s->lru) {
+        remove_entry(s, s->lru.lru_prev, grave);
+        s->evictions++;
+    }
+    if (s->count >= s->n_buckets) grow_table(s);
+    slot = cache_slot(s, e->hash, key, e->key_len);
+    *slot = e;
+    lru_push_front(s, e);
+    s->count++;
+    s->bytes += e->size;
+    cache_tags_link(s, e, ts);
+}
+
+int edge_cache_put_life(edge_cache *c, const char *key, size_t klen, const edge_response *resp,
+                        double now, const edge_cache_life *life)
+{
+    if (!(life->ttl > 0)) return EDGE_ERROR;
+    cache_tag_set ts;
+    cache_tags_read(key, klen, resp, &ts);
+    if (layout_size(klen, resp) + cache_tags_charge(&ts) > c->max_object) return EDGE_ERROR;
+    uint64_t hash = cache_hash(key, klen);
+    cache_shard *s = cache_shard_of(c, hash);
+    edge_cache_entry *e = make_entry(key, klen, resp, hash, now, life, &ts);   /* outside the lock */
+    edge_cache_entry *grave = NULL;
+    pthread_mutex_lock(&s->lock);
+    insert(s, e, &ts, &grave);
+    pthread_mutex_unlock(&s->lock);
+    cache_bury(grave);
+    return EDGE_OK;
 }
 
 int edge_cache_put(edge_cache *c, const char *key, size_t klen, const edge_response *resp,
                    double now, double ttl)
 {
-    uint64_t hash = hash_key(key, klen);
-    shard *s = shard_of(c, hash);
-    if (edge_cache_object_size(klen, resp) > c->max_object || ttl <= 0) return EDGE_ERROR;
-    edge_cache_entry *e = make_entry(key, klen, resp, hash, now, ttl);   /* outside the lock */
-
-    pthread_mutex_lock(&s->lock);
-    edge_cache_entry **slot = find_slot(s, hash, key, klen);
-    if (*slot) remove_at(s, slot);
-    while (s->bytes + e->size > s->max_bytes && s->lru.lru_prev != &s->lru) {
-        remove_entry(s, s->lru.lru_prev);
-        s->evictions++;
-    }
-    if (s->count >= s->n_buckets) grow_table(s);
-    slot = find_slot(s, hash, key, klen);
-    *slot = e;
-    lru_push_front(s, e);
-    s->count++;
-    s->bytes += e->size;
-    pthread_mutex_unlock(&s->lock);
-    return EDGE_OK;
-}
-
-int edge_cache_purge(edge_cache *c, const char *key, size_t klen)
-{
-    uint64_t hash = hash_key(key, klen);
-    shard *s = shard_of(c, hash);
-    pthread_mutex_lock(&s->lock);
-    edge_cache_entry **slot = find_slot(s, hash, key, klen);
-    int found = *slot != NULL;
-    if (found) remove_at(s, slot);
-    pthread_mutex_unlock(&s->lock);
-    return found;
+    edge_cache_life life = {.ttl = ttl, .grace = 0, .keep = 0};
+    return edge_cache_put_life(c, key, klen, resp, now, &life);
 }
 
 void edge_cache_get_stats(edge_cache *c, edge_cache_stats *st)
 {
     memset(st, 0, sizeof(*st));
     st->max_bytes = c->max_bytes;
-    for (int i = 0; i < SHARDS; i++) {
-        shard *s = &c->shards[i];
+    for (int i = 0; i < CACHE_SHARDS; i++) {
+        cache_shard *s = &c->shards[i];
         pthread_mutex_lock(&s->lock);
         st->entries += s->count;
         st->bytes += s->bytes;
         st->hits += s->hits;
         st->misses += s->misses;
         st->evictions += s->evictions;
+        st->purged += s->purged;
         pthread_mutex_unlock(&s->lock);
     }
 }
@@ -315,43 +375,59 @@ void edge_cache_entry_to_response(const edge_cache_entry *e, edge_response *resp
 
 /* ---- coalescing ---- */
 
-static flight **find_flight(shard *s, uint64_t hash, const char *key, size_t klen)
+static cache_flight **find_flight(cache_shard *s, uint64_t hash, const char *key, size_t klen)
 {
-    flight **p = &s->flights[(hash >> 8) & (FLIGHT_BUCKETS - 1)];
+    cache_flight **p = &s->flights[(hash >> 8) & (CACHE_FLIGHT_BUCKETS - 1)];
     for (; *p; p = &(*p)->next)
         if ((*p)->hash == hash && (*p)->klen == klen && memcmp((*p)->key, key, klen) == 0) return p;
     return p;
 }
 
-int edge_cache_flight_join(edge_cache *c, const char *key, size_t klen, edge_cache_waiter *w)
+static void start_flight(cache_flight **p, uint64_t hash, const char *key, size_t klen)
 {
-    uint64_t hash = hash_key(key, klen);
-    shard *s = shard_of(c, hash);
+    cache_flight *f = edge_calloc(1, sizeof(*f) + klen);
+    f->hash = hash;
+    f->klen = klen;
+    memcpy(f->key, key, klen);
+    *p = f;
+}
+
+/* Leads key's flight when none runs; otherwise w (when given) joins it. */
+static int lead_or_join(edge_cache *c, const char *key, size_t klen, edge_cache_waiter *w)
+{
+    uint64_t hash = cache_hash(key, klen);
+    cache_shard *s = cache_shard_of(c, hash);
     pthread_mutex_lock(&s->lock);
-    flight **p = find_flight(s, hash, key, klen);
+    cache_flight **p = find_flight(s, hash, key, klen);
     int rc = EDGE_AGAIN;
-    if (*p) {
+    if (*p == NULL) {
+        start_flight(p, hash, key, klen);
+        rc = EDGE_OK;
+    } else if (w) {
         w->next = (*p)->waiters;
         (*p)->waiters = w;
-    } else {
-        flight *f = edge_calloc(1, sizeof(*f) + klen);
-        f->hash = hash;
-        f->klen = klen;
-        memcpy(f->key, key, klen);
-        *p = f;
-        rc = EDGE_OK;
     }
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
 
+int edge_cache_flight_join(edge_cache *c, const char *key, size_t klen, edge_cache_waiter *w)
+{
+    return lead_or_join(c, key, klen, w);
+}
+
+int edge_cache_flight_try_lead(edge_cache *c, const char *key, size_t klen)
+{
+    return lead_or_join(c, key, klen, NULL);
+}
+
 void edge_cache_flight_done(edge_cache *c, const char *key, size_t klen)
 {
-    uint64_t hash = hash_key(key, klen);
-    shard *s = shard_of(c, hash);
+    uint64_t hash = cache_hash(key, klen);
+    cache_shard *s = cache_shard_of(c, hash);
     pthread_mutex_lock(&s->lock);
-    flight **p = find_flight(s, hash, key, klen);
-    flight *f = *p;
+    cache_flight **p = find_flight(s, hash, key, klen);
+    cache_flight *f = *p;
     if (f) *p = f->next;
     pthread_mutex_unlock(&s->lock);
     if (f == NULL) return;
@@ -365,11 +441,11 @@ void edge_cache_flight_done(edge_cache *c, const char *key, size_t klen)
 
 int edge_cache_flight_leave(edge_cache *c, const char *key, size_t klen, edge_cache_waiter *w)
 {
-    uint64_t hash = hash_key(key, klen);
-    shard *s = shard_of(c, hash);
+    uint64_t hash = cache_hash(key, klen);
+    cache_shard *s = cache_shard_of(c, hash);
     int found = 0;
     pthread_mutex_lock(&s->lock);
-    flight **p = find_flight(s, hash, key, klen);
+    cache_flight **p = find_flight(s, hash, key, klen);
     if (*p) {
         for (edge_cache_waiter **q = &(*p)->waiters; *q; q = &(*q)->next) {
             if (*q == w) {
@@ -385,12 +461,15 @@ int edge_cache_flight_leave(edge_cache *c, const char *key, size_t klen, edge_ca
 
 void edge_cache_free(edge_cache *c)
 {
-    for (int i = 0; i < SHARDS; i++) {
-        shard *s = &c->shards[i];
-        while (s->lru.lru_next != &s->lru) remove_entry(s, s->lru.lru_next);
-        for (int b = 0; b < FLIGHT_BUCKETS; b++) {
+    for (int i = 0; i < CACHE_SHARDS; i++) {
+        cache_shard *s = &c->shards[i];
+        edge_cache_entry *grave = NULL;
+        while (s->lru.lru_next != &s->lru) remove_entry(s, s->lru.lru_next, &grave);
+        cache_bury(grave);
+        cache_tags_free(s);
+        for (int b = 0; b < CACHE_FLIGHT_BUCKETS; b++) {
             while (s->flights[b]) {
-                flight *f = s->flights[b];
+                cache_flight *f = s->flights[b];
                 s->flights[b] = f->next;
                 free(f);
             }

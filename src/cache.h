@@ -105,6 +105,11 @@ edge_cache_entry *edge_cache_get(edge_cache *c, const char *key, size_t klen, do
 edge_cache_entry *edge_cache_peek(edge_cache *c, const char *key, size_t klen, double now);
 /* Gives back a reference from a look-up. */
 void edge_cache_release(edge_cache_entry *e);
+/* Takes one more reference to an entry one already holds. */
+static inline void edge_cache_entry_hold(edge_cache_entry *e)
+{
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+}
 /* Stores resp under key for life (life->ttl > 0), replacing an older entry
  * and evicting the least recently used ones to stay in bounds. The
  * response's Surrogate-Key and Cache-Tag fields (space- or comma-separated)

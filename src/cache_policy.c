@@ -1,5 +1,6 @@
 /* Cache-Control, status, privacy and Vary rules for storing a response. */
 #include "cache_policy.h"
+#include "cache.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -24,6 +25,9 @@ typedef struct directives {
     double s_maxage;      /* -1 when absent */
     double max_age;
     double expires;       /* seconds from now an Expires field gives; -1 when absent */
+    double swr;           /* stale-while-revalidate (RFC 5861); -1 when absent */
+    double sie;           /* stale-if-error (RFC 5861); -1 when absent */
+    int    no_stale;      /* must-revalidate / proxy-revalidate: never served stale */
 } directives;
 
 static int token_is(const char *p, size_t n, const char *name)
@@ -36,8 +40,14 @@ static void apply_directive(directives *d, const char *name, size_t n, double va
 {
     if (token_is(name, n, "no-store") || token_is(name, n, "private") || token_is(name, n, "no-cache"))
         d->forbidden = 1;
-    else if (token_is(name, n, "public") || token_is(name, n, "must-revalidate"))
+    else if (token_is(name, n, "must-revalidate") || token_is(name, n, "proxy-revalidate"))
+        d->shareable = 1, d->no_stale = 1;
+    else if (token_is(name, n, "public"))
         d->shareable = 1;
+    else if (token_is(name, n, "stale-while-revalidate") && value >= 0)
+        d->swr = value;
+    else if (token_is(name, n, "stale-if-error") && value >= 0)
+        d->sie = value;
     else if (token_is(name, n, "s-maxage") && value >= 0)
         d->s_maxage = value, d->shareable = 1;
     else if (token_is(name, n, "max-age") && value >= 0)
@@ -112,19 +122,30 @@ static int allowed_unforced(const edge_request *req, const edge_response *resp, 
     return resp->cache_mode == EDGE_CACHE_ANY_STATUS || cacheable_by_default(resp->status);
 }
 
-double edge_cache_policy_ttl(const edge_request *req, const edge_response *resp, double default_ttl)
+/* The first that applies: the script's value, the directive, the default. */
+static double pick(int has_script, double script, double directive, double dflt)
 {
+    if (has_script) return script;
+    return directive >= 0 ? directive : dflt;
+}
+
+int edge_cache_policy_life(const edge_request *req, const edge_response *resp,
+                           const edge_cache_life *dflt, edge_cache_life *life)
+{
+    *life = (edge_cache_life){0, 0, 0};
     if ((req->is_head && !resp->fetched_as_get) || resp->cache_mode == EDGE_CACHE_OFF) return 0;
-    directives d = {0, 0, -1, -1, -1};
+    directives d = {0, 0, -1, -1, -1, -1, -1, 0};
     int has_cookie = 0;
     read_response(resp, &d, &has_cookie);
     if (d.forbidden) return 0;
     if (resp->cache_mode != EDGE_CACHE_FORCE && !allowed_unforced(req, resp, &d, has_cookie)) return 0;
-    if (resp->has_ttl) return resp->ttl;
-    if (d.s_maxage >= 0) return d.s_maxage;
-    if (d.max_age >= 0) return d.max_age;
-    if (d.expires >= 0) return d.expires;
-    return default_ttl;
+    double ttl = d.s_maxage >= 0 ? d.s_maxage : d.max_age >= 0 ? d.max_age : d.expires;
+    life->ttl = pick(resp->has_ttl, resp->ttl, ttl, dflt->ttl);
+    if (life->ttl <= 0) return 0;
+    /* must-revalidate: a stale copy must never be served (RFC 9111 5.2.2.2). */
+    life->grace = pick(resp->has_grace, resp->grace, d.no_stale ? 0 : d.swr, d.no_stale ? 0 : dflt->grace);
+    life->keep = pick(resp->has_keep, resp->keep, d.no_stale ? 0 : d.sie, d.no_stale ? 0 : dflt->keep);
+    return 1;
 }
 
 /* ---- Vary ---- */

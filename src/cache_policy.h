@@ -6,7 +6,10 @@
 #include "buf.h"
 #include "request.h"
 
-/* Seconds resp (the answer to req) may be kept, or 0 when it must not be stored:
+struct edge_cache_life;
+
+/* Whether resp (the answer to req) may be stored (1) or not (0), and for
+ * which lifetimes (cache.h's ttl / grace / keep):
  *  - never for HEAD (a bodiless entry must not answer a later GET), for the
  *    response field cache = false, or for Cache-Control no-store, private or
  *    no-cache;
@@ -15,8 +18,13 @@
  *    public, s-maxage or must-revalidate (RFC 9111 3.5), and only for the
  *    heuristically cacheable statuses (200, 203, 204, 206, 300, 301, 308,
  *    404, 405, 410, 414, 501) unless cache = "any-status";
- *  - then for the script's ttl, else s-maxage, else max-age, else default_ttl. */
-double edge_cache_policy_ttl(const edge_request *req, const edge_response *resp, double default_ttl);
+ *  - ttl: the script's ttl, else s-maxage, else max-age, else Expires, else
+ *    dflt->ttl; grace: the script's grace, else stale-while-revalidate, else
+ *    dflt->grace; keep: the script's keep, else stale-if-error, else
+ *    dflt->keep (RFC 5861). must-revalidate and proxy-revalidate make grace
+ *    and keep 0 unless the script set them. */
+int edge_cache_policy_life(const edge_request *req, const edge_response *resp,
+                           const struct edge_cache_life *dflt, struct edge_cache_life *life);
 
 /* Reads resp's Vary field names into names, lower-case, comma-separated,
  * without spaces. Returns 0 when resp has no Vary (or the script forced the

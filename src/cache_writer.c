@@ -14,7 +14,7 @@ typedef struct cache_writer {
     struct edge_cache *cache;
     struct ev_loop *loop;
     edge_response entry;         /* the head, then the body as it arrives */
-    double   ttl;
+    edge_cache_life life;
     size_t   limit;              /* --cache-max-object */
     size_t   head_size;          /* the entry's size without its body */
     int      given_up;
@@ -35,7 +35,11 @@ void edge_response_copy_head(edge_response *to, const edge_response *from)
     }
     to->n_headers = to->cap_headers = from->n_headers;
     to->ttl = from->ttl;
+    to->grace = from->grace;
+    to->keep = from->keep;
     to->has_ttl = from->has_ttl;
+    to->has_grace = from->has_grace;
+    to->has_keep = from->has_keep;
     to->cache_mode = from->cache_mode;
     to->has_server = from->has_server;
     to->has_date = from->has_date;
@@ -87,7 +91,7 @@ static void put_marker(cache_writer *cw, const char *key, const char *names, dou
 {
     edge_response marker = {.status = EDGE_CACHE_MARKER_STATUS};
     edge_response_add_header(&marker, "vary", 4, names, cw->names_len);
-    edge_cache_put(cw->cache, key, cw->marker_klen, &marker, now, cw->ttl);
+    edge_cache_put_life(cw->cache, key, cw->marker_klen, &marker, now, &cw->life);
     edge_buf_free(&marker.data);
     free(marker.headers);
 }
@@ -98,7 +102,7 @@ static void on_end(edge_pipe_tap *t, int ok)
     const char *key = cw->keys.base, *marker_key = key + cw->klen, *names = marker_key + cw->marker_klen;
     if (ok && !cw->given_up) {
         double now = ev_now(cw->loop);
-        if (edge_cache_put(cw->cache, key, cw->klen, &cw->entry, now, cw->ttl) == EDGE_OK && cw->has_marker)
+        if (edge_cache_put_life(cw->cache, key, cw->klen, &cw->entry, now, &cw->life) == EDGE_OK && cw->has_marker)
             put_marker(cw, marker_key, names, now);
     }
     if (cw->has_flight) edge_cache_flight_done(cw->cache, flight_key(cw), cw->flight_klen);
@@ -112,7 +116,7 @@ void edge_cache_writer_attach(edge_pipe *pipe, const edge_cache_writer_args *a)
     cw->tap.end = on_end;
     cw->cache = a->cache;
     cw->loop = a->loop;
-    cw->ttl = a->ttl;
+    cw->life = a->life;
     cw->limit = edge_cache_max_object(a->cache);
     cw->conn_id = a->conn_id;
     snprintf(cw->request_id, sizeof(cw->request_id), "%s", a->request_id);

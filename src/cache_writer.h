@@ -13,16 +13,16 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "cache.h"
 #include "request.h"
 
-struct edge_cache;
 struct edge_pipe;
 
 typedef struct edge_cache_writer_args {
     struct edge_cache *cache;
     const edge_response *head;   /* copied: status, headers, ttl */
     struct ev_loop *loop;        /* its ev_now() when the body is complete is the store's time */
-    double      ttl;
+    edge_cache_life life;        /* its lifetimes (cache.h) */
     const char *key;             /* where the entry goes (the variant's key under Vary) */
     size_t      klen;
     const char *marker_key;      /* Vary: the base key, where a marker names the fields; else NULL */

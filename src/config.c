@@ -41,6 +41,14 @@ static const char usage_text[] =
     "      --cache-size SIZE      response cache bound (default 64m)\n"
     "      --cache-ttl S          cache lifetime when neither the script nor Cache-Control\n"
     "                             gives one (default 60)\n"
+    "      --cache-grace S        stale-while-revalidate when neither the script nor\n"
+    "                             Cache-Control gives one: an expired entry is served\n"
+    "                             while one refresh runs (default 0)\n"
+    "      --cache-keep S         stale-if-error when neither the script nor Cache-Control\n"
+    "                             gives one: an expired entry is served when the origin\n"
+    "                             fails (default 0)\n"
+    "      --cache-pass-ttl S     how long an uncacheable answer makes its key skip\n"
+    "                             coalescing (hit-for-pass, default 120)\n"
     "      --cache-max-object BYTES  largest response stored; at most a sixteenth of\n"
     "                             --cache-size (default: that sixteenth, 4m)\n"
     "      --compress on|off      gzip/brotli for compressible types the client accepts (default on)\n"
@@ -80,7 +88,8 @@ enum {
     OPT_CACHE_SIZE, OPT_CACHE_TTL, OPT_COALESCE_TIMEOUT, OPT_MAX_REQUESTS,
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
-    OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE
+    OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_CACHE_GRACE, OPT_CACHE_KEEP, OPT_CACHE_PASS_TTL,
+    OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE
 };
 
 static const struct option long_options[] = {
@@ -90,6 +99,9 @@ static const struct option long_options[] = {
     {"h2-max-streams", required_argument, NULL, OPT_H2_STREAMS},
     {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
     {"cache-ttl", required_argument, NULL, OPT_CACHE_TTL},
+    {"cache-grace", required_argument, NULL, OPT_CACHE_GRACE},
+    {"cache-keep", required_argument, NULL, OPT_CACHE_KEEP},
+    {"cache-pass-ttl", required_argument, NULL, OPT_CACHE_PASS_TTL},
     {"cache-max-object", required_argument, NULL, OPT_CACHE_MAX_OBJECT},
     {"proxy-buffer", required_argument, NULL, OPT_PROXY_BUFFER},
     {"coalesce-timeout", required_argument, NULL, OPT_COALESCE_TIMEOUT},
@@ -146,6 +158,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->drain_timeout = 30;
     cfg->cache_size = 64u << 20;
     cfg->cache_ttl = 60;
+    cfg->cache_pass_ttl = 120;
     cfg->proxy_buffer = 256 * 1024;
     cfg->coalesce_timeout = 5;
     cfg->compress = 1;
@@ -205,6 +218,16 @@ static int parse_seconds(const char *s, double *out)
     return EDGE_OK;
 }
 
+/* Seconds, 0 allowed (a lifetime that may be off). */
+static int parse_seconds_or_zero(const char *s, double *out)
+{
+    if (strcmp(s, "0") == 0) {
+        *out = 0;
+        return EDGE_OK;
+    }
+    return parse_seconds(s, out);
+}
+
 static int apply_option(edge_config *cfg, int opt, const char *arg)
 {
     long v;
@@ -238,6 +261,12 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         return EDGE_OK;
     case OPT_CACHE_TTL:
         return parse_seconds(arg, &cfg->cache_ttl) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_CACHE_GRACE:
+        return parse_seconds_or_zero(arg, &cfg->cache_grace) ? bad_value(name, arg, "seconds >= 0") : EDGE_OK;
+    case OPT_CACHE_KEEP:
+        return parse_seconds_or_zero(arg, &cfg->cache_keep) ? bad_value(name, arg, "seconds >= 0") : EDGE_OK;
+    case OPT_CACHE_PASS_TTL:
+        return parse_seconds_or_zero(arg, &cfg->cache_pass_ttl) ? bad_value(name, arg, "seconds >= 0") : EDGE_OK;
     case OPT_COALESCE_TIMEOUT:
         return parse_seconds(arg, &cfg->coalesce_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
     case OPT_COMPRESS:

@@ -40,6 +40,9 @@ typedef struct edge_config {
     size_t      proxy_buffer;       /* edge.proxy's bytes held per response (the pipe's high mark) */
     size_t      cache_max_object;   /* largest entry stored, bytes; 0 until parsed: cache_size / 16 */
     double      cache_ttl;          /* seconds, when neither the script nor Cache-Control says */
+    double      cache_grace;        /* stale-while-revalidate seconds, the same way */
+    double      cache_keep;         /* stale-if-error seconds, the same way */
+    double      cache_pass_ttl;     /* hit-for-pass marker lifetime; 0: none */
     double      coalesce_timeout;   /* seconds a miss waits for an identical one in progress */
     int         compress;           /* --compress on|off: gzip/brotli by Accept-Encoding (compress.h) */
     size_t      compress_min_size;  /* bodies smaller than this are sent as they are */

@@ -5,8 +5,11 @@
 #include "cache_writer.h"
 #include "common.h"
 #include "compress.h"
+#include "conditional.h"
 #include "log.h"
 #include "proxy_request.h"
+#include "refresh.h"
+#include "revalidate.h"
 #include "request.h"
 #include "script.h"
 #include "worker.h"
@@ -84,61 +87,105 @@ static void end_flight(edge_request *req)
     edge_cache_flight_done(req->worker->cache, key, klen);
 }
 
-/* The end of every dispatched request that gets an answer. */
-static void complete(edge_request *req)
-{
-    edge_script_release(req);
-    end_flight(req);
-    forget_flight_key(req);
-    release_slot(req);
-    edge_compress_response(req);
-    req->ops->respond(req);
-}
+static void complete(edge_request *req);
 
 /* ---- cache ---- */
 
+static double now_of(const edge_request *req)
+{
+    return ev_now(req->worker->loop);
+}
+
 /* Finds the request's entry at its key or, when a Vary marker is there, at
- * its variant's key (written to variant). count: a first look, counted as a
- * hit or a miss. */
-static edge_cache_entry *find_entry(edge_request *req, int count, edge_buf *variant)
+ * its variant's key (written to variant). flags: edge_cache_lookup's. */
+static edge_cache_entry *find_entry(edge_request *req, unsigned flags, edge_buf *variant)
 {
     edge_cache *c = req->worker->cache;
-    double now = ev_now(req->worker->loop);
-    const char *key = key_ptr(req);
-    size_t klen = req->cache_key.len;
-    edge_cache_entry *e = count ? edge_cache_get(c, key, klen, now) : edge_cache_peek(c, key, klen, now);
-    if (e == NULL || !edge_cache_entry_is_marker(e)) return e;
+    double now = now_of(req);
+    edge_cache_entry *e = edge_cache_lookup(c, key_ptr(req), req->cache_key.len, now, flags);
+    if (e == NULL || !edge_cache_entry_is_vary(e)) return e;
     if (e->n_headers == 1) {
         const edge_header *h = edge_cache_entry_headers(e);
         const char *names = edge_cache_entry_header_data(e) + h->value.off;
-        edge_cache_policy_variant_key(req, key, klen, names, h->value.len, variant);
+        edge_cache_policy_variant_key(req, key_ptr(req), req->cache_key.len, names, h->value.len, variant);
     }
     edge_cache_release(e);
     if (variant->len == 0) return NULL;
-    return count ? edge_cache_get(c, variant->base, variant->len, now)
-                 : edge_cache_peek(c, variant->base, variant->len, now);
+    e = edge_cache_lookup(c, variant->base, variant->len, now, flags);
+    if (e == NULL) req->dispatch.vary_miss = 1;
+    return e;
 }
 
-/* Answers from the cache when it holds a fresh entry for the request. On a
- * miss, variant holds the key of the variant it missed (or stays empty). */
-static int serve_hit(edge_request *req, int count, edge_buf *variant)
+/* Holds an expired entry for the request: served if the origin fails
+ * (stale-if-error), its validators sent by edge.proxy (revalidation). */
+static void hold_stale(edge_request *req, edge_cache_entry *e)
 {
-    edge_cache_entry *e = find_entry(req, count, variant);
-    if (e == NULL) return 0;
-    edge_compress_from_entry(req, e, ev_now(req->worker->loop));
+    if (req->dispatch.stale) edge_cache_release(req->dispatch.stale);
+    req->dispatch.stale = e;
+}
+
+static void drop_stale(edge_request *req)
+{
+    hold_stale(req, NULL);
+}
+
+/* Fills the response from an entry (fresh, or stale for outcome). */
+static void serve_entry(edge_request *req, const edge_cache_entry *e, int outcome)
+{
+    edge_response_clear(&req->resp);
+    edge_compress_from_entry(req, e, now_of(req));
     char age[24];
-    double secs = ev_now(req->worker->loop) - e->stored_at;
+    double secs = now_of(req) - e->stored_at;
     size_t n = edge_format_u64(age, secs > 0 ? (unsigned long long)secs : 0);
-    edge_cache_release(e);
     edge_response_add_header(&req->resp, "age", 3, age, n);
-    edge_response_add_header(&req->resp, "x-cache", 7, "HIT", 3);
-    req->cache_status = "HIT";
-    return 1;
+    req->dispatch.outcome = (unsigned)outcome & 7;
+    req->dispatch.hit_ttl = e->expires_at - now_of(req);
+}
+
+/* Stale-while-revalidate: one refresh per key across the workers; the
+ * others find the flight taken and only serve. */
+static void start_refresh(edge_request *req, edge_cache_entry *e)
+{
+    size_t klen;
+    const char *key = flight_key(req, &klen);
+    if (edge_cache_flight_try_lead(req->worker->cache, key, klen) != EDGE_OK) return;
+    EDGE_COUNT(req->worker->counters.refreshes);
+    edge_refresh_start(req, e, key, klen);
+}
+
+/* What a look-up found: a fresh entry or one in grace is served (EDGE_DONE;
+ * grace starts the key's refresh); a pass marker or an entry only kept for
+ * errors sends the request on to compute (EDGE_OK). Takes e's reference. */
+static int use_entry(edge_request *req, edge_cache_entry *e)
+{
+    if (edge_cache_entry_is_pass(e)) {
+        req->dispatch.pass = 1;
+        req->dispatch.no_coalesce = 1;      /* hit-for-pass: nobody queues behind it */
+        edge_cache_release(e);
+        return EDGE_OK;
+    }
+    switch (edge_cache_entry_state(e, now_of(req))) {
+    case EDGE_CACHE_FRESH:
+        serve_entry(req, e, EDGE_OUTCOME_HIT);
+        break;
+    case EDGE_CACHE_GRACE:
+        serve_entry(req, e, EDGE_OUTCOME_GRACE);
+        EDGE_COUNT(req->worker->counters.stale_served[EDGE_STALE_GRACE]);
+        if (!req->dispatch.refresh) start_refresh(req, e);
+        break;
+    default:
+        hold_stale(req, e);
+        return EDGE_OK;
+    }
+    edge_cache_release(e);
+    complete(req);
+    return EDGE_DONE;
 }
 
 /* Stores resp under key unless it is larger than --cache-max-object, which
  * is logged (at info: an operator asks why a response is never a HIT). */
-static int put(edge_request *req, const char *key, size_t klen, const edge_response *resp, double ttl)
+static int put(edge_request *req, const char *key, size_t klen, const edge_response *resp,
+               const edge_cache_life *life)
 {
     edge_worker *w = req->worker;
     size_t size = edge_cache_object_size(klen, resp), limit = edge_cache_max_object(w->cache);
@@ -148,45 +195,50 @@ static int put(edge_request *req, const char *key, size_t klen, const edge_respo
                  edge_request_id(req), size, limit);
         return EDGE_ERROR;
     }
-    return edge_cache_put(w->cache, key, klen, resp, ev_now(w->loop), ttl);
+    return edge_cache_put_life(w->cache, key, klen, resp, now_of(req), life);
 }
 
-/* Leaves at the request's key a marker naming the fields the response varied by. */
-static void put_marker(edge_request *req, const edge_buf *names, double ttl)
+/* Leaves at the request's key a marker (Vary: naming the fields the response
+ * varied by; pass: none). */
+static void put_marker(edge_request *req, int status, const edge_buf *names, const edge_cache_life *life)
 {
-    edge_response marker = {.status = EDGE_CACHE_MARKER_STATUS};
-    edge_response_add_header(&marker, "vary", 4, names->base, names->len);
-    put(req, key_ptr(req), req->cache_key.len, &marker, ttl);
+    edge_response marker = {.status = status};
+    if (names) edge_response_add_header(&marker, "vary", 4, names->base, names->len);
+    put(req, key_ptr(req), req->cache_key.len, &marker, life);
     edge_buf_free(&marker.data);
     edge_buf_free(&marker.body);
     free(marker.headers);
 }
 
-/* Stores the response at its key, or (Vary) at its variant's key with a marker at its key. */
-static void store_entry(edge_request *req, double ttl)
+/* Stores the response at its key, or (Vary) at its variant's key with a
+ * marker at its key. 1 when stored. */
+static int store_entry(edge_request *req, const edge_cache_life *life)
 {
     edge_buf names = {0}, variant = {0};
     const char *key = key_ptr(req);
     size_t klen = req->cache_key.len;
+    int stored;
     if (edge_cache_policy_vary(&req->resp, &names) > 0) {
         edge_cache_policy_variant_key(req, key, klen, names.base, names.len, &variant);
-        if (put(req, variant.base, variant.len, &req->resp, ttl) == EDGE_OK) put_marker(req, &names, ttl);
+        stored = put(req, variant.base, variant.len, &req->resp, life) == EDGE_OK;
+        if (stored) put_marker(req, EDGE_CACHE_MARKER_STATUS, &names, life);
     } else {
-        put(req, key, klen, &req->resp, ttl);
+        stored = put(req, key, klen, &req->resp, life) == EDGE_OK;
     }
     edge_buf_free(&names);
     edge_buf_free(&variant);
+    return stored;
 }
 
 /* A streamed (proxied) response is stored by a tap on its pipe once its
  * body is complete; the tap takes over the flight, so waiters wake then. */
-static void store_streamed(edge_request *req, double ttl)
+static void store_streamed(edge_request *req, const edge_cache_life *life)
 {
     edge_worker *w = req->worker;
     edge_buf names = {0}, variant = {0};
     const char *key = key_ptr(req);
     size_t klen = req->cache_key.len;
-    edge_cache_writer_args a = {.cache = w->cache, .loop = w->loop, .head = &req->resp, .ttl = ttl,
+    edge_cache_writer_args a = {.cache = w->cache, .loop = w->loop, .head = &req->resp, .life = *life,
                                 .key = key, .klen = klen, .conn_id = req->conn_id,
                                 .request_id = edge_request_id(req)};
     if (edge_cache_policy_vary(&req->resp, &names) > 0) {
@@ -206,21 +258,145 @@ static void store_streamed(edge_request *req, double ttl)
     edge_buf_free(&variant);
 }
 
+/* Hit-for-pass: an uncacheable answer to a GET leaves a pass marker, so
+ * later requests for the key go to the origin side by side instead of
+ * queueing one at a time behind a leader. Not for errors (the origin may be
+ * down: coalescing protects it) nor 304 (an answer to one client's copy). */
+static void remember_pass(edge_request *req)
+{
+    double ttl = req->worker->cfg->cache_pass_ttl;
+    int status = req->resp.status;
+    const char *m = edge_request_ptr(req, req->method);
+    if (ttl <= 0 || req->method.len != 3 || memcmp(m, "GET", 3) != 0 || status == 304 || status >= 500) return;
+    edge_cache_life life = {ttl, 0, 0};
+    put_marker(req, EDGE_CACHE_PASS_STATUS, NULL, &life);
+}
+
 static void store(edge_request *req)
 {
     edge_response *resp = &req->resp;
-    /* A proxied response is stored as the origin says (or the script's ttl),
-     * never for --cache-ttl alone: nginx's proxy_cache without proxy_cache_valid. */
-    double dflt = resp->pipe ? 0 : req->worker->cfg->cache_ttl;
+    edge_worker *w = req->worker;
     if (resp->pipe) {              /* edge's own X-Cache and Age replace an origin's */
         edge_response_remove_header(resp, "x-cache", 7);
         edge_response_remove_header(resp, "age", 3);
     }
-    double ttl = edge_cache_policy_ttl(req, resp, dflt);
-    if (ttl > 0 && resp->pipe) store_streamed(req, ttl);
-    else if (ttl > 0) store_entry(req, ttl);
-    edge_response_add_header(resp, "x-cache", 7, "MISS", 4);
-    req->cache_status = "MISS";
+    req->dispatch.outcome = req->dispatch.stale ? EDGE_OUTCOME_REFRESH : EDGE_OUTCOME_MISS;
+    req->dispatch.fwd_status = resp->status;
+    if (req->dispatch.stale && resp->status == 304) {
+        edge_revalidate_merge(resp, req->dispatch.stale);
+        req->dispatch.outcome = EDGE_OUTCOME_REVALIDATED;
+        EDGE_COUNT(w->counters.revalidations[EDGE_REVALIDATION_NOT_MODIFIED]);
+    } else if (req->dispatch.conditional) {
+        EDGE_COUNT(w->counters.revalidations[EDGE_REVALIDATION_MODIFIED]);
+    }
+    /* A proxied response is stored as the origin says (or the script's ttl),
+     * never for --cache-ttl alone: nginx's proxy_cache without proxy_cache_valid. */
+    edge_cache_life dflt = {resp->pipe ? 0 : w->cfg->cache_ttl, w->cfg->cache_grace, w->cfg->cache_keep};
+    edge_cache_life life;
+    if (!edge_cache_policy_life(req, resp, &dflt, &life)) remember_pass(req);
+    else if (resp->pipe) store_streamed(req, &life), req->dispatch.stored = 1;
+    else req->dispatch.stored = (unsigned)store_entry(req, &life);
+}
+
+/* "status 503", or "a script error" when respond raised. */
+static void describe_failure(int status, char *out, size_t n)
+{
+    if (status) snprintf(out, n, "status %d", status);
+    else snprintf(out, n, "a script error");
+}
+
+/* The origin (or the script) failed. A held entry within its keep
+ * (stale-if-error) answers instead; a background refresh answers nobody
+ * and keeps the entry it had. 1 when the failure is dealt with. */
+static int stale_on_error(edge_request *req, int rc)
+{
+    edge_worker *w = req->worker;
+    edge_cache_entry *e = req->dispatch.stale;
+    int status = rc == EDGE_OK ? req->resp.status : 0;
+    char why[32];
+    describe_failure(status, why, sizeof(why));
+    if (req->dispatch.conditional || (req->dispatch.refresh && e))
+        EDGE_COUNT(w->counters.revalidations[EDGE_REVALIDATION_FAILED]);
+    if (req->dispatch.refresh) {
+        edge_log(EDGE_LOG_WARN, req->conn_id,
+                 "request %s: background refresh failed (%s); the stale entry stays",
+                 edge_request_id(req), why);
+        edge_response_clear(&req->resp);
+        return 1;
+    }
+    if (e == NULL || now_of(req) >= e->expires_at + e->keep) return 0;
+    edge_log(EDGE_LOG_WARN, req->conn_id, "request %s: origin failed (%s); served the stale entry "
+             "(stale-if-error)", edge_request_id(req), why);
+    serve_entry(req, e, EDGE_OUTCOME_STALE_ERROR);
+    req->dispatch.fwd_status = status;
+    EDGE_COUNT(w->counters.stale_served[EDGE_STALE_ERROR]);
+    return 1;
+}
+
+/* ---- what the response says about the cache ---- */
+
+static const char *x_cache_value(int outcome)
+{
+    switch (outcome) {
+    case EDGE_OUTCOME_HIT: return "HIT";
+    case EDGE_OUTCOME_GRACE: case EDGE_OUTCOME_STALE_ERROR: return "STALE";
+    case EDGE_OUTCOME_REVALIDATED: return "REVALIDATED";
+    default: return "MISS";
+    }
+}
+
+/* Cache-Status (RFC 9211) for the outcome. */
+static void format_cache_status(const edge_request *req, edge_buf *out)
+{
+    const edge_dispatch_ctx *d = &req->dispatch;
+    edge_buf_append_str(out, "edge; ");
+    switch (d->outcome) {
+    case EDGE_OUTCOME_HIT:
+        edge_buf_printf(out, "hit; ttl=%lld", (long long)(d->hit_ttl > 0 ? d->hit_ttl : 0));
+        return;
+    case EDGE_OUTCOME_GRACE:
+        edge_buf_append_str(out, "hit; detail=stale");
+        return;
+    case EDGE_OUTCOME_MISS:
+        edge_buf_append_str(out, d->pass ? "fwd=bypass" : d->vary_miss ? "fwd=vary-miss" : "fwd=miss");
+        break;
+    default:                           /* an expired entry went to the origin */
+        edge_buf_printf(out, "fwd=stale; fwd-status=%d", d->fwd_status);
+        break;
+    }
+    if (d->stored) edge_buf_append_str(out, "; stored");
+    if (d->outcome == EDGE_OUTCOME_STALE_ERROR) edge_buf_append_str(out, "; detail=stale-if-error");
+    else if (d->pass) edge_buf_append_str(out, "; detail=hit-for-pass");
+}
+
+/* X-Cache and Cache-Status on a response that went through the cache; a
+ * client's conditional answered from it (304). */
+static void label(edge_request *req)
+{
+    int outcome = req->dispatch.outcome;
+    if (outcome == EDGE_OUTCOME_NONE || req->dispatch.refresh) return;
+    const char *x = x_cache_value(outcome);
+    edge_response_add_header(&req->resp, "x-cache", 7, x, strlen(x));
+    edge_buf status = {0};
+    format_cache_status(req, &status);
+    edge_response_add_header(&req->resp, "cache-status", 12, status.base, status.len);
+    edge_buf_free(&status);
+    req->cache_status = x;
+    int from_entry = outcome != EDGE_OUTCOME_MISS && outcome != EDGE_OUTCOME_REFRESH;
+    if (from_entry && edge_conditional_not_modified(req, &req->resp)) edge_conditional_to_304(&req->resp);
+}
+
+/* The end of every dispatched request that gets an answer. */
+static void complete(edge_request *req)
+{
+    edge_script_release(req);
+    end_flight(req);
+    forget_flight_key(req);
+    drop_stale(req);
+    release_slot(req);
+    label(req);
+    if (!req->dispatch.refresh) edge_compress_response(req);   /* a refresh answers nobody */
+    req->ops->respond(req);
 }
 
 /* ---- computing and coalescing ---- */
@@ -318,22 +494,18 @@ static int join_flight(edge_request *req)
 static int hit_or_join(edge_request *req)
 {
     edge_buf variant = {0};
-    if (serve_hit(req, 1, &variant)) {
-        edge_buf_free(&variant);
-        complete(req);
-        return EDGE_DONE;
-    }
+    edge_cache_entry *e = find_entry(req, EDGE_CACHE_COUNT | EDGE_CACHE_STALE, &variant);
     set_flight_key(req, &variant);
+    if (e && use_entry(req, e) == EDGE_DONE) return EDGE_DONE;
     /* HEAD is never stored (cache_policy.h), so it leads no flight others would wait on. */
     if (req->dispatch.no_coalesce || req->is_head) return EDGE_OK;
     if (join_flight(req) == EDGE_AGAIN) return EDGE_AGAIN;
     /* Look again: a leader may have stored it between the look and the join. */
     variant = (edge_buf){0};
-    int hit = serve_hit(req, 0, &variant);
+    e = find_entry(req, 0, &variant);
     edge_buf_free(&variant);
-    if (!hit) return EDGE_OK;
-    complete(req);
-    return EDGE_DONE;
+    if (e == NULL) return EDGE_OK;
+    return use_entry(req, e);
 }
 
 static void lookup_or_compute(edge_request *req)
@@ -373,8 +545,32 @@ void edge_dispatch_start(edge_request *req)
     lookup_or_compute(req);
 }
 
+void edge_dispatch_refresh(edge_request *req, edge_cache_entry *stale, const char *key, size_t klen)
+{
+    edge_worker_assign_id(req->worker, req);
+    req->dispatch = (edge_dispatch_ctx){0};
+    req->resp.cache_mode = EDGE_CACHE_DEFAULT;
+    req->dispatch.refresh = 1;
+    req->dispatch.leader = 1;              /* the caller's flight is now this request's */
+    if (klen != req->cache_key.len || memcmp(key, key_ptr(req), klen) != 0) {
+        edge_buf variant = {0};
+        edge_buf_append(&variant, key, klen);
+        set_flight_key(req, &variant);
+    }
+    edge_cache_entry_hold(stale);
+    req->dispatch.stale = stale;
+    atomic_fetch_add_explicit(&inflight, 1, memory_order_relaxed);
+    req->dispatch.counted = 1;
+    compute(req);
+}
+
 void edge_dispatch_finish(edge_request *req, int rc)
 {
+    int failed = rc != EDGE_OK || req->resp.status >= 500;
+    if (failed && req->has_cache_key && stale_on_error(req, rc)) {
+        complete(req);
+        return;
+    }
     if (rc != EDGE_OK) edge_response_error(&req->resp, 500);
     else if (req->has_cache_key) store(req);
     complete(req);
@@ -386,5 +582,6 @@ void edge_dispatch_cancel(edge_request *req)
     stop_waiting(req);
     end_flight(req);     /* waiters compute for themselves */
     forget_flight_key(req);
+    drop_stale(req);
     release_slot(req);
 }

@@ -8,7 +8,10 @@
 #ifndef EDGE_DISPATCH_H
 #define EDGE_DISPATCH_H
 
+#include <stddef.h>
+
 struct edge_request;
+struct edge_cache_entry;
 
 /* Runs the request. The response arrives through req->ops->respond,
  * possibly before this returns. */
@@ -19,6 +22,13 @@ void edge_dispatch_finish(struct edge_request *req, int rc);
 /* The protocol gave up on the request (client gone): stops whatever it waits
  * for. ops->respond will not be called. */
 void edge_dispatch_cancel(struct edge_request *req);
+
+/* Runs a background refresh (refresh.h) of stale, the entry in grace at
+ * the request's key, leading the flight for key (the caller took it with
+ * edge_cache_flight_try_lead): the respond hook runs and its answer is
+ * stored; a failure keeps the stale entry. Takes a reference to stale. */
+void edge_dispatch_refresh(struct edge_request *req, struct edge_cache_entry *stale, const char *key,
+                           size_t klen);
 
 /* Requests in flight across all workers now. */
 int edge_dispatch_inflight(void);

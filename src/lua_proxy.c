@@ -11,6 +11,7 @@
 #include "lua_fetch_call.h"
 #include "lua_req.h"
 #include "proxy_request.h"
+#include "revalidate.h"
 #include "script.h"
 #include "upstream_pool.h"
 #include "worker.h"
@@ -57,6 +58,20 @@ static int sends_get_for_head(const edge_request *req)
     return req->is_head && req->has_cache_key;   /* the entry then answers GET and HEAD */
 }
 
+/* A request with a cache key: the client's conditionals stay with the
+ * cache; an expired entry's validators go to the origin, which may then
+ * answer 304 (revalidate.h). */
+static void cache_conditionals(edge_request *req, edge_proxy_request_opts *o)
+{
+    if (!req->has_cache_key) return;
+    o->cached = 1;
+    const struct edge_cache_entry *e = req->dispatch.stale;
+    if (e == NULL) return;
+    o->if_none_match = edge_cache_entry_field(e, "etag", 4, &o->if_none_match_len);
+    o->if_modified_since = edge_cache_entry_field(e, "last-modified", 13, &o->if_modified_since_len);
+    if (o->if_none_match || o->if_modified_since) req->dispatch.conditional = 1;
+}
+
 /* kind->build: the client's request as proxy_request.c writes it, then its body. */
 static void build_proxy(lua_State *L, edge_fetch_call *c, int opts, unsigned given, const char *path, size_t plen,
                         edge_fetch_request *r)
@@ -81,6 +96,7 @@ static void build_proxy(lua_State *L, edge_fetch_call *c, int opts, unsigned giv
         r->upgrade = 1;
         ws_idle_timeout(L, opts);            /* checked now: read again with the 101 */
     }
+    cache_conditionals(req, &o);
     if (sends_get_for_head(req)) {
         o.method = "GET";
         o.method_len = 3;

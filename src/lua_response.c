@@ -151,17 +151,36 @@ static int read_body(lua_State *L, int idx, edge_response *resp, char *err, size
     return rc;
 }
 
-static int read_ttl(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+/* A number of seconds field (ttl, grace, keep): *has is set when it is > 0
+ * (0: per Cache-Control, or the default). */
+static int read_seconds(lua_State *L, int idx, const char *name, double *out, int *has, char *err,
+                        size_t errlen)
 {
-    int t = rawfield(L, idx, "ttl");
+    int t = rawfield(L, idx, name);
     if (t == LUA_TNUMBER) {
-        resp->ttl = lua_tonumber(L, -1);
-        resp->has_ttl = resp->ttl > 0;      /* 0: per Cache-Control or the default */
+        *out = lua_tonumber(L, -1);
+        *has = *out > 0;
     }
     lua_pop(L, 1);
     if (t == LUA_TNIL || t == LUA_TNUMBER) return EDGE_OK;
-    snprintf(err, errlen, "ttl must be a number of seconds, got %s", lua_typename(L, t));
+    snprintf(err, errlen, "%s must be a number of seconds, got %s", name, lua_typename(L, t));
     return EDGE_ERROR;
+}
+
+/* ttl: fresh; grace: then served stale while one refresh runs; keep: then
+ * served stale when the origin fails (cache.h's three lifetimes). */
+static int read_lifetimes(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+{
+    int has_ttl = 0, has_grace = 0, has_keep = 0;
+    int rc = EDGE_OK;
+    if (read_seconds(L, idx, "ttl", &resp->ttl, &has_ttl, err, errlen) != EDGE_OK ||
+        read_seconds(L, idx, "grace", &resp->grace, &has_grace, err, errlen) != EDGE_OK ||
+        read_seconds(L, idx, "keep", &resp->keep, &has_keep, err, errlen) != EDGE_OK)
+        rc = EDGE_ERROR;
+    resp->has_ttl = has_ttl;
+    resp->has_grace = has_grace;
+    resp->has_keep = has_keep;
+    return rc;
 }
 
 /* cache = true (or nil): the cache's rules; false: never stored;
@@ -211,7 +230,7 @@ int edge_lua_to_response(lua_State *L, int idx, edge_response *resp, char *err, 
     if (read_status(L, idx, resp, err, errlen) != EDGE_OK ||
         read_headers(L, idx, resp, err, errlen) != EDGE_OK ||
         read_body(L, idx, resp, err, errlen) != EDGE_OK ||
-        read_ttl(L, idx, resp, err, errlen) != EDGE_OK ||
+        read_lifetimes(L, idx, resp, err, errlen) != EDGE_OK ||
         read_cache(L, idx, resp, err, errlen) != EDGE_OK ||
         read_compress(L, idx, resp, err, errlen) != EDGE_OK)
         return EDGE_ERROR;

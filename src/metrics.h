@@ -18,6 +18,10 @@ enum { EDGE_PROTO_H1, EDGE_PROTO_H2, EDGE_PROTO_COUNT };
 
 typedef _Atomic uint64_t edge_counter;
 
+/* Why a stale entry was served; how a conditional refresh ended. */
+enum { EDGE_STALE_GRACE, EDGE_STALE_ERROR };
+enum { EDGE_REVALIDATION_NOT_MODIFIED, EDGE_REVALIDATION_MODIFIED, EDGE_REVALIDATION_FAILED };
+
 /* Upstream metrics by upstream name. Slot 0 is upstream="" (URL targets);
  * the other slots are claimed by names on their first fetch and keep them
  * for the worker's life (a reload keeps counting under the same name). Past
@@ -44,6 +48,9 @@ typedef struct edge_counters {
     edge_counter tls_handshakes;
     edge_counter tls_failures;
     edge_counter coalesced_waits;
+    edge_counter stale_served[2];                  /* EDGE_STALE_GRACE, EDGE_STALE_ERROR */
+    edge_counter revalidations[3];                 /* EDGE_REVALIDATION_* */
+    edge_counter refreshes;                        /* background refreshes started */
     edge_counter overloaded;                       /* 503 from --max-requests */
     edge_counter lua_errors;
     edge_counter lua_budget_kills;

@@ -151,6 +151,31 @@ static void render_upstream(edge_buf *b, edge_worker *workers, int n_workers)
     edge_health_render(b);
 }
 
+/* One counter family with a label, summed over the workers. */
+static void labelled(edge_buf *b, const char *name, const char *help, const char *label,
+                     const char *const *values, const uint64_t *counts, int n)
+{
+    edge_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (int i = 0; i < n; i++)
+        edge_buf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, values[i], (unsigned long long)counts[i]);
+}
+
+static void render_stale(edge_buf *b, edge_worker *workers, int n_workers)
+{
+    static const char *const reasons[] = {"grace", "error"};
+    static const char *const results[] = {"not_modified", "modified", "failed"};
+    uint64_t stale[2] = {SUM(stale_served[0]), SUM(stale_served[1])};
+    uint64_t reval[3] = {SUM(revalidations[0]), SUM(revalidations[1]), SUM(revalidations[2])};
+    labelled(b, "edge_cache_stale_served_total",
+             "Responses served from an expired entry: in grace (stale-while-revalidate) or after the "
+             "origin failed (stale-if-error).", "reason", reasons, stale, 2);
+    labelled(b, "edge_cache_revalidations_total",
+             "Conditional refreshes of an expired entry, by outcome (not_modified: the body was reused).",
+             "result", results, reval, 3);
+    metric(b, "edge_cache_refreshes_total", "counter", "Background refreshes of entries in grace.",
+           SUM(refreshes));
+}
+
 static void render_cache(edge_buf *b, edge_cache *cache)
 {
     edge_cache_stats st;
@@ -161,6 +186,7 @@ static void render_cache(edge_buf *b, edge_cache *cache)
     metric(b, "edge_cache_bytes", "gauge", "Bytes held by cache entries.", st.bytes);
     metric(b, "edge_cache_max_bytes", "gauge", "The cache's bound (--cache-size).", st.max_bytes);
     metric(b, "edge_cache_entries", "gauge", "Entries in the cache.", st.entries);
+    metric(b, "edge_cache_purged_total", "counter", "Entries removed or made stale by a purge.", st.purged);
 }
 
 static void render_reloads(edge_buf *b, edge_worker *workers, int n_workers)
@@ -190,6 +216,7 @@ void edge_metrics_render(edge_buf *b, edge_worker *workers, int n_workers, edge_
            SUM(overloaded));
     metric(b, "edge_coalesced_waits_total", "counter", "Misses that waited for an identical miss in progress.",
            SUM(coalesced_waits));
+    render_stale(b, workers, n_workers);
     metric(b, "edge_tls_handshakes_total", "counter", "TLS handshakes completed.", SUM(tls_handshakes));
     metric(b, "edge_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.",
            SUM(tls_failures));

@@ -100,6 +100,7 @@ static void copy_fields(const edge_request *req, const edge_proxy_request_opts *
             continue;
         }
         if (in_drop_list(o->drop, name, n)) continue;
+        if (o->cached && ((n >= 3 && memcmp(name, "if-", 3) == 0) || name_is(name, n, "range"))) continue;
         edge_buf_append(out, name, n);
         edge_buf_append(out, ": ", 2);
         edge_buf_append(out, edge_request_ptr(req, h->value), h->value.len);
@@ -180,6 +181,8 @@ void edge_proxy_build_request(const edge_request *req, const edge_proxy_request_
         edge_buf_append_str(out, req->version[0] == '2' ? "Via: 2 edge\r\n" : "Via: 1.1 edge\r\n");
     }
     if (o->keep_upgrade) edge_buf_append_str(out, "Connection: upgrade\r\n");
+    if (o->if_none_match) put_line(out, "If-None-Match", o->if_none_match, o->if_none_match_len);
+    if (o->if_modified_since) put_line(out, "If-Modified-Since", o->if_modified_since, o->if_modified_since_len);
     if (o->extra) edge_buf_append(out, o->extra->base, o->extra->len);
     /* A body, or a method that has one by definition (RFC 9110 8.6: a POST without
      * one says Content-Length: 0), as nginx sends it. A streamed body goes with

@@ -25,6 +25,15 @@ typedef struct edge_proxy_request_opts {
     unsigned    keep_upgrade : 1;   /* a WebSocket handshake: Upgrade and Connection: upgrade pass */
     unsigned    streamed_body : 1;  /* the body follows from a pipe: body_length, or chunked */
     int64_t     body_length;        /* streamed_body: its length, -1 when unknown */
+    /* The request has a cache key: the cache answers the client's
+     * conditionals and ranges itself, so If-* and Range are not forwarded
+     * (as nginx's proxy_cache); the validators of an expired entry being
+     * refreshed are sent instead (If-None-Match, If-Modified-Since). */
+    unsigned    cached : 1;
+    const char *if_none_match;      /* NULL: none */
+    size_t      if_none_match_len;
+    const char *if_modified_since;  /* NULL: none */
+    size_t      if_modified_since_len;
 } edge_proxy_request_opts;
 
 /* Whether the client asks for a WebSocket (RFC 6455 4.1): an HTTP/1.1 GET

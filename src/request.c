@@ -53,7 +53,8 @@ void edge_request_reset(edge_request *req)
     req->n_headers = 0;
     req->resp.n_headers = 0;
     req->resp.status = 200;
-    req->resp.has_server = req->resp.has_date = req->resp.has_ttl = req->resp.fetched_as_get = 0;
+    req->resp.has_server = req->resp.has_date = req->resp.fetched_as_get = 0;
+    req->resp.has_ttl = req->resp.has_grace = req->resp.has_keep = 0;
     req->resp.compress_done = 0;
     req->resp.streamed = 0;
     req->method = req->path = (edge_span){0, 0};
@@ -226,14 +227,23 @@ void edge_response_remove_header(edge_response *resp, const char *name, size_t n
     resp->n_headers = kept;
 }
 
-void edge_response_error(edge_response *resp, int status)
+void edge_response_clear(edge_response *resp)
 {
     drop_pipe(resp);
-    resp->status = status;
+    resp->status = 200;
     resp->n_headers = 0;
     resp->data.len = 0;
     resp->body.len = 0;
-    resp->has_server = resp->has_date = resp->has_ttl = resp->fetched_as_get = 0;
+    resp->has_server = resp->has_date = resp->fetched_as_get = 0;
+    resp->has_ttl = resp->has_grace = resp->has_keep = 0;
+    resp->compress_done = 0;
+    resp->cache_mode = EDGE_CACHE_DEFAULT;
+}
+
+void edge_response_error(edge_response *resp, int status)
+{
+    edge_response_clear(resp);
+    resp->status = status;
     edge_response_add_header(resp, "content-type", 12, "text/plain", 10);
     edge_buf_printf(&resp->body, "%d %s\n", status, edge_http_reason(status));
 }

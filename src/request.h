@@ -19,12 +19,34 @@ struct edge_worker;
 struct edge_request;
 struct edge_dispatch_waiter;
 struct edge_pipe;
+struct edge_cache_entry;
+
+/* How the cache took part in a response (Cache-Status, X-Cache). */
+enum edge_cache_outcome {
+    EDGE_OUTCOME_NONE,            /* not through the cache, or an error page */
+    EDGE_OUTCOME_HIT,             /* a fresh entry */
+    EDGE_OUTCOME_GRACE,           /* an entry in grace, served while a refresh runs */
+    EDGE_OUTCOME_MISS,            /* computed (pass / vary_miss say why) */
+    EDGE_OUTCOME_REFRESH,         /* an expired entry was held; the origin sent a new answer */
+    EDGE_OUTCOME_REVALIDATED,     /* ... the origin said 304: the entry's body, updated */
+    EDGE_OUTCOME_STALE_ERROR      /* ... the origin failed: the entry (stale-if-error) */
+};
 
 /* The dispatcher's per-request state (owned by dispatch.c). */
 typedef struct edge_dispatch_ctx {
     unsigned  counted : 1;        /* holds a slot of the in-flight limit */
     unsigned  leader : 1;         /* computes the response others wait for */
     unsigned  no_coalesce : 1;    /* was woken from a flight: compute on a miss */
+    unsigned  refresh : 1;        /* a background refresh (refresh.c): no client waits */
+    unsigned  pass : 1;           /* a pass marker (hit-for-pass) sent it to the origin */
+    unsigned  vary_miss : 1;      /* a Vary marker led to a variant not stored */
+    unsigned  stored : 1;         /* the response is (being) stored */
+    unsigned  conditional : 1;    /* edge.proxy sent the stale entry's validators */
+    unsigned  outcome : 3;        /* enum edge_cache_outcome */
+    int       fwd_status;         /* the origin's status behind a REFRESH / STALE_ERROR (0: none) */
+    double    hit_ttl;            /* a HIT: freshness left, seconds */
+    struct edge_cache_entry *stale;   /* an expired entry held (a reference) for stale-if-error
+                                   * and revalidation, until the request completes */
     char     *flight_key;         /* the Vary variant's key the flight is for; NULL: the cache key */
     size_t    flight_klen;
     struct edge_dispatch_waiter *waiter;   /* while waiting for a leader */
@@ -60,7 +82,11 @@ typedef struct edge_response {
     int       cap_headers;
     edge_buf  body;
     double    ttl;         /* seconds in cache the script asked for (has_ttl) */
+    double    grace;       /* stale-while-revalidate seconds the script asked for (has_grace) */
+    double    keep;        /* stale-if-error seconds the script asked for (has_keep) */
     unsigned  has_ttl : 1;
+    unsigned  has_grace : 1;
+    unsigned  has_keep : 1;
     unsigned  cache_mode : 2;  /* EDGE_CACHE_* */
     unsigned  has_server : 1;
     unsigned  has_date : 1;
@@ -165,6 +191,8 @@ void edge_response_add_header(edge_response *resp, const char *name, size_t nlen
                               const char *value, size_t vlen);
 /* Removes every field of this lower-case name. */
 void edge_response_remove_header(edge_response *resp, const char *name, size_t nlen);
+/* Empties the response (closing a body pipe it holds): 200, no field, no body. */
+void edge_response_clear(edge_response *resp);
 /* Replaces the response with a small text/plain error page for status. */
 void edge_response_error(edge_response *resp, int status);
 

@@ -1,5 +1,6 @@
 /* Worker threads: accept, connection bookkeeping, graceful stop. */
 #include "worker.h"
+#include "refresh.h"
 #include "common.h"
 #include "access_log.h"
 #include "cache.h"
@@ -344,6 +345,7 @@ static void *worker_main(void *arg)
     w->script->health = edge_health_start(w, w->script->L);   /* the resolver and pools exist now */
     ev_run(w->loop, 0);
     edge_script_stop_checks(w->script);     /* before the pools go: a check holds one */
+    edge_refresh_cancel_all(w);             /* likewise: a refresh may hold an origin connection */
     close_all(w);
     on_reap(w->loop, &w->reaper, 0);
     edge_pools_free(&w->upstream_pools);    /* after close_all: no fetch is in flight now */

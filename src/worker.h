@@ -58,6 +58,7 @@ typedef struct edge_worker {
     edge_pools upstream_pools;    /* edge.fetch's idle connections and client TLS contexts */
     struct edge_resolver *resolver;   /* upstream names (c-ares); NULL if c-ares could not start */
     struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
+    struct edge_refresh *refreshes;   /* background refreshes running (refresh.h) */
     char       date[40];          /* the cached Date header value */
     ev_tstamp  date_second;
     edge_buf   access_buf;        /* access log lines not yet written */

@@ -1,9 +1,16 @@
-/* Stress test for src/cache.c: 8 threads hammer ONE shard of the cache with
- * get / peek / put / purge / release and flight join / done / leave, checking as they
- * go that an entry they hold a reference to keeps its key, headers and body
- * intact even while other threads evict, replace or purge it (refcount vs
- * eviction), that a flight has one leader at a time, and that every waiter is
- * either woken exactly once or withdrawn.
+/* Stress test for src/cache.c (with cache_tags.c and cache_purge.c): 8
+ * threads hammer ONE shard of the cache with get / peek / stale look-up /
+ * put / purge (exact; by key with derived keys, by tag, by prefix; hard and
+ * soft) / release and flight join / try-lead / done / leave, checking as
+ * they go that an entry they hold a reference to keeps its key, headers,
+ * body and expiry intact even while other threads evict, replace or purge
+ * it (refcount vs eviction; a soft purge replaces a held entry by a stale
+ * copy rather than changing it), that a flight has one leader at a time,
+ * and that every waiter is either woken exactly once or withdrawn.
+ *
+ * Every base key has one derived key (base.."\0ce=N", as a compressed copy
+ * is named) chosen to land in the same shard; entries are tagged (a
+ * Surrogate-Key field: "all g<group> b<base>"), some have grace or keep.
  *
  * Built twice by `make cache-stress`: build/test/cache_stress_tsan
  * (-fsanitize=thread) and build/test/cache_stress_asan (address,undefined);
@@ -12,7 +19,8 @@
  *
  *   cache_stress [SECONDS]    time for the hammer phase (default 3, at most 30)
  *
- * The stats must count exactly the get calls (peeks count nothing).
+ * The stats must count exactly the get calls (peeks and stale look-ups count
+ * nothing), and stats.purged exactly what the purge calls reported.
  *
  * Uses only the public API in src/cache.h (and, through it, request.h's
  * response helpers). EDGE_OK is 0 (src/common.h, not included here): a put
@@ -31,7 +39,9 @@
 #include <unistd.h>
 
 #define THREADS       8
-#define NKEYS         24
+#define NKEYS         24               /* base keys */
+#define NALL          (2 * NKEYS)      /* and one derived key each: keys[NKEYS + i] derives from keys[i] */
+#define GROUPS        4                /* tag g<i % GROUPS> */
 #define SHARDS        16               /* as in src/cache.c */
 #define TARGET_SHARD  11
 #define SHARD_BYTES   (32 * 1024)      /* each shard's share of the bound */
@@ -42,9 +52,10 @@
 #define LONG_TTL      1e9
 
 static edge_cache *cache;
-static char keys[NKEYS][32];
-static size_t key_lens[NKEYS];
-static atomic_int leaders[NKEYS];      /* leaders of key i's flight right now: 0 or 1 */
+static char keys[NALL][48];
+static size_t key_lens[NALL];
+static char tags_of[NKEYS][32];        /* the Surrogate-Key field of base key i and its derived key */
+static atomic_int leaders[NALL];       /* leaders of key i's flight right now: 0 or 1 */
 static atomic_uint next_version = 1;
 static atomic_ullong clock_ticks;      /* the virtual clock: one tick per operation */
 static atomic_int stop;
@@ -52,7 +63,8 @@ static double deadline;
 
 /* Totals, for the summary and the final checks. */
 static atomic_ullong n_gets, n_hits, n_puts, n_purges, n_purged, n_holds_unlinked,
-    n_leads, n_waits, n_woken, n_withdrawn, n_late, n_expired_puts, n_ops;
+    n_leads, n_waits, n_woken, n_withdrawn, n_late, n_expired_puts, n_ops,
+    n_wide_purges, n_wide_purged, n_stale_looks, n_stale_held, n_try_leads;
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void fail(const char *fmt, ...)
@@ -133,12 +145,17 @@ static void put_version(int k, uint32_t v, double ttl)
     int n = snprintf(ver, sizeof(ver), "%08x", v);
     edge_response_add_header(&r, "x-key", 5, keys[k], key_lens[k]);
     edge_response_add_header(&r, "x-ver", 5, ver, (size_t)n);
+    const char *tags = tags_of[k % NKEYS];
+    edge_response_add_header(&r, "surrogate-key", 13, tags, strlen(tags));
     size_t len = body_len_of(v);
     edge_buf_reserve(&r.body, len);
     for (size_t i = 0; i < len; i++) r.body.base[i] = (char)body_byte(k, v, i);
     r.body.len = len;
     atomic_fetch_add_explicit(&n_puts, 1, memory_order_relaxed);
-    if (edge_cache_put(cache, keys[k], key_lens[k], &r, virtual_now(), ttl) != 0)
+    /* A third of the versions have no grace or keep, the rest one or both
+     * (some 100 to 200 operations' worth of the clock). */
+    edge_cache_life life = {.ttl = ttl, .grace = v % 3 ? 0.01 : 0, .keep = v % 3 == 2 ? 0.02 : 0};
+    if (edge_cache_put_life(cache, keys[k], key_lens[k], &r, virtual_now(), &life) != 0)
         fail("put of key %d version %u (%zu bytes) refused", k, v, len);
     edge_buf_free(&r.data);
     edge_buf_free(&r.body);
@@ -155,7 +172,7 @@ static uint32_t check_entry(const edge_cache_entry *e, int k, const char *when)
 {
     if (e->key_len != key_lens[k] || memcmp(edge_cache_entry_key(e), keys[k], key_lens[k]) != 0)
         fail("%s: entry for key %d has key '%.*s'", when, k, (int)e->key_len, edge_cache_entry_key(e));
-    if (e->n_headers != 2) fail("%s: key %d: %u headers", when, k, e->n_headers);
+    if (e->n_headers != 3) fail("%s: key %d: %u headers", when, k, e->n_headers);
     const edge_header *h = edge_cache_entry_headers(e);
     const char *d = edge_cache_entry_header_data(e);
     if (h[0].name.len != 5 || memcmp(d + h[0].name.off, "x-key", 5) != 0 ||
@@ -163,6 +180,10 @@ static uint32_t check_entry(const edge_cache_entry *e, int k, const char *when)
         fail("%s: key %d: bad x-key header", when, k);
     if (h[1].name.len != 5 || memcmp(d + h[1].name.off, "x-ver", 5) != 0 || h[1].value.len != 8)
         fail("%s: key %d: bad x-ver header", when, k);
+    const char *tags = tags_of[k % NKEYS];
+    if (h[2].name.len != 13 || memcmp(d + h[2].name.off, "surrogate-key", 13) != 0 ||
+        h[2].value.len != strlen(tags) || memcmp(d + h[2].value.off, tags, strlen(tags)) != 0)
+        fail("%s: key %d: bad surrogate-key header", when, k);
     char ver[9];
     memcpy(ver, d + h[1].value.off, 8);
     ver[8] = '\0';
@@ -182,7 +203,7 @@ static void check_copy(const edge_cache_entry *e, int k, uint32_t v)
     edge_response r;
     memset(&r, 0, sizeof(r));
     edge_cache_entry_to_response(e, &r);
-    if (r.status != e->status || r.n_headers != 2 || r.body.len != body_len_of(v))
+    if (r.status != e->status || r.n_headers != 3 || r.body.len != body_len_of(v))
         fail("copy of key %d v %u differs", k, v);
     for (size_t i = 0; i < r.body.len; i++)
         if ((unsigned char)r.body.base[i] != body_byte(k, v, i)) fail("copy of key %d v %u: body corrupt", k, v);
@@ -235,22 +256,34 @@ static int wait_woken(test_waiter *w, double seconds)
     }
 }
 
+/* The leader: compute (store a new version), with the flight held a little
+ * so others join it. */
+static void lead_flight(int k, uint32_t *rnd)
+{
+    atomic_fetch_add_explicit(&n_leads, 1, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&leaders[k], 1, memory_order_acq_rel) != 0)
+        fail("two leaders for key %d at once", k);
+    yield_n((int)(xorshift(rnd) % 6));
+    put_new(k, LONG_TTL);
+    atomic_fetch_sub_explicit(&leaders[k], 1, memory_order_acq_rel);
+    edge_cache_flight_done(cache, keys[k], key_lens[k]);
+}
+
 static void flight_op(int k, uint32_t *rnd)
 {
+    if (xorshift(rnd) % 4 == 0) {
+        /* A background refresh: leads only when no flight runs, never waits. */
+        if (edge_cache_flight_try_lead(cache, keys[k], key_lens[k]) != 0) return;
+        atomic_fetch_add_explicit(&n_try_leads, 1, memory_order_relaxed);
+        lead_flight(k, rnd);
+        return;
+    }
     test_waiter w;
     memset(&w, 0, sizeof(w));
     w.base.wake = on_wake;
     atomic_init(&w.woken, 0);
     if (edge_cache_flight_join(cache, keys[k], key_lens[k], &w.base) == 0) {
-        /* The leader: compute (store a new version), with the flight held a
-         * little so others join it. */
-        atomic_fetch_add_explicit(&n_leads, 1, memory_order_relaxed);
-        if (atomic_fetch_add_explicit(&leaders[k], 1, memory_order_acq_rel) != 0)
-            fail("two leaders for key %d at once", k);
-        yield_n((int)(xorshift(rnd) % 6));
-        put_new(k, LONG_TTL);
-        atomic_fetch_sub_explicit(&leaders[k], 1, memory_order_acq_rel);
-        edge_cache_flight_done(cache, keys[k], key_lens[k]);
+        lead_flight(k, rnd);
         if (atomic_load_explicit(&w.woken, memory_order_acquire)) fail("a leader was woken (key %d)", k);
         return;
     }
@@ -283,6 +316,71 @@ static void flight_op(int k, uint32_t *rnd)
     }
 }
 
+/* ---- stale look-ups and purges of many ---- */
+
+/* A look-up that takes stale entries, as a request that may serve one
+ * does: what comes back is never past all its lifetimes, and never changes
+ * while held (a soft purge replaces a held entry with a stale copy). */
+static void stale_look(int k, uint32_t *rnd)
+{
+    double now = virtual_now();
+    edge_cache_entry *e = edge_cache_lookup(cache, keys[k], key_lens[k], now, EDGE_CACHE_STALE);
+    if (e == NULL) return;
+    atomic_fetch_add_explicit(&n_stale_looks, 1, memory_order_relaxed);
+    int state = edge_cache_entry_state(e, now);
+    if (state == EDGE_CACHE_GONE) fail("a stale look-up returned an entry of key %d past all its lifetimes", k);
+    if (state != EDGE_CACHE_FRESH) atomic_fetch_add_explicit(&n_stale_held, 1, memory_order_relaxed);
+    double expires = e->expires_at;
+    uint32_t v = check_entry(e, k, "stale look-up");
+    yield_n((int)(xorshift(rnd) % 3));
+    if (e->expires_at != expires || check_entry(e, k, "held stale") != v)
+        fail("held entry of key %d changed (expiry %.6f -> %.6f)", k, expires, e->expires_at);
+    edge_cache_release(e);
+}
+
+static size_t purge_tag(const char *tag, int soft, double now)
+{
+    return edge_cache_purge_tag(cache, tag, strlen(tag), soft, now);
+}
+
+/* Purges by key (with its derived key), tag or prefix, hard or soft, while
+ * the others read and write. A count is never more than could be there;
+ * the counts add up to stats.purged at the end. */
+static void wide_purge(int k, uint32_t *rnd)
+{
+    int base = k % NKEYS, soft = (int)(xorshift(rnd) % 2);
+    double now = virtual_now();
+    char tag[16];
+    size_t n, most;
+    switch (xorshift(rnd) % 8) {
+    case 0: case 1:
+        n = edge_cache_purge_key(cache, keys[base], key_lens[base], soft, now);
+        most = 2;
+        break;
+    case 2: case 3:
+        snprintf(tag, sizeof(tag), "b%d", base);
+        n = purge_tag(tag, soft, now);
+        most = 2;
+        break;
+    case 4: case 5:
+        snprintf(tag, sizeof(tag), "g%d", base % GROUPS);
+        n = purge_tag(tag, soft, now);
+        most = 2 * NKEYS / GROUPS;
+        break;
+    case 6:
+        n = purge_tag("all", soft, now);
+        most = NALL;
+        break;
+    default:           /* the base key less its last digit: it and its siblings, derived keys too */
+        n = edge_cache_purge_prefix(cache, keys[base], key_lens[base] - 1, soft, now);
+        most = NALL;
+        break;
+    }
+    if (n > most) fail("a purge for key %d counted %zu entries, more than the %zu there can be", k, n, most);
+    atomic_fetch_add_explicit(&n_wide_purges, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&n_wide_purged, n, memory_order_relaxed);
+}
+
 /* ---- the hammer ---- */
 
 static void *hammer(void *arg)
@@ -295,28 +393,41 @@ static void *hammer(void *arg)
         }
         atomic_fetch_add_explicit(&n_ops, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&clock_ticks, 1, memory_order_relaxed);
-        int k = (int)(xorshift(&rnd) % NKEYS);
+        int k = (int)(xorshift(&rnd) % NALL);
         uint32_t op = xorshift(&rnd) % 100;
-        if (op < 35) {
+        if (op < 25) {
             /* get, check, hold it while others evict/replace/purge, check again */
             edge_cache_entry *e = get(k, virtual_now());
             if (e) {
+                double expires = e->expires_at;
                 uint32_t v = check_entry(e, k, "get");
                 yield_n((int)(xorshift(&rnd) % 3));
                 if (check_entry(e, k, "held") != v) fail("held entry of key %d changed version", k);
+                if (e->expires_at != expires) fail("held entry of key %d changed its expiry", k);
                 if (op < 10) check_copy(e, k, v);
                 edge_cache_release(e);
             }
+        } else if (op < 35) {
+            stale_look(k, &rnd);
         } else if (op < 42) {
-            /* get, then purge and replace it ourselves while holding it */
+            /* get, then purge (exact and hard, or soft by base key) and
+             * replace it ourselves while holding it */
             edge_cache_entry *e = get(k, virtual_now());
             if (e) {
+                double expires = e->expires_at;
                 uint32_t v = check_entry(e, k, "get before purge");
-                atomic_fetch_add_explicit(&n_purges, 1, memory_order_relaxed);
-                if (edge_cache_purge(cache, keys[k], key_lens[k]))
-                    atomic_fetch_add_explicit(&n_purged, 1, memory_order_relaxed);
+                if (op < 38) {
+                    size_t n = edge_cache_purge_key(cache, keys[k % NKEYS], key_lens[k % NKEYS], 1, virtual_now());
+                    atomic_fetch_add_explicit(&n_wide_purged, n, memory_order_relaxed);
+                    stale_look(k, &rnd);   /* finds it stale now, when it has grace or keep */
+                } else {
+                    atomic_fetch_add_explicit(&n_purges, 1, memory_order_relaxed);
+                    if (edge_cache_purge(cache, keys[k], key_lens[k]))
+                        atomic_fetch_add_explicit(&n_purged, 1, memory_order_relaxed);
+                }
                 put_new(k, LONG_TTL);
                 atomic_fetch_add_explicit(&n_holds_unlinked, 1, memory_order_relaxed);
+                if (e->expires_at != expires) fail("held entry of key %d changed its expiry when purged", k);
                 if (check_entry(e, k, "held after purge+put") != v) fail("held entry of key %d changed", k);
                 check_copy(e, k, v);
                 edge_cache_release(e);
@@ -329,10 +440,12 @@ static void *hammer(void *arg)
             } else {
                 put_new(k, LONG_TTL);
             }
-        } else if (op < 67) {
+        } else if (op < 64) {
             atomic_fetch_add_explicit(&n_purges, 1, memory_order_relaxed);
             if (edge_cache_purge(cache, keys[k], key_lens[k]))
                 atomic_fetch_add_explicit(&n_purged, 1, memory_order_relaxed);
+        } else if (op < 67) {
+            wide_purge(k, &rnd);
         } else if (op < 70) {
             /* peek: like get, but counts neither a hit nor a miss */
             edge_cache_entry *e = edge_cache_peek(cache, keys[k], key_lens[k], virtual_now());
@@ -373,19 +486,19 @@ static void keys_share_a_shard(const char *other, size_t other_len)
     edge_buf_reserve(&small.body, 2000);
     memset(small.body.base, 's', 2000);
     small.body.len = 2000;
-    for (int k = 1; k <= NKEYS; k++) {
-        const char *key = k < NKEYS ? keys[k] : other;
-        size_t klen = k < NKEYS ? key_lens[k] : other_len;
+    for (int k = 1; k <= NALL; k++) {
+        const char *key = k < NALL ? keys[k] : other;
+        size_t klen = k < NALL ? key_lens[k] : other_len;
         if (edge_cache_put(probe, keys[0], key_lens[0], &big, 1.0, LONG_TTL) != 0) fail("probe put");
         if (edge_cache_put(probe, key, klen, &small, 1.0, LONG_TTL) != 0) fail("probe put");
         edge_cache_entry *e = edge_cache_get(probe, keys[0], key_lens[0], 1.0);
         int evicted = e == NULL;
         if (e) edge_cache_release(e);
         edge_cache_purge(probe, key, klen);
-        if (k < NKEYS && !evicted)
+        if (k < NALL && !evicted)
             fail("keys '%s' and '%s' are not in one shard: src/cache.c picks shards differently "
                  "from hash_key/shard_of here; update them", keys[0], key);
-        if (k == NKEYS && evicted)
+        if (k == NALL && evicted)
             fail("keys '%s' and '%s' share a shard, which hash_key here says they do not: "
                  "update hash_key/shard_of to match src/cache.c", keys[0], key);
     }
@@ -406,6 +519,7 @@ static void deterministic_checks(void)
     edge_cache_entry *a2 = get(0, now);   /* a second reference to the same entry */
     if (a2 != a) fail("two gets of one entry returned different entries");
     if (!edge_cache_purge(cache, keys[0], key_lens[0])) fail("purge of a present key returned 0");
+    atomic_fetch_add_explicit(&n_purged, 1, memory_order_relaxed);   /* counted in stats.purged */
     if (edge_cache_purge(cache, keys[0], key_lens[0])) fail("second purge returned 1");
     if (get(0, now)) fail("get after purge hit");
     put_version(0, 1001, LONG_TTL);
@@ -478,6 +592,19 @@ int main(int argc, char **argv)
         n++;
     }
     if (n < NKEYS) fail("found only %d keys in shard %d", n, TARGET_SHARD);
+    /* A derived key for each (as a compressed copy is named), in the same shard. */
+    for (int i = 0; i < NKEYS; i++) {
+        char *d = keys[NKEYS + i];
+        memcpy(d, keys[i], key_lens[i] + 1);
+        int j = 0;
+        for (; j < 100000; j++) {
+            int len = snprintf(d + key_lens[i] + 1, sizeof(keys[0]) - key_lens[i] - 1, "ce=%d", j);
+            key_lens[NKEYS + i] = key_lens[i] + 1 + (size_t)len;
+            if (shard_of(d, key_lens[NKEYS + i]) == TARGET_SHARD) break;
+        }
+        if (j == 100000) fail("no derived key of key %d in shard %d", i, TARGET_SHARD);
+        snprintf(tags_of[i], sizeof(tags_of[i]), "all g%d b%d", i % GROUPS, i);
+    }
     char other[32];
     int other_len = 0;
     for (int i = 0; i < 1000000; i++) {
@@ -499,7 +626,7 @@ int main(int argc, char **argv)
 
     /* Afterwards: no flight left behind (a join leads), the bound held, the
      * counters add up, and purging every key empties the cache. */
-    for (int k = 0; k < NKEYS; k++) {
+    for (int k = 0; k < NALL; k++) {
         test_waiter w;
         memset(&w, 0, sizeof(w));
         w.base.wake = on_wake;
@@ -515,26 +642,37 @@ int main(int argc, char **argv)
         fail("stats: %llu hits + %llu misses, the threads counted %llu hits of %llu gets",
              (unsigned long long)st.hits, (unsigned long long)st.misses, (unsigned long long)n_hits,
              (unsigned long long)n_gets);
-    if (st.evictions == 0 || n_purged == 0 || n_leads == 0 || n_holds_unlinked == 0)
-        fail("the hammer did not exercise everything (evictions %llu, purged %llu, leads %llu, held+unlinked %llu)",
+    if (st.evictions == 0 || n_purged == 0 || n_leads == 0 || n_holds_unlinked == 0 || n_wide_purged == 0 ||
+        n_stale_held == 0 || n_try_leads == 0)
+        fail("the hammer did not exercise everything (evictions %llu, purged %llu, leads %llu, held+unlinked %llu, "
+             "purged by key/tag/prefix %llu, stale held %llu, try-leads %llu)",
              (unsigned long long)st.evictions, (unsigned long long)n_purged, (unsigned long long)n_leads,
-             (unsigned long long)n_holds_unlinked);
+             (unsigned long long)n_holds_unlinked, (unsigned long long)n_wide_purged,
+             (unsigned long long)n_stale_held, (unsigned long long)n_try_leads);
     if (n_waits != n_woken + n_withdrawn + n_late)
         fail("waiters: %llu waited, %llu woken + %llu withdrawn + %llu late", (unsigned long long)n_waits,
              (unsigned long long)n_woken, (unsigned long long)n_withdrawn, (unsigned long long)n_late);
-    for (int k = 0; k < NKEYS; k++) edge_cache_purge(cache, keys[k], key_lens[k]);
+    /* Purging the base keys takes their derived keys too, and empties the cache. */
+    for (int k = 0; k < NKEYS; k++)
+        n_wide_purged += edge_cache_purge_key(cache, keys[k], key_lens[k], EDGE_PURGE_HARD, virtual_now());
     edge_cache_get_stats(cache, &st);
     if (st.entries != 0 || st.bytes != 0)
-        fail("after purging every key: %llu entries, %llu bytes", (unsigned long long)st.entries,
+        fail("after purging every base key: %llu entries, %llu bytes", (unsigned long long)st.entries,
              (unsigned long long)st.bytes);
+    if (st.purged != n_purged + n_wide_purged)
+        fail("stats.purged %llu, the purge calls reported %llu + %llu", (unsigned long long)st.purged,
+             (unsigned long long)n_purged, (unsigned long long)n_wide_purged);
     edge_cache_free(cache);
 
     printf("cache_stress: ok: %d threads, %d keys in shard %d, %.2f s, %llu ops: %llu gets (%llu hits), "
-           "%llu puts (%llu expiring), %llu purges (%llu found), %llu held across purge+put, %llu leads, %llu waits "
+           "%llu puts (%llu expiring), %llu purges (%llu found), %llu purges by key/tag/prefix (%llu entries), "
+           "%llu stale look-ups (%llu stale), %llu held across purge+put, %llu leads (%llu try-leads), %llu waits "
            "(%llu woken, %llu withdrawn, %llu late), %llu evictions\n",
            THREADS, NKEYS, TARGET_SHARD, took, (unsigned long long)n_ops, (unsigned long long)n_gets,
            (unsigned long long)n_hits, (unsigned long long)n_puts, (unsigned long long)n_expired_puts, (unsigned long long)n_purges,
-           (unsigned long long)n_purged, (unsigned long long)n_holds_unlinked, (unsigned long long)n_leads,
+           (unsigned long long)n_purged, (unsigned long long)n_wide_purges, (unsigned long long)n_wide_purged,
+           (unsigned long long)n_stale_looks, (unsigned long long)n_stale_held, (unsigned long long)n_holds_unlinked,
+           (unsigned long long)n_leads, (unsigned long long)n_try_leads,
            (unsigned long long)n_waits, (unsigned long long)n_woken, (unsigned long long)n_withdrawn,
            (unsigned long long)n_late, (unsigned long long)st.evictions);
     return 0;

@@ -1,0 +1,129 @@
+/* Background refreshes of entries in grace (refresh.h). */
+#include "refresh.h"
+#include "body_pipe.h"
+#include "cache.h"
+#include "common.h"
+#include "dispatch.h"
+#include "worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct edge_refresh {
+    edge_request req;
+    struct sockaddr_storage peer;     /* the client that found the entry stale */
+    edge_pipe *draining;              /* a streamed body read for its cache writer only */
+    edge_refresh *prev, *next;        /* the worker's refreshes */
+};
+
+static void unlink_refresh(edge_refresh *r)
+{
+    edge_worker *w = r->req.worker;
+    if (r->prev) r->prev->next = r->next;
+    else w->refreshes = r->next;
+    if (r->next) r->next->prev = r->prev;
+}
+
+static void free_refresh(edge_refresh *r)
+{
+    unlink_refresh(r);
+    edge_request_free(&r->req);
+    free(r);
+}
+
+/* The client's fields that asked about its own copy, or a part: the
+ * refresh asks for the whole current response (and the entry's validators,
+ * which edge.proxy adds). */
+static int client_only(const char *name, size_t n)
+{
+    return (n >= 3 && memcmp(name, "if-", 3) == 0) || (n == 5 && memcmp(name, "range", 5) == 0);
+}
+
+static void copy_request(edge_request *to, const edge_request *from)
+{
+    edge_buf_append(&to->data, from->data.base, from->data.len);
+    for (int i = 0; i < from->n_headers; i++) {
+        const edge_header *h = &from->headers[i];
+        if (client_only(edge_request_ptr(from, h->name), h->name.len)) continue;
+        if (to->n_headers == to->cap_headers) {
+            to->cap_headers = to->cap_headers ? to->cap_headers * 2 : 16;
+            to->headers = edge_realloc(to->headers, (size_t)to->cap_headers * sizeof(*to->headers));
+        }
+        to->headers[to->n_headers++] = *h;          /* spans into the copied data */
+    }
+    to->method = from->is_head ? edge_request_store(to, "GET", 3) : from->method;
+    to->path = from->path;
+    to->query = from->query;
+    to->host = from->host;
+    to->authority = from->authority;
+    to->version = from->version;
+    to->scheme = from->scheme;
+    to->tls_version = from->tls_version;
+    edge_buf_append(&to->cache_key, from->cache_key.base, from->cache_key.len);
+    to->has_cache_key = 1;
+}
+
+static void on_drain_ready(void *ud)
+{
+    edge_refresh *r = ud;
+    edge_pipe *p = r->draining;
+    size_t n = edge_pipe_readable(p);
+    if (n) edge_pipe_consume(p, n);
+    if (!p->ended || edge_pipe_readable(p)) return;
+    r->draining = NULL;
+    edge_pipe_close(p);
+    free_refresh(r);
+}
+
+/* The dispatcher is done: the answer is stored (or not). A streamed body
+ * still arriving is read to its end, for the cache writer that stores it. */
+static void on_done(edge_request *req)
+{
+    edge_refresh *r = edge_container_of(req, edge_refresh, req);
+    if (req->resp.pipe == NULL) {
+        free_refresh(r);
+        return;
+    }
+    r->draining = req->resp.pipe;
+    req->resp.pipe = NULL;
+    edge_pipe_consumer c = {.ready = on_drain_ready, .ud = r};
+    edge_pipe_set_consumer(r->draining, &c);
+    on_drain_ready(r);
+}
+
+static const edge_request_ops refresh_ops = {.respond = on_done};
+
+void edge_refresh_start(edge_request *from, edge_cache_entry *stale, const char *flight_key,
+                        size_t flight_klen)
+{
+    edge_worker *w = from->worker;
+    if (w->stopping) {                       /* no new work while draining */
+        edge_cache_flight_done(w->cache, flight_key, flight_klen);
+        return;
+    }
+    edge_refresh *r = edge_calloc(1, sizeof(*r));
+    edge_request_init(&r->req, &refresh_ops, w, from->conn_id);
+    if (from->peer) {
+        r->peer = *from->peer;
+        r->req.peer = &r->peer;
+    }
+    copy_request(&r->req, from);
+    r->next = w->refreshes;
+    if (r->next) r->next->prev = r;
+    w->refreshes = r;
+    edge_dispatch_refresh(&r->req, stale, flight_key, flight_klen);
+}
+
+void edge_refresh_cancel_all(edge_worker *w)
+{
+    while (w->refreshes) {
+        edge_refresh *r = w->refreshes;
+        if (r->draining) {
+            edge_pipe_close(r->draining);
+            r->draining = NULL;
+        } else {
+            edge_dispatch_cancel(&r->req);
+        }
+        free_refresh(r);
+    }
+}
