@@ -30,10 +30,10 @@ static void rewrite_fields(edge_response *resp, int coding)
     resp->cap_headers = head.cap_headers;
 }
 
-static void log_failure(const edge_request *req, int coding)
+static void log_failure(edge_request *req, int coding)
 {
     edge_log(EDGE_LOG_ERR, req->conn_id, "request %s: %s compression failed: sent uncompressed",
-             edge_request_id((edge_request *)req), edge_coding_name(coding));
+             edge_request_id(req), edge_coding_name(coding));
 }
 
 /* ---- responses on their way out ---- */
@@ -58,7 +58,7 @@ static void compress_whole(edge_request *req, int coding)
 static void compress_streamed(edge_request *req, int coding)
 {
     edge_response *resp = &req->resp;
-    edge_pipe *dst = edge_compress_stream(resp->pipe, coding, req->worker->loop);
+    edge_pipe *dst = edge_compress_stream(resp->pipe, coding, req->worker->loop, req->conn_id);
     if (dst == NULL) {
         log_failure(req, coding);
         coding = EDGE_CODING_IDENTITY;

@@ -14,6 +14,7 @@ typedef struct compress_stream {
     edge_encoder *enc;
     edge_buf      out;        /* one step's output, handed to dst at once */
     struct ev_loop *loop;
+    uint64_t      conn_id;    /* for log lines */
     ev_timer      kick;       /* resume: pump on the loop's next turn, not inside the consumer */
     unsigned      paused : 1;     /* dst is full: wait for resume */
     unsigned      unflushed : 1;  /* the encoder holds input not yet written out */
@@ -48,57 +49,52 @@ static int emit(compress_stream *cs)
     return EDGE_OK;
 }
 
-/* Encodes n bytes as op says and passes the output on: EDGE_OK,
- * EDGE_ERROR (the encoder failed) or EDGE_DONE (cs is freed). */
-static int step(compress_stream *cs, const char *p, size_t n, int op)
+/* Ends dst (the body complete, or cut) and goes. */
+static void end_dst(compress_stream *cs, int ok)
 {
-    if (edge_encoder_run(cs->enc, p, n, op, &cs->out) != EDGE_OK) return EDGE_ERROR;
-    cs->unflushed = op == EDGE_ENCODE_MORE && (n > 0 || cs->unflushed);
-    return emit(cs);
-}
-
-/* The origin's body ended (ok) or failed: end dst the same way, then go. */
-static void finish(compress_stream *cs, int ok)
-{
-    if (ok) {
-        int rc = step(cs, NULL, 0, EDGE_ENCODE_END);
-        if (rc == EDGE_DONE) return;
-        if (rc != EDGE_OK) edge_log(EDGE_LOG_ERR, 0, "compression failed at the end of a streamed body");
-        ok = rc == EDGE_OK;
-    }
     edge_pipe *dst = cs->dst;
     cs->dst = NULL;                 /* the producer forgets the pipe it ended */
     edge_pipe_end(dst, ok);
     destroy(cs);
 }
 
+/* Encodes n bytes as op says and passes the output on. EDGE_OK, or
+ * EDGE_DONE when cs is gone: the client left, or the encoder failed (the
+ * client's body is then cut, never silently short). */
+static int step(compress_stream *cs, const char *p, size_t n, int op)
+{
+    if (edge_encoder_run(cs->enc, p, n, op, &cs->out) != EDGE_OK) {
+        edge_log(EDGE_LOG_ERR, cs->conn_id, "compression failed in a streamed body: it is cut");
+        end_dst(cs, 0);
+        return EDGE_DONE;
+    }
+    cs->unflushed = op == EDGE_ENCODE_MORE && (n > 0 || cs->unflushed);
+    return emit(cs);
+}
+
 /* Moves the origin's bytes through the encoder until dst is full, the
- * origin's pipe is empty (then flushes), or the body ended. */
+ * origin's pipe is empty (then what the encoder holds is flushed, so a slow
+ * origin's bytes reach the client), or the body ended or failed. */
 static void pump(compress_stream *cs)
 {
     edge_pipe *src = cs->src;
     while (!cs->paused) {
-        if (edge_pipe_failed(src)) {
-            finish(cs, 0);
-            return;
-        }
         size_t n = edge_pipe_readable(src);
+        if (edge_pipe_failed(src)) {
+            end_dst(cs, 0);
+            return;
+        }
         if (n == 0 && src->ended) {
-            finish(cs, 1);
+            if (step(cs, NULL, 0, EDGE_ENCODE_END) == EDGE_OK) end_dst(cs, 1);
             return;
         }
-        int op = n == 0 ? EDGE_ENCODE_FLUSH : EDGE_ENCODE_MORE;
-        if (n == 0 && !cs->unflushed) return;        /* on_src_ready goes on */
+        if (n == 0) {                                /* on_src_ready goes on */
+            if (cs->unflushed) step(cs, NULL, 0, EDGE_ENCODE_FLUSH);
+            return;
+        }
         if (n > SLICE) n = SLICE;
-        int rc = step(cs, n ? edge_pipe_data(src) : NULL, n, op);
-        if (rc == EDGE_DONE) return;
-        if (rc != EDGE_OK) {
-            edge_log(EDGE_LOG_ERR, 0, "compression failed in a streamed body: the response is cut");
-            finish(cs, 0);
-            return;
-        }
-        if (n) edge_pipe_consume(src, n);
-        else return;                                 /* flushed: wait for the origin */
+        if (step(cs, edge_pipe_data(src), n, EDGE_ENCODE_MORE) != EDGE_OK) return;
+        edge_pipe_consume(src, n);
     }
 }
 
@@ -131,7 +127,7 @@ static void on_dst_cancel(void *ud)
     destroy(cs);
 }
 
-edge_pipe *edge_compress_stream(edge_pipe *src, int coding, struct ev_loop *loop)
+edge_pipe *edge_compress_stream(edge_pipe *src, int coding, struct ev_loop *loop, uint64_t conn_id)
 {
     edge_encoder *enc = edge_encoder_new(coding);
     if (enc == NULL) return NULL;
@@ -139,6 +135,7 @@ edge_pipe *edge_compress_stream(edge_pipe *src, int coding, struct ev_loop *loop
     cs->src = src;
     cs->enc = enc;
     cs->loop = loop;
+    cs->conn_id = conn_id;
     ev_timer_init(&cs->kick, on_kick, 0., 0.);
     edge_pipe_producer producer = {.resume = on_dst_resume, .cancel = on_dst_cancel, .ud = cs};
     edge_pipe *dst = edge_pipe_new(-1, src->high, &producer);

@@ -16,12 +16,13 @@
 #define EDGE_COMPRESS_STREAM_H
 
 #include <ev.h>
+#include <stdint.h>
 
 #include "body_pipe.h"
 
 /* Takes src over (it must have no consumer yet) and returns the pipe that
  * carries its body in coding; NULL when no encoder could be made (src is
- * then left as it was). */
-edge_pipe *edge_compress_stream(edge_pipe *src, int coding, struct ev_loop *loop);
+ * then left as it was). conn_id prefixes its log lines. */
+edge_pipe *edge_compress_stream(edge_pipe *src, int coding, struct ev_loop *loop, uint64_t conn_id);
 
 #endif
