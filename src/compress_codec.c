@@ -157,7 +157,8 @@ static int br_run(BrotliEncoderState *s, const char *in, size_t n, int op, edge_
     const uint8_t *next_in = (const uint8_t *)in;
     for (;;) {
         size_t avail_out = 0;
-        if (!BrotliEncoderCompressStream(s, bop, &avail_in, &next_in, &avail_out, NULL, NULL)) return EDGE_ERROR;
+        if (!BrotliEncoderCompressStream(s, bop, &avail_in, &next_in, &avail_out, NULL, NULL))
+            return EDGE_ERROR;
         size_t got = 0;
         const uint8_t *p = BrotliEncoderTakeOutput(s, &got);
         if (got) edge_buf_append(out, p, got);
@@ -170,7 +171,8 @@ static int br_run(BrotliEncoderState *s, const char *in, size_t n, int op, edge_
 int edge_encoder_run(edge_encoder *enc, const char *in, size_t n, int op, edge_buf *out)
 {
     if (n > UINT_MAX) return EDGE_ERROR;     /* callers pass slices */
-    return enc->coding == EDGE_CODING_BR ? br_run(enc->br, in, n, op, out) : gzip_run(&enc->z, in, n, op, out);
+    if (enc->coding == EDGE_CODING_BR) return br_run(enc->br, in, n, op, out);
+    return gzip_run(&enc->z, in, n, op, out);
 }
 
 void edge_encoder_free(edge_encoder *enc)
