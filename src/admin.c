@@ -1,5 +1,8 @@
-/* Admin HTTP endpoint: /metrics and /healthz. */
+/* Admin HTTP endpoint: /metrics, /healthz and /cache (purge). */
 #include "admin.h"
+#include "admin_auth.h"
+#include "admin_purge.h"
+#include "admin_request.h"
 #include "buf.h"
 #include "common.h"
 #include "listener.h"
@@ -32,6 +35,7 @@ typedef struct admin {
     struct edge_worker *workers;
     int       n_workers;
     struct edge_cache *cache;
+    edge_admin_auth *auth;          /* NULL: no token (main owns it) */
     struct admin_client *clients;   /* open ones, freed at stop */
     int       n_clients;
 } admin;
@@ -71,57 +75,116 @@ static void client_close(admin_client *cl)
 
 static const char *reason(int status)
 {
-    return status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed"
-                                                                              : "Bad Request";
-}
-
-static void queue_response(admin_client *cl, int status, const char *type, const edge_buf *body, int head)
-{
-    edge_buf_printf(&cl->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
-                    status, reason(status), type, body->len, cl->closing ? "Connection: close\r\n" : "");
-    if (!head) edge_buf_append(&cl->out, body->base, body->len);
-}
-
-/* Case-insensitive: does the header block [p, end) hold "Connection: close"? */
-static int asks_close(const char *p, const char *end)
-{
-    static const char name[] = "\nconnection:";
-    const size_t n = sizeof(name) - 1;
-    for (; (size_t)(end - p) > n; p++) {
-        if (strncasecmp(p, name, n) != 0) continue;
-        const char *v = p + n, *eol = memchr(v, '\n', (size_t)(end - v));
-        if (eol == NULL) eol = end;
-        for (; v + 5 <= eol; v++)
-            if (strncasecmp(v, "close", 5) == 0) return 1;
+    switch (status) {
+    case 200: return "OK";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    default: return "Bad Request";
     }
+}
+
+/* What to answer. */
+typedef struct admin_reply {
+    int         status;
+    const char *type;
+    const char *extra;              /* more header lines, each ending in CRLF */
+    edge_buf    body;
+} admin_reply;
+
+static const char TEXT[] = "text/plain; charset=utf-8";
+static const char JSON[] = "application/json";
+
+static void queue_response(admin_client *cl, const admin_reply *r, int head)
+{
+    edge_buf_printf(&cl->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+                    r->status, reason(r->status), r->type, r->body.len, r->extra,
+                    cl->closing ? "Connection: close\r\n" : "");
+    if (!head) edge_buf_append(&cl->out, r->body.base, r->body.len);
+}
+
+static int path_is(const edge_admin_request *r, const char *path)
+{
+    return r->path_len == strlen(path) && memcmp(r->path, path, r->path_len) == 0;
+}
+
+static int method_is(const edge_admin_request *r, const char *method)
+{
+    return strcmp(r->method, method) == 0;
+}
+
+static void reply(admin_reply *out, int status, const char *body)
+{
+    out->status = status;
+    edge_buf_append_str(&out->body, body);
+}
+
+/* With a token (--admin-token-file), may this request use /cache and
+ * /metrics? If not, fills a 401 that says how to authenticate. */
+static int authorized(const admin *a, const edge_admin_request *r, admin_reply *out)
+{
+    size_t n;
+    const char *v = a->auth ? edge_admin_request_field(r, "authorization:", &n) : NULL;
+    if (a->auth == NULL || (v && edge_admin_auth_accepts(a->auth, v, n))) return 1;
+    out->extra = v ? "WWW-Authenticate: Bearer realm=\"edge-admin\", error=\"invalid_token\"\r\n"
+                   : "WWW-Authenticate: Bearer realm=\"edge-admin\"\r\n";
+    reply(out, 401, out->type == JSON ? "{\"error\":\"this needs Authorization: Bearer TOKEN\"}\n"
+                                      : "this needs Authorization: Bearer TOKEN\n");
     return 0;
+}
+
+/* PURGE or DELETE /cache?key=K|prefix=P|tag=T[&soft=1]. */
+static void serve_cache(admin *a, const edge_admin_request *r, admin_reply *out)
+{
+    out->type = JSON;
+    if (!authorized(a, r, out)) return;
+    if (!method_is(r, "PURGE") && !method_is(r, "DELETE")) {
+        out->extra = "Allow: PURGE, DELETE\r\n";
+        reply(out, 405, "{\"error\":\"use PURGE or DELETE\"}\n");
+        return;
+    }
+    out->status = edge_admin_purge(a->cache, r->query ? r->query : "", r->query_len, ev_time(), &out->body);
+}
+
+/* GET (or HEAD) /metrics and /healthz; /healthz stays open with a token, for
+ * load balancers and orchestrators that only probe. */
+static void serve_read(admin *a, const edge_admin_request *r, admin_reply *out)
+{
+    int metrics = path_is(r, "/metrics");
+    if (metrics && !authorized(a, r, out)) return;
+    if (!method_is(r, "GET") && !method_is(r, "HEAD")) {
+        out->extra = "Allow: GET, HEAD\r\n";
+        reply(out, 405, "only GET\n");
+    } else if (metrics) {
+        out->type = "text/plain; version=0.0.4; charset=utf-8";
+        edge_metrics_render(&out->body, a->workers, a->n_workers, a->cache);
+    } else {
+        reply(out, 200, "ok\n");
+    }
 }
 
 /* Answers the request whose header block is cl->buf[0, hlen). */
 static void handle(admin_client *cl, size_t hlen)
 {
-    edge_buf body = {0};
-    const char *type = "text/plain; charset=utf-8";
-    int status = 200;
-    char method[16] = "", path[256], minor = '0';
-    if (sscanf(cl->buf, "%15s %255s HTTP/1.%c", method, path, &minor) != 3) {
-        status = 400;
-        edge_buf_append_str(&body, "bad request\n");
-    } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        status = 405;                    /* a body may follow that we do not parse: close */
-        edge_buf_append_str(&body, "only GET\n");
-    } else if (strcmp(path, "/metrics") == 0) {
-        type = "text/plain; version=0.0.4; charset=utf-8";
-        edge_metrics_render(&body, cl->a->workers, cl->a->n_workers, cl->a->cache);
-    } else if (strcmp(path, "/healthz") == 0) {
-        edge_buf_append_str(&body, "ok\n");
+    admin_reply out = {.status = 200, .type = TEXT, .extra = ""};
+    edge_admin_request r;
+    if (edge_admin_request_parse(cl->buf, hlen, &r) != EDGE_OK) {
+        reply(&out, 400, "bad request\n");
+        r = (edge_admin_request){.minor = '0'};
+    } else if (edge_admin_request_has_body(&r)) {
+        reply(&out, 400, "admin requests have no body\n");
+    } else if (path_is(&r, "/cache")) {
+        serve_cache(cl->a, &r, &out);
+    } else if (path_is(&r, "/metrics") || path_is(&r, "/healthz")) {
+        serve_read(cl->a, &r, &out);
     } else {
-        status = 404;
-        edge_buf_append_str(&body, "try /metrics or /healthz\n");
+        reply(&out, 404, "try /metrics, /healthz or /cache\n");
     }
-    if (status == 400 || status == 405 || minor != '1' || asks_close(cl->buf, cl->buf + hlen)) cl->closing = 1;
-    queue_response(cl, status, type, &body, strcmp(method, "HEAD") == 0);
-    edge_buf_free(&body);
+    /* After a 400 or 405 a body we did not parse may follow: close. */
+    if (out.status == 400 || out.status == 405 || r.minor != '1' || edge_admin_request_asks_close(&r))
+        cl->closing = 1;
+    queue_response(cl, &out, strcmp(r.method, "HEAD") == 0);
+    edge_buf_free(&out.body);
 }
 
 /* The length of the first complete header block in cl->buf, or 0. */
@@ -142,11 +205,11 @@ static void answer_requests(admin_client *cl)
         cl->len -= n;
     }
     if (!cl->closing && cl->len >= sizeof(cl->buf) - 1) {
-        edge_buf body = {0};
-        edge_buf_append_str(&body, "request too large\n");
+        admin_reply out = {.type = "text/plain", .extra = ""};
+        reply(&out, 400, "request too large\n");
         cl->closing = 1;
-        queue_response(cl, 400, "text/plain", &body, 0);
-        edge_buf_free(&body);
+        queue_response(cl, &out, 0);
+        edge_buf_free(&out.body);
     }
 }
 
@@ -265,7 +328,7 @@ static void *admin_main(void *arg)
 }
 
 int edge_admin_start(const char *addr, struct edge_worker *workers, int n_workers,
-                     struct edge_cache *cache, char *err, size_t errlen)
+                     struct edge_cache *cache, edge_admin_auth *auth, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -281,6 +344,7 @@ int edge_admin_start(const char *addr, struct edge_worker *workers, int n_worker
     a->workers = workers;
     a->n_workers = n_workers;
     a->cache = cache;
+    a->auth = auth;
     a->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     ev_io_init(&a->accept_io, on_accept, fd, EV_READ);
     a->accept_io.data = a;
@@ -297,7 +361,8 @@ int edge_admin_start(const char *addr, struct edge_worker *workers, int n_worker
     getsockname(fd, (struct sockaddr *)&ss, &len);
     char name[80];
     edge_sockaddr_format(&ss, name, sizeof(name));
-    edge_log(EDGE_LOG_NOTICE, 0, "admin listening on http://%s (/metrics, /healthz)", name);
+    edge_log(EDGE_LOG_NOTICE, 0, "admin listening on http://%s (/metrics, /healthz, /cache)%s", name,
+             auth ? ": /metrics and /cache need the token" : "");
     the_admin = a;
     return EDGE_OK;
 }

@@ -65,8 +65,11 @@ static const char usage_text[] =
     "      --lua-memory SIZE      memory per Lua VM (one per worker); past it\n"
     "                             the hook fails with 500 (default 0: no limit)\n"
     "      --drain-timeout S      on SIGTERM, time in-flight requests get (default 30)\n"
-    "      --admin ADDR:PORT      admin listener (plain HTTP: /metrics, /healthz), e.g.\n"
-    "                             127.0.0.1:9901 (default off)\n"
+    "      --admin ADDR:PORT      admin listener (plain HTTP: /metrics, /healthz, PURGE /cache),\n"
+    "                             e.g. 127.0.0.1:9901 (default off)\n"
+    "      --admin-token-file FILE   the admin token (the file's first line): /cache and\n"
+    "                             /metrics then need Authorization: Bearer TOKEN; required\n"
+    "                             when --admin is not a loopback address; re-read on SIGHUP\n"
     "      --access-log PATH      access log file, - for stdout, or off (default -)\n"
     "      --access-log-format F  combined, combined_id (combined + request id and request\n"
     "                             time) or json (default combined)\n"
@@ -89,7 +92,7 @@ enum {
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
     OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_CACHE_GRACE, OPT_CACHE_KEEP, OPT_CACHE_PASS_TTL,
-    OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE
+    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE
 };
 
 static const struct option long_options[] = {
@@ -110,6 +113,7 @@ static const struct option long_options[] = {
     {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
     {"admin", required_argument, NULL, OPT_ADMIN},
+    {"admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE},
     {"body-timeout", required_argument, NULL, OPT_BODY_TIMEOUT},
     {"send-timeout", required_argument, NULL, OPT_SEND_TIMEOUT},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
@@ -298,6 +302,7 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         cfg->admin = arg;
         return EDGE_OK;
     }
+    case OPT_ADMIN_TOKEN_FILE: cfg->admin_token_file = arg; return EDGE_OK;   /* read at start-up (admin_auth.c) */
     case OPT_ACCESS_LOG_FORMAT:
         if (strcmp(arg, "combined") == 0) cfg->access_log_format = EDGE_LOG_FORMAT_COMBINED;
         else if (strcmp(arg, "combined_id") == 0) cfg->access_log_format = EDGE_LOG_FORMAT_COMBINED_ID;

@@ -52,6 +52,7 @@ typedef struct edge_config {
     int         request_id_header;  /* add X-Request-Id to every response */
     edge_cidr_list trusted_proxies; /* peers whose X-Request-Id is reused */
     const char *admin;              /* admin listener address, NULL: off */
+    const char *admin_token_file;   /* --admin-token-file, NULL: no token */
 } edge_config;
 
 enum edge_log_format {

@@ -176,7 +176,8 @@ int edge_lua_to_response_protected(lua_State *L, int idx, edge_response *resp, c
 }
 
 /* edge.cache.set(key, response [, ttl]) -> true, or nil and a message. The
- * ttl argument wins over response.ttl, which wins over --cache-ttl. Every
+ * ttl argument wins over response.ttl, which wins over --cache-ttl;
+ * response.grace and response.keep are the entry's grace and keep. Every
  * argument is checked before resp holds memory; a memory error while
  * converting frees it, then raises. */
 static int l_cache_set(lua_State *L)
@@ -191,8 +192,9 @@ static int l_cache_set(lua_State *L)
     edge_response resp = {.status = 200};
     char err[256];
     int rc = edge_lua_to_response_protected(L, 2, &resp, err, sizeof(err));
-    double ttl = ttl_arg > 0 ? ttl_arg : resp.has_ttl ? resp.ttl : rt->cache_ttl;
-    if (rc == EDGE_OK && edge_cache_put(cache, key, klen, &resp, rt->now(rt->ud), ttl) != EDGE_OK) {
+    edge_cache_life life = {ttl_arg > 0 ? ttl_arg : resp.has_ttl ? resp.ttl : rt->cache_ttl,
+                            resp.has_grace ? resp.grace : 0, resp.has_keep ? resp.keep : 0};
+    if (rc == EDGE_OK && edge_cache_put_life(cache, key, klen, &resp, rt->now(rt->ud), &life) != EDGE_OK) {
         rc = EDGE_ERROR;
         snprintf(err, sizeof(err), "entry too large for the cache, or ttl not > 0");
     }
@@ -209,24 +211,92 @@ static int l_cache_set(lua_State *L)
     return 1;
 }
 
-/* edge.cache.purge(key) -> true when there was an entry */
+/* The options of edge.cache.<fname> at idx: nil, or a table whose only
+ * field is soft (a boolean). Returns EDGE_PURGE_SOFT or EDGE_PURGE_HARD;
+ * raises an error naming the function and every unknown field (the name is
+ * written out: called through pcall, Lua would not know it). */
+static int purge_opts(lua_State *L, int idx, const char *fname)
+{
+    if (lua_isnoneornil(L, idx)) return EDGE_PURGE_HARD;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "soft");
+    int t = lua_type(L, -1), soft = lua_toboolean(L, -1) ? EDGE_PURGE_SOFT : EDGE_PURGE_HARD;
+    lua_pop(L, 1);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        luaL_error(L, "edge.cache.%s: opts.soft must be a boolean, not %s", fname, lua_typename(L, t));
+    lua_newtable(L);                       /* the unknown fields, as text */
+    int names = lua_gettop(L), unknown = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        size_t n;
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        if (k && n == 4 && memcmp(k, "soft", 4) == 0) continue;
+        luaL_tolstring(L, -1, NULL);       /* a copy: the key itself stays as lua_next left it */
+        lua_rawseti(L, names, ++unknown);
+    }
+    if (unknown) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (int i = 1; i <= unknown; i++) {
+            luaL_addstring(&b, i > 1 ? ", '" : "'");
+            lua_rawgeti(L, names, i);
+            luaL_addvalue(&b);
+            luaL_addchar(&b, '\'');
+        }
+        luaL_pushresult(&b);
+        luaL_error(L, "edge.cache.%s: unknown option%s %s (known: soft)", fname, unknown > 1 ? "s" : "",
+                   lua_tostring(L, -1));
+    }
+    lua_pop(L, 1);
+    return soft;
+}
+
+typedef size_t (*purge_fn)(edge_cache *c, const char *s, size_t n, int soft, double now);
+
+/* Runs fn on argument 1 with the options at 2. The purge runs on the
+ * calling worker, in the cache's bounded batches: the other workers keep
+ * serving, this one waits for the purge. Returns the entries purged. */
+static size_t purge_call(lua_State *L, purge_fn fn, const char *fname)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    int soft = purge_opts(L, 2, fname);
+    const edge_lua_runtime *rt = runtime(L);
+    return fn(check_cache(L, rt), s, n, soft, rt->now(rt->ud));
+}
+
+/* edge.cache.purge(key [, opts]) -> true when the key, or an entry derived
+ * from it (a Vary variant, a compressed copy), was there. */
 static int l_cache_purge(lua_State *L)
 {
-    size_t klen;
-    const char *key = luaL_checklstring(L, 1, &klen);
-    lua_pushboolean(L, edge_cache_purge(check_cache(L, runtime(L)), key, klen));
+    lua_pushboolean(L, purge_call(L, edge_cache_purge_key, "purge") > 0);
     return 1;
 }
 
-/* edge.cache.stats() -> { entries, bytes, max_bytes, hits, misses, evictions } */
+/* edge.cache.purge_prefix(prefix [, opts]) -> the entries purged ("" purges all). */
+static int l_cache_purge_prefix(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)purge_call(L, edge_cache_purge_prefix, "purge_prefix"));
+    return 1;
+}
+
+/* edge.cache.purge_tag(tag [, opts]) -> the entries purged. */
+static int l_cache_purge_tag(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)purge_call(L, edge_cache_purge_tag, "purge_tag"));
+    return 1;
+}
+
+/* edge.cache.stats() -> { entries, bytes, max_bytes, hits, misses, evictions, purged } */
 static int l_cache_stats(lua_State *L)
 {
     edge_cache_stats st;
     edge_cache_get_stats(check_cache(L, runtime(L)), &st);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     const struct { const char *name; uint64_t v; } f[] = {
         {"entries", st.entries}, {"bytes", st.bytes}, {"max_bytes", st.max_bytes},
-        {"hits", st.hits}, {"misses", st.misses}, {"evictions", st.evictions},
+        {"hits", st.hits}, {"misses", st.misses}, {"evictions", st.evictions}, {"purged", st.purged},
     };
     for (size_t i = 0; i < EDGE_ARRAY_LEN(f); i++) {
         lua_pushinteger(L, (lua_Integer)f[i].v);
@@ -239,6 +309,8 @@ static const luaL_Reg cache_funcs[] = {
     {"get", l_cache_get},
     {"set", l_cache_set},
     {"purge", l_cache_purge},
+    {"purge_prefix", l_cache_purge_prefix},
+    {"purge_tag", l_cache_purge_tag},
     {"stats", l_cache_stats},
     {NULL, NULL}
 };
@@ -303,7 +375,7 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     set_int(L, "worker_id", rt->worker_id);
     lua_pushliteral(L, EDGE_VERSION);
     lua_setfield(L, -2, "version");
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 6);
     lua_pushlightuserdata(L, (void *)rt);
     luaL_setfuncs(L, cache_funcs, 1);
     lua_setfield(L, -2, "cache");

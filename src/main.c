@@ -3,6 +3,7 @@
 #include "common.h"
 #include "access_log.h"
 #include "admin.h"
+#include "admin_auth.h"
 #include "cache.h"
 #include "config.h"
 #include "h2.h"
@@ -30,6 +31,7 @@ typedef struct edge_server {
     int         *fds;       /* [worker * EDGE_MAX_LISTENERS + address] */
     unsigned char plain[EDGE_MAX_LISTENERS];   /* per address: cleartext */
     int          n_addrs;
+    edge_admin_auth *admin_auth;   /* --admin-token-file; NULL: none */
 } edge_server;
 
 /* Loads the script in a scratch VM: what -t and start-up check. */
@@ -89,6 +91,29 @@ static int check_all_addresses(const edge_config *cfg)
     return rc;
 }
 
+/* The admin listener's rules (admin_auth.h): a token file needs --admin, a
+ * non-loopback --admin needs a token file, whose first line is the token. */
+static int open_admin_auth(const edge_config *cfg, edge_admin_auth **auth)
+{
+    char err[512];
+    if (edge_admin_auth_open(cfg->admin, cfg->admin_token_file, auth, err, sizeof(err)) == EDGE_OK)
+        return EDGE_OK;
+    fprintf(stderr, "edge: %s\n", err);
+    return EDGE_ERROR;
+}
+
+/* SIGHUP: a new token takes effect; a token file that went bad leaves the
+ * old token in force, as a script that fails to load leaves the old script. */
+static void reload_admin_auth(edge_admin_auth *auth)
+{
+    char err[512];
+    if (auth == NULL) return;
+    if (edge_admin_auth_reload(auth, err, sizeof(err)) == EDGE_OK)
+        edge_log(EDGE_LOG_NOTICE, 0, "SIGHUP: admin token re-read from %s", edge_admin_auth_file(auth));
+    else
+        edge_log(EDGE_LOG_ERR, 0, "SIGHUP: %s; the previous admin token stays in force", err);
+}
+
 /* -t: everything a start checks on its configuration, without serving, so
  * that a passing -t means the start will not fail on configuration. */
 static int run_test(const edge_config *cfg)
@@ -116,6 +141,10 @@ static int run_test(const edge_config *cfg)
     printf("edge: access log %s can be written\n", cfg->access_log);
     if (check_all_addresses(cfg) != EDGE_OK) return 1;
     printf("edge: listen%s addresses can be bound\n", cfg->admin ? " and admin" : "");
+    edge_admin_auth *auth;
+    if (open_admin_auth(cfg, &auth) != EDGE_OK) return 1;
+    if (auth) printf("edge: admin token file %s holds a token\n", cfg->admin_token_file);
+    edge_admin_auth_free(auth);
     printf("edge: configuration test is successful\n");
     return 0;
 }
@@ -240,6 +269,7 @@ static void wait_for_stop(edge_server *srv)
         if (sig == SIGHUP) {
             edge_log(EDGE_LOG_NOTICE, 0, "SIGHUP: reloading %s in every worker", srv->cfg.script);
             edge_workers_reload(srv->workers, srv->n_workers);
+            reload_admin_auth(srv->admin_auth);
         } else {
             edge_log(EDGE_LOG_NOTICE, 0, "SIGUSR1: reopening the log files");
             edge_access_log_reopen();
@@ -300,6 +330,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    /* exit, not return: what srv holds stays reachable (no leak report). */
+    if (open_admin_auth(&srv.cfg, &srv.admin_auth) != EDGE_OK) exit(1);
     edge_h2_global_init();
     srv.cache = edge_cache_new(srv.cfg.cache_size);
     edge_cache_set_max_object(srv.cache, srv.cfg.cache_max_object);
@@ -310,8 +342,8 @@ int main(int argc, char **argv)
             if (srv.fds[i] >= 0) close(srv.fds[i]);
         exit(1);
     }
-    if (srv.cfg.admin &&
-        edge_admin_start(srv.cfg.admin, srv.workers, srv.n_workers, srv.cache, err, sizeof(err)) != EDGE_OK) {
+    if (srv.cfg.admin && edge_admin_start(srv.cfg.admin, srv.workers, srv.n_workers, srv.cache, srv.admin_auth,
+                                          err, sizeof(err)) != EDGE_OK) {
         fprintf(stderr, "edge: %s\n", err);
         exit(1);
     }
@@ -319,6 +351,7 @@ int main(int argc, char **argv)
     wait_for_stop(&srv);
     edge_sd_notify("STOPPING=1");
     edge_admin_stop();
+    edge_admin_auth_free(srv.admin_auth);
     shutdown_server(&srv, srv.n_workers);
     edge_log(EDGE_LOG_NOTICE, 0, "exited cleanly");
     return 0;
