@@ -13,9 +13,9 @@ SANITIZE ?=
 LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_INC  := /usr/share/include/llhttp
 
-PKGS    := lua5.4 openssl libnghttp2 libcares
+PKGS    := lua5.4 openssl libnghttp2 libcares zlib libbrotlienc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo "-llua5.4 -lssl -lcrypto -lnghttp2 -lcares")
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo "-llua5.4 -lssl -lcrypto -lnghttp2 -lcares -lz -lbrotlienc")
 
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks edge with wrk and h2load, optionally side by side with the nginx peers of ../shared/peers/.
 #   scripts/bench.sh [--duration S] [--connections N] [--peer] [--static] [--rounds N] [--edge PATH]
-#                    [--scenarios hot,miss,h2,streams25k,fetch,proxy,proxy-hot,proxy-1g]
+#                    [--scenarios hot,miss,h2,streams25k,fetch,proxy,proxy-hot,proxy-1g,hit,hit-gzip,hit-br]
 # Each server is pinned to CPU 0 with one worker, the load to CPU 1. Servers listen on 127.0.0.1 only,
 # on free ports, and are stopped by PID on exit. Per scenario and server it prints req/s, p50, p99,
 # non-2xx/socket errors, requests per server CPU-second (requests completed / user+sys CPU of the
@@ -13,6 +13,8 @@
 # proxy, proxy-hot and proxy-1g too: an origin nginx (scripts/bench/nginx-proxy.sh origin, pinned to the
 # load's CPU), an edge running lua/proxy.lua in front of it and the peer nginx-proxy.sh proxy (proxy_pass,
 # proxy_cache for proxy-hot); their config, temp files and cache live in mktemp -d directories.
+# hit, hit-gzip and hit-br have one of their own: edge-text (scripts/bench/text.lua: one cached 8 KiB
+# text/html body), hit without Accept-Encoding, the others served from the stored compressed copy.
 # Raw load-generator outputs and server logs: bench-results/<timestamp>/ (bench-results/latest).
 # shellcheck disable=SC2317  # scenario_* and cleanup are called indirectly
 set -euo pipefail
@@ -64,6 +66,12 @@ Scenarios: hot  = one URL, wrk -t1 -cN --latency
                   proxy_buffering on, the default, spilling to its temp dir) with curl -o /dev/null over
                   HTTP/1.1 + TLS; not --duration but at most \${PROXY_1G_TIMEOUT:-120} s; rows give wall MB/s
                   in req/s and MB per server CPU-second in req/cpu-s (MB = 10^6 bytes)
+           hit, hit-gzip, hit-br = cache hits on one 8 KiB text/html body (edge-text: edge running
+                  scripts/bench/text.lua), wrk -t1 -cN --latency: hit sends no Accept-Encoding (the body
+                  as stored), hit-gzip / hit-br send Accept-Encoding: gzip / br (the entry's stored
+                  compressed copy); after each run one request checks X-Cache: HIT, the Content-Encoding
+                  and the decoded body; with several of them, the summary gives hit's req/cpu-s over
+                  each compressed one's (target <= 1.10x: a stored compressed hit costs at most 1.1x)
            Every proxy* run fails on a non-2xx response; after it, one request checks the 16-byte body
            (and for proxy-hot, X-Cache: HIT on edge-proxy and nginx-rproxy).
 Peak RSS: VmHWM of the server, reset at the start of each run (/proc/PID/clear_refs), read at its
@@ -241,6 +249,39 @@ scenario_proxy-1g() {
   (( size == want && R_NON2XX == 0 )) || R_FAIL="expected HTTP 200 and $want bytes, got HTTP $code and $size bytes"
 }
 
+# hit, hit-gzip, hit-br: the one cached text body as it is, or its stored gzip / br copy.
+scenario_hit() { text_hit "$1" "$2" ''; }
+scenario_hit-gzip() { text_hit "$1" "$2" gzip; }
+scenario_hit-br() { text_hit "$1" "$2" br; }
+
+# text_hit URL OUT CODING: wrk with Accept-Encoding: CODING ('' for none), then text_verify.
+text_hit() {
+  local -a ae=()
+  [[ -n $3 ]] && ae=(-H "Accept-Encoding: $3")
+  run_load "$2" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${ae[@]}" "${1}text" || return
+  parse_wrk "$2"
+  text_verify "$2" "${1}text" "$3"
+}
+
+# text_verify OUT URL CODING: fails the run (R_FAIL) on a non-2xx response, or unless one more request
+# with the run's Accept-Encoding gets X-Cache: HIT, Content-Encoding: CODING (none for '') and, decoded
+# by curl, the 8192-byte body. The response head goes to OUT.check.
+text_verify() {
+  local out=$1 url=$2 ce=$3 size why=() want=${3:-none} got
+  local -a ae=()
+  [[ -n $ce ]] && ae=(-H "Accept-Encoding: $ce" --compressed)
+  (( ${R_NON2XX:-0} == 0 )) || why+=("$R_NON2XX non-2xx responses")
+  size=$(curl -sk --http1.1 --max-time 5 "${ae[@]}" -D "$out.check" -o - "$url" 2>/dev/null | wc -c)
+  got=$(tr -d '\r' <"$out.check" 2>/dev/null | awk -F': *' 'tolower($1) == "content-encoding" { print $2 }')
+  tr -d '\r' <"$out.check" 2>/dev/null | grep -qi '^x-cache: *HIT' || why+=("check request: no X-Cache: HIT")
+  [[ ${got:-none} == "$want" ]] || why+=("check request: Content-Encoding '${got:-none}', expected '$want'")
+  [[ $size == 8192 ]] || why+=("check request: $size bytes decoded, expected 8192")
+  if (( ${#why[@]} )); then
+    R_FAIL=$(printf '%s; ' "${why[@]}") R_FAIL=${R_FAIL%; }
+  fi
+  return 0
+}
+
 # proxy_verify OUT METHOD URL HEADER: after a proxy* run, fails it (R_FAIL) if it had a non-2xx response
 # or if one more request (HTTP/1.1; its cost is nothing next to the run's) does not get 200 and the
 # origin's 16-byte body, or lacks a response header line matching HEADER (an ERE, case-insensitive; ''
@@ -375,6 +416,8 @@ server_cmd() {
   case $1 in
     edge) CMD=("$EDGE" -s "$SCRIPT" -w 1 -l "127.0.0.1:$2" --cert "$CERT" --key "$KEY" --log-level warn
                "${EDGE_EXTRA[@]}") ;;
+    edge-text) CMD=("$EDGE" -s "$BENCH_DIR/text.lua" -w 1 -l "127.0.0.1:$2" --cert "$CERT" --key "$KEY"
+                    --log-level warn "${EDGE_EXTRA[@]}") ;;
     nginx-lua) CMD=("$PEERS_DIR/nginx.sh" lua "$2" "$CERT" "$KEY" 1) ;;
     nginx-static) CMD=("$PEERS_DIR/nginx.sh" static "$2" "$CERT" "$KEY" 1) ;;
     # The fetch scenario's servers (env and nginx-fetch.sh exec: the PID stays the server's).
@@ -643,6 +686,7 @@ scenario_servers() {
     fetch) echo "edge-fetch$( (( PEER )) && echo " nginx-fetch")$( (( STATIC )) && echo " nginx-proxy")" ;;
     proxy|proxy-1g) echo "edge-proxy$( (( PEER )) && echo " nginx-rproxy")" ;;
     proxy-hot) echo "edge-proxy edge$( (( PEER )) && echo " nginx-rproxy")" ;;
+    hit|hit-gzip|hit-br) echo "edge-text" ;;
     *) echo "edge$( (( PEER )) && echo " nginx-lua")$( (( STATIC )) && echo " nginx-static")" ;;
   esac
 }
@@ -759,6 +803,16 @@ done
     echo
     echo "$sc: edge's upstream connection reuse (1 - connections opened / upstream requests)$( (( ROUNDS > 1 )) && echo ", median of $ROUNDS rounds"): $(median "${REUSE[$sc/${on[0]}]:-}") %"
   done
+  if [[ " ${SCENARIOS[*]} " == *" hit "* && " ${SCENARIOS[*]} " == *" hit-"* ]]; then
+    echo
+    echo "compressed hits: hit's req/cpu-s over each one's$( (( ROUNDS > 1 )) && echo ", medians of $ROUNDS rounds") (how much more a hit from the stored copy costs)"
+    for sc in hit-gzip hit-br; do
+      [[ " ${SCENARIOS[*]} " == *" $sc "* ]] || continue
+      r=$(ratio "$(median "${RPC[hit/edge-text]:-}")" "$(median "${RPC[$sc/edge-text]:-}")")
+      echo "  $sc: $r$(awk -v r="${r%x}" 'BEGIN { if (r == "n/a") print "   (target <= 1.10x: n/a)"
+        else printf "   (target <= 1.10x: %s)\n", (r + 0 <= 1.10) ? "met" : "MISSED" }')"
+    done
+  fi
   if [[ " ${SCENARIOS[*]} " == *" proxy-1g "* ]]; then
     echo
     echo "proxy-1g: one 1 GiB download, curl HTTP/1.1 + TLS$( (( ROUNDS > 1 )) && echo ", medians of $ROUNDS rounds"):"

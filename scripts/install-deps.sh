@@ -6,6 +6,7 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev libev-dev libc-ares-dev
+      zlib1g-dev libbrotli-dev              # compression (src/compress*.c): gzip and brotli
       node-llhttp lua-busted lua-socket lua-sec lua-cjson curl nghttp2-client wrk openssl
       prometheus clang libclang-rt-14-dev   # promtool checks /metrics; clang + runtime: libFuzzer
       luarocks                              # spec/install_spec.lua: luarocks make scripts/edge-dev-1.rockspec

@@ -51,6 +51,8 @@ static const char usage_text[] =
     "                             coalescing (hit-for-pass, default 120)\n"
     "      --cache-max-object BYTES  largest response stored; at most a sixteenth of\n"
     "                             --cache-size (default: that sixteenth, 4m)\n"
+    "      --compress on|off      gzip/brotli for compressible types the client accepts (default on)\n"
+    "      --compress-min-size SIZE  smaller bodies are not compressed (default 1k)\n"
     "      --coalesce-timeout S   how long a miss waits for an identical one in progress (default 5)\n"
     "      --max-requests N       requests in flight across all workers; 503 past it (default 25000)\n"
     "      --handshake-timeout S  TLS handshake timeout (default 10)\n"
@@ -90,7 +92,7 @@ enum {
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
     OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_CACHE_GRACE, OPT_CACHE_KEEP, OPT_CACHE_PASS_TTL,
-    OPT_ADMIN_TOKEN_FILE
+    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE
 };
 
 static const struct option long_options[] = {
@@ -106,6 +108,8 @@ static const struct option long_options[] = {
     {"cache-max-object", required_argument, NULL, OPT_CACHE_MAX_OBJECT},
     {"proxy-buffer", required_argument, NULL, OPT_PROXY_BUFFER},
     {"coalesce-timeout", required_argument, NULL, OPT_COALESCE_TIMEOUT},
+    {"compress", required_argument, NULL, OPT_COMPRESS},
+    {"compress-min-size", required_argument, NULL, OPT_COMPRESS_MIN_SIZE},
     {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
     {"admin", required_argument, NULL, OPT_ADMIN},
@@ -161,6 +165,8 @@ void edge_config_defaults(edge_config *cfg)
     cfg->cache_pass_ttl = 120;
     cfg->proxy_buffer = 256 * 1024;
     cfg->coalesce_timeout = 5;
+    cfg->compress = 1;
+    cfg->compress_min_size = 1024;
     cfg->max_requests = 25000;
     cfg->access_log = "-";
 }
@@ -267,6 +273,13 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         return parse_seconds_or_zero(arg, &cfg->cache_pass_ttl) ? bad_value(name, arg, "seconds >= 0") : EDGE_OK;
     case OPT_COALESCE_TIMEOUT:
         return parse_seconds(arg, &cfg->coalesce_timeout) ? bad_value(name, arg, "seconds > 0") : EDGE_OK;
+    case OPT_COMPRESS:
+        if (strcmp(arg, "on") == 0) cfg->compress = 1;
+        else if (strcmp(arg, "off") == 0) cfg->compress = 0;
+        else return bad_value(name, arg, "on or off");
+        return EDGE_OK;
+    case OPT_COMPRESS_MIN_SIZE:
+        return parse_size(arg, 0, MAX_SIZE, &cfg->compress_min_size) ? bad_value(name, arg, "bytes, e.g. 1k") : EDGE_OK;
     case OPT_MAX_REQUESTS:
         if (parse_long(arg, 1, 10000000, &v)) return bad_value(name, arg, "1 to 10000000");
         cfg->max_requests = (int)v;

@@ -44,6 +44,8 @@ typedef struct edge_config {
     double      cache_keep;         /* stale-if-error seconds, the same way */
     double      cache_pass_ttl;     /* hit-for-pass marker lifetime; 0: none */
     double      coalesce_timeout;   /* seconds a miss waits for an identical one in progress */
+    int         compress;           /* --compress on|off: gzip/brotli by Accept-Encoding (compress.h) */
+    size_t      compress_min_size;  /* bodies smaller than this are sent as they are */
     int         max_requests;       /* in flight across all workers; 503 past it */
     const char *access_log;         /* "off", "-" (stdout) or a file */
     int         access_log_format;  /* EDGE_LOG_FORMAT_* */

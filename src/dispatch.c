@@ -4,6 +4,7 @@
 #include "cache_policy.h"
 #include "cache_writer.h"
 #include "common.h"
+#include "compress.h"
 #include "conditional.h"
 #include "log.h"
 #include "proxy_request.h"
@@ -132,7 +133,7 @@ static void drop_stale(edge_request *req)
 static void serve_entry(edge_request *req, const edge_cache_entry *e, int outcome)
 {
     edge_response_clear(&req->resp);
-    edge_cache_entry_to_response(e, &req->resp);
+    edge_compress_from_entry(req, e, now_of(req));
     char age[24];
     double secs = now_of(req) - e->stored_at;
     size_t n = edge_format_u64(age, secs > 0 ? (unsigned long long)secs : 0);
@@ -422,6 +423,7 @@ static void complete(edge_request *req)
     drop_stale(req);
     release_slot(req);
     label(req);
+    if (!req->dispatch.refresh) edge_compress_response(req);   /* a refresh answers nobody */
     req->ops->respond(req);
 }
 

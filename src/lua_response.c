@@ -3,6 +3,7 @@
 #include "lua_body_stream.h"
 #include "body_pipe.h"
 #include "common.h"
+#include "compress.h"
 #include "request.h"
 
 #include <ctype.h>
@@ -203,6 +204,22 @@ static int read_cache(lua_State *L, int idx, edge_response *resp, char *err, siz
     return rc;
 }
 
+/* compress = false: never compressed, from the cache either (the entry keeps
+ * it as EDGE_NO_COMPRESS_FIELD, never sent: compress.h); true or nil: the
+ * compression rules. */
+static int read_compress(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
+{
+    int t = rawfield(L, idx, "compress");
+    int off = t == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+        snprintf(err, errlen, "compress must be a boolean, got %s", lua_typename(L, t));
+        return EDGE_ERROR;
+    }
+    if (off) edge_response_add_header(resp, EDGE_NO_COMPRESS_FIELD, sizeof(EDGE_NO_COMPRESS_FIELD) - 1, "1", 1);
+    return EDGE_OK;
+}
+
 int edge_lua_to_response(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
 {
     idx = lua_absindex(L, idx);
@@ -214,7 +231,8 @@ int edge_lua_to_response(lua_State *L, int idx, edge_response *resp, char *err, 
         read_headers(L, idx, resp, err, errlen) != EDGE_OK ||
         read_body(L, idx, resp, err, errlen) != EDGE_OK ||
         read_lifetimes(L, idx, resp, err, errlen) != EDGE_OK ||
-        read_cache(L, idx, resp, err, errlen) != EDGE_OK)
+        read_cache(L, idx, resp, err, errlen) != EDGE_OK ||
+        read_compress(L, idx, resp, err, errlen) != EDGE_OK)
         return EDGE_ERROR;
     if (resp->status == 101 && !(resp->pipe && resp->pipe->upgrade)) {
         snprintf(err, errlen, "status must be an integer from 200 to 599 (101: only edge.proxy's "
