@@ -47,7 +47,6 @@ end
 local function assert_untouched(r, body, vary)
   assert.are.equal(200, r.status, r.error)
   assert.is_nil(r.headers["content-encoding"])
-  assert.is_nil(r.headers["x-edge-no-compress"])
   if vary then assert.are.equal("Accept-Encoding", r.headers["vary"])
   else assert.is_nil(r.headers["vary"]) end
   if body then assert.is_true(r.body == body, "the body differs from the identity") end

@@ -278,6 +278,7 @@ static edge_cache_entry *make_entry(const char *key, size_t klen, const edge_res
     memset(e, 0, sizeof(*e));
     atomic_init(&e->refs, 1);
     e->status = resp->status;
+    e->flags = resp->no_compress ? EDGE_CACHE_ENTRY_NO_COMPRESS : 0;
     e->hash = hash;
     e->stored_at = now;
     e->expires_at = now + life->ttl;
@@ -367,6 +368,7 @@ void edge_cache_entry_to_response(const edge_cache_entry *e, edge_response *resp
     const edge_header *h = edge_cache_entry_headers(e);
     const char *data = edge_cache_entry_header_data(e);
     resp->status = e->status;
+    resp->no_compress = (e->flags & EDGE_CACHE_ENTRY_NO_COMPRESS) != 0;
     for (uint32_t i = 0; i < e->n_headers; i++)
         edge_response_add_header(resp, data + h[i].name.off, h[i].name.len, data + h[i].value.off,
                                  h[i].value.len);

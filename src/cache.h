@@ -52,8 +52,12 @@ typedef struct edge_cache_entry {
     size_t    body_len;
     struct edge_cache_tag_link *tags;            /* the entry's tags (cache.c owns them) */
     uint32_t  n_tags;
+    uint32_t  flags;                             /* EDGE_CACHE_ENTRY_* */
     char      data[];   /* key | edge_header[n_headers] (spans into the header bytes) | header bytes | body */
 } edge_cache_entry;
+
+/* What an entry keeps of its response besides status, fields and body. */
+enum { EDGE_CACHE_ENTRY_NO_COMPRESS = 1 };      /* res.compress = false */
 
 /* Where an entry stands at a given time. */
 enum { EDGE_CACHE_FRESH, EDGE_CACHE_GRACE, EDGE_CACHE_KEEP, EDGE_CACHE_GONE };

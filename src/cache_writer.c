@@ -40,6 +40,7 @@ void edge_response_copy_head(edge_response *to, const edge_response *from)
     to->has_ttl = from->has_ttl;
     to->has_grace = from->has_grace;
     to->has_keep = from->has_keep;
+    to->no_compress = from->no_compress;
     to->cache_mode = from->cache_mode;
     to->has_server = from->has_server;
     to->has_date = from->has_date;

@@ -11,11 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void drop_off_field(edge_response *resp)
-{
-    edge_response_remove_header(resp, EDGE_NO_COMPRESS_FIELD, sizeof(EDGE_NO_COMPRESS_FIELD) - 1);
-}
-
 /* Rewrites resp's fields for coding (edge_compress_rewrite_head). */
 static void rewrite_fields(edge_response *resp, int coding)
 {
@@ -75,9 +70,8 @@ void edge_compress_response(edge_request *req)
     resp->compress_done = 1;
     edge_fields f = edge_response_fields(resp);
     int64_t len = resp->pipe ? resp->pipe->length : (int64_t)resp->body.len;
-    int rule = edge_compress_check(req->worker->cfg, resp->status, &f, len);
-    if (rule == EDGE_COMPRESS_OFF) drop_off_field(resp);
-    if (rule != EDGE_COMPRESS_ALLOWED) return;
+    if (edge_compress_check(req->worker->cfg, resp->status, &f, len, resp->no_compress) != EDGE_COMPRESS_ALLOWED)
+        return;
     int coding = req->is_head ? EDGE_CODING_IDENTITY : edge_compress_negotiate(req);
     if (coding == EDGE_CODING_IDENTITY) rewrite_fields(resp, coding);   /* Vary all the same */
     else if (resp->pipe) compress_streamed(req, coding);
@@ -180,10 +174,9 @@ void edge_compress_from_entry(edge_request *req, const edge_cache_entry *e, doub
     edge_response *resp = &req->resp;
     edge_fields f = entry_fields(e);
     resp->compress_done = 1;
-    int rule = edge_compress_check(req->worker->cfg, e->status, &f, (int64_t)e->body_len);
-    if (rule != EDGE_COMPRESS_ALLOWED) {
+    int off = (e->flags & EDGE_CACHE_ENTRY_NO_COMPRESS) != 0;
+    if (edge_compress_check(req->worker->cfg, e->status, &f, (int64_t)e->body_len, off) != EDGE_COMPRESS_ALLOWED) {
         edge_cache_entry_to_response(e, resp);
-        if (rule == EDGE_COMPRESS_OFF) drop_off_field(resp);
         return;
     }
     int coding = req->is_head ? EDGE_CODING_IDENTITY : edge_compress_negotiate(req);

@@ -17,10 +17,6 @@
 
 struct edge_cache_entry;
 
-/* res.compress = false, carried with the response (and its cache entry) as
- * this field, which the functions below take off before it is sent. */
-#define EDGE_NO_COMPRESS_FIELD "x-edge-no-compress"
-
 /* Compresses req->resp for the client when the rules allow, and sets its
  * Content-Encoding, Vary and ETag. Call once the response is final, just
  * before it is sent; a response edge_compress_from_entry made is left as it

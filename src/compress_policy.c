@@ -157,13 +157,13 @@ static int name_is(const edge_fields *f, const edge_header *h, const char *name,
 }
 #define NAME_IS(f, h, lit) name_is((f), (h), (lit), sizeof(lit) - 1)
 
-int edge_compress_check(const edge_config *cfg, int status, const edge_fields *f, int64_t body_len)
+int edge_compress_check(const edge_config *cfg, int status, const edge_fields *f, int64_t body_len, int off)
 {
+    if (off) return EDGE_COMPRESS_NEVER;
     int typed = 0, barred = 0;
     for (int i = 0; i < f->n; i++) {
         const edge_header *h = &f->h[i];
         const char *v = f->data + h->value.off;
-        if (NAME_IS(f, h, EDGE_NO_COMPRESS_FIELD)) return EDGE_COMPRESS_OFF;
         if (NAME_IS(f, h, "content-type")) typed = compressible_type(v, h->value.len);
         else if (NAME_IS(f, h, "content-encoding") || NAME_IS(f, h, "content-range")) barred = 1;
         else if (NAME_IS(f, h, "cache-control") && each_element(v, h->value.len, is_no_transform, NULL))
@@ -216,7 +216,6 @@ void edge_compress_rewrite_head(edge_response *to, const edge_fields *from, int 
         const edge_header *h = &from->h[i];
         const char *name = from->data + h->name.off, *v = from->data + h->value.off;
         size_t vlen = h->value.len;
-        if (NAME_IS(from, h, EDGE_NO_COMPRESS_FIELD)) continue;
         if (coding && NAME_IS(from, h, "accept-ranges")) continue;
         if (i == vary) add_joined(to, name, h->name.len, v, vlen, ", Accept-Encoding", 17);
         else if (coding && NAME_IS(from, h, "etag") && vlen > 0 && v[0] == '"')

@@ -35,8 +35,7 @@ static inline edge_fields edge_response_fields(const edge_response *resp)
 
 /* What the rules make of a response, before the client's preference. */
 enum {
-    EDGE_COMPRESS_NEVER,    /* sent as it is (not compressible, or --compress off) */
-    EDGE_COMPRESS_OFF,      /* res.compress = false: as it is, without EDGE_NO_COMPRESS_FIELD */
+    EDGE_COMPRESS_NEVER,    /* sent as it is (not compressible, --compress off, res.compress = false) */
     EDGE_COMPRESS_ALLOWED   /* a compressible type of a compressible size: Vary: Accept-Encoding */
 };
 
@@ -44,15 +43,15 @@ enum {
  * least --compress-min-size bytes (body_len < 0: unknown, streamed),
  * a compressible Content-Type (text/ anything, application/json, application/javascript,
  * application/xml, image/svg+xml, any +json or +xml), no Content-Encoding,
- * no Content-Range, no Cache-Control no-transform, no EDGE_NO_COMPRESS_FIELD. */
-int edge_compress_check(const edge_config *cfg, int status, const edge_fields *f, int64_t body_len);
+ * no Content-Range, no Cache-Control no-transform; off (res.compress = false) says never. */
+int edge_compress_check(const edge_config *cfg, int status, const edge_fields *f, int64_t body_len, int off);
 
 /* Appends from's fields to to's as the response in coding carries them:
  * Accept-Encoding in Vary (merged into the first Vary field, unless one
  * names it already or is "*"), and for a coding other than identity,
  * Content-Encoding, a strong ETag made weak (the bytes differ from the
  * identity's) and no Accept-Ranges (ranges of the identity would not
- * apply). EDGE_NO_COMPRESS_FIELD is left out. */
+ * apply). */
 void edge_compress_rewrite_head(edge_response *to, const edge_fields *from, int coding);
 
 #endif

@@ -3,7 +3,6 @@
 #include "lua_body_stream.h"
 #include "body_pipe.h"
 #include "common.h"
-#include "compress.h"
 #include "request.h"
 
 #include <ctype.h>
@@ -205,8 +204,7 @@ static int read_cache(lua_State *L, int idx, edge_response *resp, char *err, siz
 }
 
 /* compress = false: never compressed, from the cache either (the entry keeps
- * it as EDGE_NO_COMPRESS_FIELD, never sent: compress.h); true or nil: the
- * compression rules. */
+ * the flag); true or nil: the compression rules. */
 static int read_compress(lua_State *L, int idx, edge_response *resp, char *err, size_t errlen)
 {
     int t = rawfield(L, idx, "compress");
@@ -216,7 +214,7 @@ static int read_compress(lua_State *L, int idx, edge_response *resp, char *err, 
         snprintf(err, errlen, "compress must be a boolean, got %s", lua_typename(L, t));
         return EDGE_ERROR;
     }
-    if (off) edge_response_add_header(resp, EDGE_NO_COMPRESS_FIELD, sizeof(EDGE_NO_COMPRESS_FIELD) - 1, "1", 1);
+    resp->no_compress = off;
     return EDGE_OK;
 }
 

@@ -55,7 +55,7 @@ void edge_request_reset(edge_request *req)
     req->resp.status = 200;
     req->resp.has_server = req->resp.has_date = req->resp.fetched_as_get = 0;
     req->resp.has_ttl = req->resp.has_grace = req->resp.has_keep = 0;
-    req->resp.compress_done = 0;
+    req->resp.compress_done = req->resp.no_compress = 0;
     req->resp.streamed = 0;
     req->method = req->path = (edge_span){0, 0};
     req->query = req->host = (edge_span){EDGE_SPAN_NONE, 0};
@@ -236,7 +236,7 @@ void edge_response_clear(edge_response *resp)
     resp->body.len = 0;
     resp->has_server = resp->has_date = resp->fetched_as_get = 0;
     resp->has_ttl = resp->has_grace = resp->has_keep = 0;
-    resp->compress_done = 0;
+    resp->compress_done = resp->no_compress = 0;
     resp->cache_mode = EDGE_CACHE_DEFAULT;
 }
 

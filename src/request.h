@@ -91,6 +91,7 @@ typedef struct edge_response {
     unsigned  has_server : 1;
     unsigned  has_date : 1;
     unsigned  fetched_as_get : 1;  /* a HEAD sent to the origin as GET: its entry may answer GET */
+    unsigned  no_compress : 1;     /* res.compress = false: never compressed (kept in its cache entry) */
     unsigned  compress_done : 1;   /* compress.c chose its encoding already (a cache hit) */
     uint64_t  streamed;      /* body bytes of a streamed response written so far (access log) */
     struct edge_pipe *pipe;  /* the body arrives over time (edge.proxy): body is unused and the

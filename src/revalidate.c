@@ -75,4 +75,5 @@ void edge_revalidate_merge(edge_response *resp, const edge_cache_entry *e)
     resp->has_grace = kept.has_grace;
     resp->has_keep = kept.has_keep;
     resp->cache_mode = kept.cache_mode;
+    resp->no_compress = kept.no_compress || (e->flags & EDGE_CACHE_ENTRY_NO_COMPRESS);
 }
