@@ -17,12 +17,7 @@ static void rewrite_fields(edge_response *resp, int coding)
     edge_response head = {0};
     edge_fields f = edge_response_fields(resp);
     edge_compress_rewrite_head(&head, &f, coding);
-    edge_buf_free(&resp->data);
-    free(resp->headers);
-    resp->data = head.data;
-    resp->headers = head.headers;
-    resp->n_headers = head.n_headers;
-    resp->cap_headers = head.cap_headers;
+    edge_response_take_fields(resp, &head);
 }
 
 static void log_failure(edge_request *req, int coding)

@@ -24,8 +24,7 @@ void edge_request_init(edge_request *req, const edge_request_ops *ops, struct ed
     req->resp.status = 200;
 }
 
-/* A streamed body not read to its end: the producer is cancelled. */
-static void drop_pipe(edge_response *resp)
+void edge_response_drop_pipe(edge_response *resp)
 {
     if (resp->pipe == NULL) return;
     edge_pipe_close(resp->pipe);
@@ -43,7 +42,7 @@ static void drop_body_pipe(edge_request *req)
 
 void edge_request_reset(edge_request *req)
 {
-    drop_pipe(&req->resp);
+    edge_response_drop_pipe(&req->resp);
     drop_body_pipe(req);
     edge_buf_reset(&req->data, KEEP_BYTES);
     edge_buf_reset(&req->body, KEEP_BYTES);
@@ -71,7 +70,7 @@ void edge_request_reset(edge_request *req)
 
 void edge_request_free(edge_request *req)
 {
-    drop_pipe(&req->resp);
+    edge_response_drop_pipe(&req->resp);
     drop_body_pipe(req);
     edge_buf_free(&req->data);
     edge_buf_free(&req->body);
@@ -227,9 +226,22 @@ void edge_response_remove_header(edge_response *resp, const char *name, size_t n
     resp->n_headers = kept;
 }
 
+void edge_response_take_fields(edge_response *resp, edge_response *from)
+{
+    edge_buf_free(&resp->data);
+    free(resp->headers);
+    resp->data = from->data;
+    resp->headers = from->headers;
+    resp->n_headers = from->n_headers;
+    resp->cap_headers = from->cap_headers;
+    from->data = (edge_buf){0};
+    from->headers = NULL;
+    from->n_headers = from->cap_headers = 0;
+}
+
 void edge_response_clear(edge_response *resp)
 {
-    drop_pipe(resp);
+    edge_response_drop_pipe(resp);
     resp->status = 200;
     resp->n_headers = 0;
     resp->data.len = 0;

@@ -192,6 +192,10 @@ void edge_response_add_header(edge_response *resp, const char *name, size_t nlen
                               const char *value, size_t vlen);
 /* Removes every field of this lower-case name. */
 void edge_response_remove_header(edge_response *resp, const char *name, size_t nlen);
+/* Replaces resp's fields with from's (which is left without any). */
+void edge_response_take_fields(edge_response *resp, edge_response *from);
+/* Closes the body pipe resp holds, if any (its producer is cancelled). */
+void edge_response_drop_pipe(edge_response *resp);
 /* Empties the response (closing a body pipe it holds): 200, no field, no body. */
 void edge_response_clear(edge_response *resp);
 /* Replaces the response with a small text/plain error page for status. */

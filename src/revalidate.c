@@ -36,44 +36,33 @@ static int kept_from_entry(const char *name, size_t n)
     return 0;
 }
 
-void edge_revalidate_merge(edge_response *resp, const edge_cache_entry *e)
+/* Adds the fields of e that the 304 does not replace, then the 304's own. */
+static void merge_fields(edge_response *merged, const edge_response *resp, const edge_cache_entry *e)
 {
-    edge_response merged = {.status = e->status};
     const edge_header *h = edge_cache_entry_headers(e);
     const char *data = edge_cache_entry_header_data(e);
     for (uint32_t i = 0; i < e->n_headers; i++) {
         const char *name = data + h[i].name.off;
         size_t n = h[i].name.len;
         if (!kept_from_entry(name, n) && has_field(resp, name, n)) continue;   /* the 304's wins */
-        edge_response_add_header(&merged, name, n, data + h[i].value.off, h[i].value.len);
+        edge_response_add_header(merged, name, n, data + h[i].value.off, h[i].value.len);
     }
     for (int i = 0; i < resp->n_headers; i++) {
-        const char *name = resp->data.base + resp->headers[i].name.off;
-        size_t n = resp->headers[i].name.len;
-        if (kept_from_entry(name, n)) continue;
-        edge_response_add_header(&merged, name, n, resp->data.base + resp->headers[i].value.off,
-                                 resp->headers[i].value.len);
+        const edge_header *f = &resp->headers[i];
+        if (kept_from_entry(resp->data.base + f->name.off, f->name.len)) continue;
+        edge_response_add_header(merged, resp->data.base + f->name.off, f->name.len,
+                                 resp->data.base + f->value.off, f->value.len);
     }
-    edge_buf_append(&merged.body, edge_cache_entry_body(e), e->body_len);
+}
 
-    /* The script's cache fields survive the swap; everything else is the merge. */
-    edge_response kept = *resp;
-    edge_response_clear(resp);
-    edge_buf_free(&resp->data);
-    edge_buf_free(&resp->body);
-    free(resp->headers);
-    resp->status = merged.status;
-    resp->data = merged.data;
-    resp->body = merged.body;
-    resp->headers = merged.headers;
-    resp->n_headers = merged.n_headers;
-    resp->cap_headers = merged.cap_headers;
-    resp->ttl = kept.ttl;
-    resp->grace = kept.grace;
-    resp->keep = kept.keep;
-    resp->has_ttl = kept.has_ttl;
-    resp->has_grace = kept.has_grace;
-    resp->has_keep = kept.has_keep;
-    resp->cache_mode = kept.cache_mode;
-    resp->no_compress = kept.no_compress || (e->flags & EDGE_CACHE_ENTRY_NO_COMPRESS);
+void edge_revalidate_merge(edge_response *resp, const edge_cache_entry *e)
+{
+    edge_response merged = {0};
+    merge_fields(&merged, resp, e);
+    edge_response_take_fields(resp, &merged);
+    edge_response_drop_pipe(resp);            /* the 304's (empty) body */
+    resp->status = e->status;
+    resp->body.len = 0;
+    edge_buf_append(&resp->body, edge_cache_entry_body(e), e->body_len);
+    if (e->flags & EDGE_CACHE_ENTRY_NO_COMPRESS) resp->no_compress = 1;
 }
