@@ -295,6 +295,18 @@ describe("revalidation with the origin (nginx) #e2e", function()
     assert.are.equal(304, ngx:requests_for(uri)[2].status)
   end)
 
+  it("a REVALIDATED 304 for a br client carries the compressed response's fields (weak ETag, Vary)", function()
+    local name = "reval-304-br"
+    local uri = "/reval/" .. name
+    ngx:write_file(name, string.rep(file_body(name), 4))   -- text/plain, over --compress-min-size
+    local a, t = first(uri)
+    ce.sleep_until(t + 1.3)
+    local r = via(uri, { headers = { ["if-none-match"] = a.headers["etag"], ["accept-encoding"] = "br" } })
+    assert_304(r, "W/" .. a.headers["etag"], "REVALIDATED")
+    assert.are.equal("Accept-Encoding", r.headers["vary"])
+    assert.is_nil(r.headers["content-encoding"])
+  end)
+
   it("on a miss the client's conditionals are not forwarded: nginx sends 200, the client gets the body", function()
     local name = "miss-cond"
     local uri = "/files/" .. name

@@ -121,7 +121,7 @@ void edge_pipe_close(edge_pipe *p)
 /* ---- draining ---- */
 
 /* Whether a tap still wants the body. */
-static int wanted(const edge_pipe *p)
+int edge_pipe_wanted(const edge_pipe *p)
 {
     for (const edge_pipe_tap *t = p->taps; t; t = t->next)
         if (!t->done) return 1;
@@ -132,7 +132,7 @@ static void drain_ready(void *ud)
 {
     edge_pipe *p = ud;
     edge_pipe_consume(p, edge_pipe_readable(p));
-    if (p->ended || !wanted(p)) edge_pipe_close(p);   /* nobody wants the rest: stop the origin */
+    if (p->ended || !edge_pipe_wanted(p)) edge_pipe_close(p);   /* nobody wants the rest: stop the origin */
 }
 
 void edge_pipe_drain(edge_pipe *p)

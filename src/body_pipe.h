@@ -120,6 +120,9 @@ static inline int edge_pipe_failed(const edge_pipe *p)
  * cancels a producer still running, ends the taps, frees. */
 void edge_pipe_close(edge_pipe *p);
 
+/* Whether a tap still wants the body's bytes (one that gave up is done). */
+int edge_pipe_wanted(const edge_pipe *p);
+
 /* Takes the pipe over and reads it to its end for nothing but its taps (the
  * cache writer of a HEAD sent as GET), then closes it. */
 void edge_pipe_drain(edge_pipe *p);

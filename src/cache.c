@@ -261,9 +261,12 @@ size_t edge_cache_object_size(size_t klen, const edge_response *resp)
     return layout_size(klen, resp) + cache_tags_charge(&ts);
 }
 
-static double non_negative(double v)
+/* A lifetime in [0, EDGE_CACHE_LIFE_MAX]: NaN is 0, math.huge or an
+ * origin's max-age=1e30 the longest. */
+static double bounded(double v)
 {
-    return v > 0 ? v : 0;         /* NaN too */
+    if (!(v > 0)) return 0;
+    return v < EDGE_CACHE_LIFE_MAX ? v : EDGE_CACHE_LIFE_MAX;
 }
 
 /* Lays a response out in one allocation: key, header spans, header bytes,
@@ -281,9 +284,9 @@ static edge_cache_entry *make_entry(const char *key, size_t klen, const edge_res
     e->flags = resp->no_compress ? EDGE_CACHE_ENTRY_NO_COMPRESS : 0;
     e->hash = hash;
     e->stored_at = now;
-    e->expires_at = now + life->ttl;
-    e->grace = non_negative(life->grace);
-    e->keep = non_negative(life->keep);
+    e->expires_at = now + bounded(life->ttl);
+    e->grace = bounded(life->grace);
+    e->keep = bounded(life->keep);
     e->size = layout + cache_tags_charge(ts);
     e->key_len = (uint32_t)klen;
     e->n_headers = (uint32_t)resp->n_headers;

@@ -29,6 +29,7 @@ typedef struct edge_cache edge_cache;
  *                                             refresh (or a miss) fails
  * The entry is held (and returned by edge_cache_lookup) until
  * expiry + max(grace, keep); then it is gone. */
+#define EDGE_CACHE_LIFE_MAX (10.0 * 365 * 86400)   /* each lifetime is cut to ten years */
 typedef struct edge_cache_life {
     double ttl;
     double grace;

@@ -58,6 +58,13 @@ static void compress_streamed(edge_request *req, int coding)
     rewrite_fields(resp, coding);
 }
 
+/* HEAD gets the identity's head; a Range is served from the identity
+ * (range.h), whose bytes the ranges count. */
+static int wants_identity(const edge_request *req)
+{
+    return req->is_head || edge_request_header(req, "range", 5) != NULL;
+}
+
 void edge_compress_response(edge_request *req)
 {
     edge_response *resp = &req->resp;
@@ -67,7 +74,7 @@ void edge_compress_response(edge_request *req)
     int64_t len = resp->pipe ? resp->pipe->length : (int64_t)resp->body.len;
     if (edge_compress_check(req->worker->cfg, resp->status, &f, len, resp->no_compress) != EDGE_COMPRESS_ALLOWED)
         return;
-    int coding = req->is_head ? EDGE_CODING_IDENTITY : edge_compress_negotiate(req);
+    int coding = wants_identity(req) ? EDGE_CODING_IDENTITY : edge_compress_negotiate(req);
     if (coding == EDGE_CODING_IDENTITY) rewrite_fields(resp, coding);   /* Vary all the same */
     else if (resp->pipe) compress_streamed(req, coding);
     else compress_whole(req, coding);
@@ -95,13 +102,14 @@ static char *copy_key(const edge_cache_entry *e, int coding, char *stack, size_t
 }
 
 /* The copy held at key, if it was made from e (not from an entry that e
- * replaced since): referenced, or NULL. Fresh or stale alike: a copy
- * lives exactly as long as the entry it was made from. */
+ * replaced since: a copy carries its entry's stored_at, whichever worker's
+ * clock made it): referenced, or NULL. Fresh or stale alike: a copy lives
+ * exactly as long as the entry it was made from. */
 static edge_cache_entry *find_copy(edge_cache *c, const edge_cache_entry *e, const char *key, size_t klen,
                                    double now)
 {
     edge_cache_entry *copy = edge_cache_lookup(c, key, klen, now, EDGE_CACHE_STALE);
-    if (copy == NULL || (!edge_cache_entry_is_marker(copy) && copy->stored_at >= e->stored_at)) return copy;
+    if (copy == NULL || (!edge_cache_entry_is_marker(copy) && copy->stored_at == e->stored_at)) return copy;
     edge_cache_release(copy);
     return NULL;
 }
@@ -119,10 +127,10 @@ static int copy_fits(edge_cache *c, const edge_cache_entry *e, int coding)
     return bound > 0 && e->size + growth + COPY_HEAD_MARGIN <= edge_cache_max_object(c);
 }
 
-/* Compresses e into req->resp and, while e is fresh, stores that as e's copy
- * with e's remaining lifetimes. EDGE_ERROR when compression failed (resp untouched). */
-static int make_copy(edge_request *req, const edge_cache_entry *e, int coding, const char *key, size_t klen,
-                     double now)
+/* Compresses e into req->resp and stores that as e's copy, with e's
+ * stored_at and lifetimes: stale or fresh, it is made once. EDGE_ERROR when
+ * compression failed (resp untouched). */
+static int make_copy(edge_request *req, const edge_cache_entry *e, int coding, const char *key, size_t klen)
 {
     edge_response *resp = &req->resp;
     edge_buf body = {0};
@@ -136,9 +144,8 @@ static int make_copy(edge_request *req, const edge_cache_entry *e, int coding, c
     edge_compress_rewrite_head(resp, &f, coding);
     edge_buf_free(&resp->body);
     resp->body = body;
-    if (edge_cache_entry_state(e, now) != EDGE_CACHE_FRESH) return EDGE_OK;   /* stale: sent, not kept */
-    edge_cache_life life = {e->expires_at - now, e->grace, e->keep};
-    edge_cache_put_life(req->worker->cache, key, klen, resp, now, &life);
+    edge_cache_life life = {e->expires_at - e->stored_at, e->grace, e->keep};
+    edge_cache_put_life(req->worker->cache, key, klen, resp, e->stored_at, &life);
     return EDGE_OK;
 }
 
@@ -156,7 +163,7 @@ static int serve_copy(edge_request *req, const edge_cache_entry *e, int coding, 
         edge_cache_entry_to_response(copy, &req->resp);
         edge_cache_release(copy);
     } else if (copy_fits(c, e, coding)) {
-        rc = make_copy(req, e, coding, key, klen, now);
+        rc = make_copy(req, e, coding, key, klen);
     } else {
         rc = EDGE_ERROR;
     }
@@ -174,7 +181,7 @@ void edge_compress_from_entry(edge_request *req, const edge_cache_entry *e, doub
         edge_cache_entry_to_response(e, resp);
         return;
     }
-    int coding = req->is_head ? EDGE_CODING_IDENTITY : edge_compress_negotiate(req);
+    int coding = wants_identity(req) ? EDGE_CODING_IDENTITY : edge_compress_negotiate(req);
     if (coding != EDGE_CODING_IDENTITY && serve_copy(req, e, coding, now) == EDGE_OK) return;
     resp->status = e->status;
     edge_compress_rewrite_head(resp, &f, EDGE_CODING_IDENTITY);

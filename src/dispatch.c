@@ -8,12 +8,15 @@
 #include "conditional.h"
 #include "log.h"
 #include "proxy_request.h"
+#include "range.h"
+#include "compress.h"
 #include "refresh.h"
 #include "revalidate.h"
 #include "request.h"
 #include "script.h"
 #include "worker.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +94,19 @@ static void complete(edge_request *req);
 
 /* ---- cache ---- */
 
+/* An answer that says the origin failed or refused (RFC 5861's errors, and
+ * 429): it never replaces a stored entry, and leaves no pass marker. */
+static int origin_failed(int status)
+{
+    return status >= 500 || status == 429;
+}
+
+static int is_get_or_head(const edge_request *req)
+{
+    const char *m = edge_request_ptr(req, req->method);
+    return (req->method.len == 3 && memcmp(m, "GET", 3) == 0) || (req->method.len == 4 && memcmp(m, "HEAD", 4) == 0);
+}
+
 static double now_of(const edge_request *req)
 {
     return ev_now(req->worker->loop);
@@ -142,10 +158,22 @@ static void serve_entry(edge_request *req, const edge_cache_entry *e, int outcom
     req->dispatch.hit_ttl = e->expires_at - now_of(req);
 }
 
+static void log_stale_served(edge_request *req, const char *why);
+
+/* Serves e, within its keep, for a failed request (stale-if-error). */
+static void serve_stale_on_error(edge_request *req, const edge_cache_entry *e, int status, const char *why)
+{
+    log_stale_served(req, why);
+    serve_entry(req, e, EDGE_OUTCOME_STALE_ERROR);
+    req->dispatch.fwd_status = status;
+    EDGE_COUNT(req->worker->counters.stale_served[EDGE_STALE_ERROR]);
+}
+
 /* Stale-while-revalidate: one refresh per key across the workers; the
  * others find the flight taken and only serve. */
 static void start_refresh(edge_request *req, edge_cache_entry *e)
 {
+    if (!is_get_or_head(req)) return;     /* a refresh carries no body: never replay another method */
     size_t klen;
     const char *key = flight_key(req, &klen);
     if (edge_cache_flight_try_lead(req->worker->cache, key, klen) != EDGE_OK) return;
@@ -174,6 +202,10 @@ static int use_entry(edge_request *req, edge_cache_entry *e)
         start_refresh(req, e);
         break;
     default:
+        if (req->dispatch.woken) {       /* the leader it waited for just failed: no second try */
+            serve_stale_on_error(req, e, 0, "the request it waited for failed");
+            break;
+        }
         hold_stale(req, e);
         return EDGE_OK;
     }
@@ -198,13 +230,14 @@ static int put(edge_request *req, const char *key, size_t klen, const edge_respo
     return edge_cache_put_life(w->cache, key, klen, resp, now_of(req), life);
 }
 
-/* Leaves at the request's key a marker (Vary: naming the fields the response
- * varied by; pass: none). */
-static void put_marker(edge_request *req, int status, const edge_buf *names, const edge_cache_life *life)
+/* Puts a marker (Vary: naming the fields the response varied by; pass:
+ * none) at key. */
+static void put_marker(edge_request *req, const char *key, size_t klen, int status, const edge_buf *names,
+                       const edge_cache_life *life)
 {
     edge_response marker = {.status = status};
     if (names) edge_response_add_header(&marker, "vary", 4, names->base, names->len);
-    put(req, key_ptr(req), req->cache_key.len, &marker, life);
+    put(req, key, klen, &marker, life);
     edge_buf_free(&marker.data);
     edge_buf_free(&marker.body);
     free(marker.headers);
@@ -221,7 +254,7 @@ static int store_entry(edge_request *req, const edge_cache_life *life)
     if (edge_cache_policy_vary(&req->resp, &names) > 0) {
         edge_cache_policy_variant_key(req, key, klen, names.base, names.len, &variant);
         stored = put(req, variant.base, variant.len, &req->resp, life) == EDGE_OK;
-        if (stored) put_marker(req, EDGE_CACHE_MARKER_STATUS, &names, life);
+        if (stored) put_marker(req, key, klen, EDGE_CACHE_MARKER_STATUS, &names, life);
     } else {
         stored = put(req, key, klen, &req->resp, life) == EDGE_OK;
     }
@@ -258,18 +291,22 @@ static void store_streamed(edge_request *req, const edge_cache_life *life)
     edge_buf_free(&variant);
 }
 
-/* Hit-for-pass: an uncacheable answer to a GET leaves a pass marker, so
- * later requests for the key go to the origin side by side instead of
- * queueing one at a time behind a leader. Not for errors (the origin may be
- * down: coalescing protects it) nor 304 (an answer to one client's copy). */
+/* Hit-for-pass: an uncacheable answer to a GET leaves a pass marker at its
+ * key (its variant's, under Vary: the other variants stay), so later
+ * requests for it go to the origin side by side instead of queueing one at
+ * a time behind a leader. Not for failures (the origin may be down:
+ * coalescing protects it) nor 304 (an answer to one client's copy). */
 static void remember_pass(edge_request *req)
 {
     double ttl = req->worker->cfg->cache_pass_ttl;
     int status = req->resp.status;
     const char *m = edge_request_ptr(req, req->method);
-    if (ttl <= 0 || req->method.len != 3 || memcmp(m, "GET", 3) != 0 || status == 304 || status >= 500) return;
+    if (ttl <= 0 || req->method.len != 3 || memcmp(m, "GET", 3) != 0 || status == 304 || origin_failed(status))
+        return;
     edge_cache_life life = {ttl, 0, 0};
-    put_marker(req, EDGE_CACHE_PASS_STATUS, NULL, &life);
+    size_t klen;
+    const char *key = flight_key(req, &klen);
+    put_marker(req, key, klen, EDGE_CACHE_PASS_STATUS, NULL, &life);
 }
 
 static void store(edge_request *req)
@@ -341,11 +378,9 @@ static int stale_on_error(edge_request *req, int rc)
 {
     edge_worker *w = req->worker;
     edge_cache_entry *e = req->dispatch.stale;
-    int status = origin_status(req, rc);
     char why[48];
     describe_failure(req, rc, why, sizeof(why));
-    if (req->dispatch.conditional || (req->dispatch.refresh && e))
-        EDGE_COUNT(w->counters.revalidations[EDGE_REVALIDATION_FAILED]);
+    if (req->dispatch.conditional) EDGE_COUNT(w->counters.revalidations[EDGE_REVALIDATION_FAILED]);
     if (req->dispatch.refresh) {
         edge_log(EDGE_LOG_WARN, req->conn_id,
                  "request %s: background refresh failed (%s); the stale entry stays",
@@ -354,10 +389,7 @@ static int stale_on_error(edge_request *req, int rc)
         return 1;
     }
     if (e == NULL || now_of(req) >= e->expires_at + e->keep) return 0;
-    log_stale_served(req, why);
-    serve_entry(req, e, EDGE_OUTCOME_STALE_ERROR);
-    req->dispatch.fwd_status = status;
-    EDGE_COUNT(w->counters.stale_served[EDGE_STALE_ERROR]);
+    serve_stale_on_error(req, e, origin_status(req, rc), why);
     return 1;
 }
 
@@ -380,7 +412,7 @@ static void format_cache_status(const edge_request *req, edge_buf *out)
     edge_buf_append_str(out, "edge; ");
     switch (d->outcome) {
     case EDGE_OUTCOME_HIT:
-        edge_buf_printf(out, "hit; ttl=%lld", (long long)(d->hit_ttl > 0 ? d->hit_ttl : 0));
+        edge_buf_printf(out, "hit; ttl=%.0f", d->hit_ttl > 0 ? floor(d->hit_ttl) : 0.0);
         return;
     case EDGE_OUTCOME_GRACE:
         edge_buf_append_str(out, "hit; detail=stale");
@@ -397,21 +429,34 @@ static void format_cache_status(const edge_request *req, edge_buf *out)
     else if (d->pass) edge_buf_append_str(out, "; detail=hit-for-pass");
 }
 
-/* X-Cache and Cache-Status on a response that went through the cache; a
- * client's conditional answered from it (304). */
+/* X-Cache and Cache-Status on a response that went through the cache. */
 static void label(edge_request *req)
 {
-    int outcome = req->dispatch.outcome;
-    if (outcome == EDGE_OUTCOME_NONE || req->dispatch.refresh) return;
-    const char *x = x_cache_value(outcome);
+    const char *x = x_cache_value(req->dispatch.outcome);
     edge_response_add_header(&req->resp, "x-cache", 7, x, strlen(x));
     edge_buf status = {0};
     format_cache_status(req, &status);
     edge_response_add_header(&req->resp, "cache-status", 12, status.base, status.len);
     edge_buf_free(&status);
     req->cache_status = x;
-    int from_entry = outcome != EDGE_OUTCOME_MISS && outcome != EDGE_OUTCOME_REFRESH;
-    if (from_entry && edge_conditional_not_modified(req, &req->resp)) edge_conditional_to_304(&req->resp);
+}
+
+/* What the client gets of a response: the cache's labels, compression,
+ * and the client's own conditionals and ranges, which the cache answers
+ * (the origin never saw them). The 304 verdict comes first, from the
+ * identity; the 304 then carries the compressed response's fields. */
+static void finish_response(edge_request *req)
+{
+    int outcome = req->dispatch.outcome;
+    int not_modified = 0;
+    if (outcome != EDGE_OUTCOME_NONE) {
+        label(req);
+        int from_entry = outcome != EDGE_OUTCOME_MISS && outcome != EDGE_OUTCOME_REFRESH;
+        not_modified = from_entry && edge_conditional_not_modified(req, &req->resp);
+    }
+    edge_compress_response(req);
+    if (not_modified) edge_conditional_to_304(&req->resp);
+    else if (outcome != EDGE_OUTCOME_NONE) edge_range_apply(req, &req->resp);
 }
 
 /* The end of every dispatched request that gets an answer. */
@@ -422,8 +467,7 @@ static void complete(edge_request *req)
     forget_flight_key(req);
     drop_stale(req);
     release_slot(req);
-    label(req);
-    if (!req->dispatch.refresh) edge_compress_response(req);   /* a refresh answers nobody */
+    if (!req->dispatch.refresh) finish_response(req);   /* a refresh answers nobody */
     req->ops->respond(req);
 }
 
@@ -451,6 +495,7 @@ static void on_woken(edge_worker_msg *m)
     forget_flight_key(req);
     /* A miss now (leader failed, uncacheable, or another variant): compute. */
     req->dispatch.no_coalesce = 1;
+    req->dispatch.woken = 1;
     lookup_or_compute(req);
 }
 
@@ -599,8 +644,12 @@ void edge_dispatch_finish(edge_request *req, int rc)
         complete(req);
         return;
     }
-    if (rc != EDGE_OK) edge_response_error(&req->resp, 500);
-    else if (req->has_cache_key) store(req);
+    if (rc != EDGE_OK) {
+        edge_response_error(&req->resp, 500);
+        if (req->has_cache_key) req->dispatch.outcome = EDGE_OUTCOME_MISS;
+    } else if (req->has_cache_key) {
+        store(req);
+    }
     complete(req);
 }
 

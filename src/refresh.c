@@ -12,6 +12,9 @@
 struct edge_refresh {
     edge_request req;
     struct sockaddr_storage peer;     /* the client that found the entry stale */
+    ev_timer   start;                 /* runs it on the next loop turn: the client is served first */
+    edge_cache_entry *stale;          /* until it starts: the entry and the flight it holds */
+    edge_buf   flight_key;
     edge_pipe *draining;              /* a streamed body read for its cache writer only */
     edge_refresh *prev, *next;        /* the worker's refreshes */
 };
@@ -27,6 +30,8 @@ static void unlink_refresh(edge_refresh *r)
 static void free_refresh(edge_refresh *r)
 {
     unlink_refresh(r);
+    if (r->stale) edge_cache_release(r->stale);
+    edge_buf_free(&r->flight_key);
     edge_request_free(&r->req);
     free(r);
 }
@@ -63,13 +68,15 @@ static void copy_request(edge_request *to, const edge_request *from)
     to->has_cache_key = 1;
 }
 
+/* Reads for the cache writer only, and stops the origin as soon as it gave
+ * up (too large) or was never attached (not cacheable). */
 static void on_drain_ready(void *ud)
 {
     edge_refresh *r = ud;
     edge_pipe *p = r->draining;
     size_t n = edge_pipe_readable(p);
     if (n) edge_pipe_consume(p, n);
-    if (!p->ended || edge_pipe_readable(p)) return;
+    if (!p->ended && edge_pipe_wanted(p)) return;
     r->draining = NULL;
     edge_pipe_close(p);
     free_refresh(r);
@@ -93,6 +100,21 @@ static void on_done(edge_request *req)
 
 static const edge_request_ops refresh_ops = {.respond = on_done};
 
+/* The next loop turn: the refresh takes over the entry and the flight. */
+static void on_start(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    edge_refresh *r = edge_container_of(t, edge_refresh, start);
+    edge_cache_entry *stale = r->stale;
+    edge_buf key = r->flight_key;       /* the dispatch may finish, and free r, at once */
+    r->stale = NULL;
+    r->flight_key = (edge_buf){0};
+    edge_dispatch_refresh(&r->req, stale, key.base, key.len);
+    edge_cache_release(stale);
+    edge_buf_free(&key);
+}
+
 void edge_refresh_start(edge_request *from, edge_cache_entry *stale, const char *flight_key,
                         size_t flight_klen)
 {
@@ -108,17 +130,24 @@ void edge_refresh_start(edge_request *from, edge_cache_entry *stale, const char 
         r->req.peer = &r->peer;
     }
     copy_request(&r->req, from);
+    edge_cache_entry_hold(stale);
+    r->stale = stale;
+    edge_buf_append(&r->flight_key, flight_key, flight_klen);
     r->next = w->refreshes;
     if (r->next) r->next->prev = r;
     w->refreshes = r;
-    edge_dispatch_refresh(&r->req, stale, flight_key, flight_klen);
+    ev_timer_init(&r->start, on_start, 0., 0.);
+    ev_timer_start(w->loop, &r->start);
 }
 
 void edge_refresh_cancel_all(edge_worker *w)
 {
     while (w->refreshes) {
         edge_refresh *r = w->refreshes;
-        if (r->draining) {
+        if (ev_is_active(&r->start)) {            /* not started: its flight ends here */
+            ev_timer_stop(w->loop, &r->start);
+            edge_cache_flight_done(w->cache, r->flight_key.base, r->flight_key.len);
+        } else if (r->draining) {
             edge_pipe_close(r->draining);
             r->draining = NULL;
         } else {

@@ -24,7 +24,8 @@ typedef struct edge_refresh edge_refresh;
 
 /* Starts the refresh of stale (held by from's look-up; the refresh takes a
  * reference of its own) for the flight key the caller leads; the flight
- * passes to the refresh. */
+ * passes to the refresh. It runs on the next loop turn, so the client that
+ * found the entry is answered first even when the script does not yield. */
 void edge_refresh_start(edge_request *from, struct edge_cache_entry *stale, const char *flight_key,
                         size_t flight_klen);
 

@@ -37,6 +37,7 @@ typedef struct edge_dispatch_ctx {
     unsigned  counted : 1;        /* holds a slot of the in-flight limit */
     unsigned  leader : 1;         /* computes the response others wait for */
     unsigned  no_coalesce : 1;    /* was woken from a flight: compute on a miss */
+    unsigned  woken : 1;          /* its leader finished: an entry still only in keep means it failed */
     unsigned  refresh : 1;        /* a background refresh (refresh.c): no client waits */
     unsigned  pass : 1;           /* a pass marker (hit-for-pass) sent it to the origin */
     unsigned  vary_miss : 1;      /* a Vary marker led to a variant not stored */
