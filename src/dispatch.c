@@ -16,7 +16,6 @@
 #include "script.h"
 #include "worker.h"
 
-#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -405,28 +404,43 @@ static const char *x_cache_value(int outcome)
     }
 }
 
-/* Cache-Status (RFC 9211) for the outcome. */
-static void format_cache_status(const edge_request *req, edge_buf *out)
+/* Appends a string to the Cache-Status being written at *p. */
+static void put_str(char **p, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(*p, s, n);
+    *p += n;
+}
+
+#define CACHE_STATUS_MAX 96      /* the longest value format_cache_status writes, with room */
+
+/* Cache-Status (RFC 9211) for the outcome, into out (CACHE_STATUS_MAX
+ * bytes); returns its length. Once per response with a key, so no printf. */
+static size_t format_cache_status(const edge_request *req, char *out)
 {
     const edge_dispatch_ctx *d = &req->dispatch;
-    edge_buf_append_str(out, "edge; ");
+    char *p = out;
+    put_str(&p, "edge; ");
     switch (d->outcome) {
     case EDGE_OUTCOME_HIT:
-        edge_buf_printf(out, "hit; ttl=%.0f", d->hit_ttl > 0 ? floor(d->hit_ttl) : 0.0);
-        return;
+        put_str(&p, "hit; ttl=");      /* a lifetime is at most EDGE_CACHE_LIFE_MAX */
+        p += edge_format_u64(p, d->hit_ttl > 0 ? (unsigned long long)d->hit_ttl : 0);
+        return (size_t)(p - out);
     case EDGE_OUTCOME_GRACE:
-        edge_buf_append_str(out, "hit; detail=stale");
-        return;
+        put_str(&p, "hit; detail=stale");
+        return (size_t)(p - out);
     case EDGE_OUTCOME_MISS:
-        edge_buf_append_str(out, d->pass ? "fwd=bypass" : d->vary_miss ? "fwd=vary-miss" : "fwd=miss");
+        put_str(&p, d->pass ? "fwd=bypass" : d->vary_miss ? "fwd=vary-miss" : "fwd=miss");
         break;
     default:                           /* an expired entry went to the origin */
-        edge_buf_printf(out, "fwd=stale; fwd-status=%d", d->fwd_status);
+        put_str(&p, "fwd=stale; fwd-status=");
+        p += edge_format_u64(p, d->fwd_status > 0 ? (unsigned)d->fwd_status : 0);
         break;
     }
-    if (d->stored) edge_buf_append_str(out, "; stored");
-    if (d->outcome == EDGE_OUTCOME_STALE_ERROR) edge_buf_append_str(out, "; detail=stale-if-error");
-    else if (d->pass) edge_buf_append_str(out, "; detail=hit-for-pass");
+    if (d->stored) put_str(&p, "; stored");
+    if (d->outcome == EDGE_OUTCOME_STALE_ERROR) put_str(&p, "; detail=stale-if-error");
+    else if (d->pass) put_str(&p, "; detail=hit-for-pass");
+    return (size_t)(p - out);
 }
 
 /* X-Cache and Cache-Status on a response that went through the cache. */
@@ -434,10 +448,8 @@ static void label(edge_request *req)
 {
     const char *x = x_cache_value(req->dispatch.outcome);
     edge_response_add_header(&req->resp, "x-cache", 7, x, strlen(x));
-    edge_buf status = {0};
-    format_cache_status(req, &status);
-    edge_response_add_header(&req->resp, "cache-status", 12, status.base, status.len);
-    edge_buf_free(&status);
+    char status[CACHE_STATUS_MAX];
+    edge_response_add_header(&req->resp, "cache-status", 12, status, format_cache_status(req, status));
     req->cache_status = x;
 }
 
