@@ -66,16 +66,10 @@ static int etag_listed(const char *a, size_t an, const char *t, size_t tn)
     return 0;
 }
 
-static int is_get_or_head(const edge_request *req)
-{
-    const char *m = edge_request_ptr(req, req->method);
-    return (req->method.len == 3 && memcmp(m, "GET", 3) == 0) ||
-           (req->method.len == 4 && memcmp(m, "HEAD", 4) == 0);
-}
-
 int edge_conditional_not_modified(const edge_request *req, const edge_response *resp)
 {
-    if (resp->status != 200 || !is_get_or_head(req)) return 0;
+    if (resp->status != 200 || !(edge_request_method_is(req, "GET") || edge_request_method_is(req, "HEAD")))
+        return 0;
     const edge_header *inm = edge_request_header(req, "if-none-match", 13);
     if (inm) {
         const edge_header *etag = response_field(resp, "etag", 4);

@@ -100,12 +100,6 @@ static int origin_failed(int status)
     return status >= 500 || status == 429;
 }
 
-static int is_get_or_head(const edge_request *req)
-{
-    const char *m = edge_request_ptr(req, req->method);
-    return (req->method.len == 3 && memcmp(m, "GET", 3) == 0) || (req->method.len == 4 && memcmp(m, "HEAD", 4) == 0);
-}
-
 static double now_of(const edge_request *req)
 {
     return ev_now(req->worker->loop);
@@ -172,7 +166,7 @@ static void serve_stale_on_error(edge_request *req, const edge_cache_entry *e, i
  * others find the flight taken and only serve. */
 static void start_refresh(edge_request *req, edge_cache_entry *e)
 {
-    if (!is_get_or_head(req)) return;     /* a refresh carries no body: never replay another method */
+    if (!edge_request_method_is(req, "GET") && !edge_request_method_is(req, "HEAD")) return;     /* a refresh carries no body: never replay another method */
     size_t klen;
     const char *key = flight_key(req, &klen);
     if (edge_cache_flight_try_lead(req->worker->cache, key, klen) != EDGE_OK) return;
@@ -299,8 +293,7 @@ static void remember_pass(edge_request *req)
 {
     double ttl = req->worker->cfg->cache_pass_ttl;
     int status = req->resp.status;
-    const char *m = edge_request_ptr(req, req->method);
-    if (ttl <= 0 || req->method.len != 3 || memcmp(m, "GET", 3) != 0 || status == 304 || origin_failed(status))
+    if (ttl <= 0 || !edge_request_method_is(req, "GET") || status == 304 || origin_failed(status))
         return;
     edge_cache_life life = {ttl, 0, 0};
     size_t klen;

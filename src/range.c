@@ -99,7 +99,7 @@ void edge_range_apply(const edge_request *req, edge_response *resp)
 {
     const edge_header *h = edge_request_header(req, "range", 5);
     if (h == NULL || resp->status != 200 || resp->pipe || req->is_head) return;
-    if (req->method.len != 3 || memcmp(edge_request_ptr(req, req->method), "GET", 3) != 0) return;
+    if (!edge_request_method_is(req, "GET")) return;
     byte_range r;
     if (!parse_range(edge_request_ptr(req, h->value), h->value.len, &r) || !if_range_holds(req, resp)) return;
     uint64_t len = resp->body.len, first, last;

@@ -83,7 +83,8 @@ static void on_drain_ready(void *ud)
 }
 
 /* The dispatcher is done: the answer is stored (or not). A streamed body
- * still arriving is read to its end, for the cache writer that stores it. */
+ * still arriving is read for the cache writer that stores it, while it
+ * wants it (on_drain_ready). */
 static void on_done(edge_request *req)
 {
     edge_refresh *r = edge_container_of(req, edge_refresh, req);

@@ -7,9 +7,10 @@
  * fields, the client's address for X-Forwarded-For) minus the client's
  * conditional and Range fields: HEAD becomes GET. It holds the key's
  * coalescing flight, taken with edge_cache_flight_try_lead by the caller, so
- * exactly one runs per key across the workers. Its response is stored by
- * the dispatcher as any miss's is; a streamed body is read to its end for
- * the cache writer, then dropped. */
+ * exactly one runs per key across the workers. Only GET and HEAD are
+ * refreshed (a copy carries no body). Its response is stored by the
+ * dispatcher as any miss's is; a streamed body is read for the cache
+ * writer while it wants it, then dropped. */
 #ifndef EDGE_REFRESH_H
 #define EDGE_REFRESH_H
 

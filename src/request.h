@@ -8,6 +8,7 @@
 #define EDGE_REQUEST_H
 
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "buf.h"
@@ -183,6 +184,13 @@ void edge_request_peer_ip(const edge_request *req, char *out, size_t n);
 
 /* The request id as 16 hex digits (formatted once, on first use). */
 const char *edge_request_id(edge_request *req);
+
+/* Whether the request's method is m (exactly, case-sensitive: RFC 9110 9.1). */
+static inline int edge_request_method_is(const edge_request *req, const char *m)
+{
+    size_t n = strlen(m);
+    return req->method.len == n && memcmp(req->data.base + req->method.off, m, n) == 0;
+}
 
 /* Finds a request header by lower-case name; NULL when absent. */
 const edge_header *edge_request_header(const edge_request *req, const char *name, size_t nlen);
