@@ -42,18 +42,16 @@ describe("hit-for-pass #e2e", function()
       ce.assert_status(a, "edge; fwd=miss", "the first answer")
       local m0 = ce.metrics(app.admin_port)
       local list = concurrent(app, q)
-      local bodies, slowest = {}, 0
+      local slowest = 0
       for i, r in ipairs(list) do
         assert.are.equal(200, r.status, "client " .. i .. ": " .. r.stderr)
         assert.are.equal("MISS", r.headers["x-cache"], "client " .. i)
         ce.assert_status(r, "edge; fwd=bypass; detail=hit-for-pass", "client " .. i)
-        bodies[r.body] = true
         slowest = math.max(slowest, r.time)
       end
-      local distinct = 0
-      for _ in pairs(bodies) do distinct = distinct + 1 end
-      assert.are.equal(N, distinct, "the clients shared answers")
-      assert.are.equal(N + 1, #ce.calls(app.dir, path))
+      -- Every client's request ran respond (the bodies' call numbers are not
+      -- proof: two workers may count the shared calls file at the same moment).
+      assert.are.equal(N + 1, #ce.calls(app.dir, path), "the clients shared answers")
       -- In parallel: each about 1 s (coalesced: the waiters >= 2 s; one at a time: up to 10 s).
       assert.truthy(slowest < 1.8, ("the slowest of %d requests took %.2f s"):format(N, slowest))
       local m1 = ce.metrics(app.admin_port)
