@@ -5,15 +5,6 @@
 #include <strings.h>
 #include <time.h>
 
-static const edge_header *response_field(const edge_response *resp, const char *name, size_t n)
-{
-    for (int i = 0; i < resp->n_headers; i++) {
-        const edge_header *h = &resp->headers[i];
-        if (h->name.len == n && memcmp(resp->data.base + h->name.off, name, n) == 0) return h;
-    }
-    return NULL;
-}
-
 double edge_http_date_parse(const char *v, size_t n)
 {
     static const char *const formats[] = {
@@ -72,12 +63,12 @@ int edge_conditional_not_modified(const edge_request *req, const edge_response *
         return 0;
     const edge_header *inm = edge_request_header(req, "if-none-match", 13);
     if (inm) {
-        const edge_header *etag = response_field(resp, "etag", 4);
+        const edge_header *etag = edge_response_header(resp, "etag", 4);
         return etag && etag_listed(edge_request_ptr(req, inm->value), inm->value.len,
                                    resp->data.base + etag->value.off, etag->value.len);
     }
     const edge_header *ims = edge_request_header(req, "if-modified-since", 17);
-    const edge_header *lm = response_field(resp, "last-modified", 13);
+    const edge_header *lm = edge_response_header(resp, "last-modified", 13);
     if (ims == NULL || lm == NULL) return 0;
     double since = edge_http_date_parse(edge_request_ptr(req, ims->value), ims->value.len);
     double modified = edge_http_date_parse(resp->data.base + lm->value.off, lm->value.len);

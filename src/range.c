@@ -54,15 +54,6 @@ static int parse_range(const char *p, size_t n, byte_range *r)
     return p == end && !(r->has_last && r->last < r->first);
 }
 
-static const edge_header *response_field(const edge_response *resp, const char *name, size_t n)
-{
-    for (int i = 0; i < resp->n_headers; i++) {
-        const edge_header *h = &resp->headers[i];
-        if (h->name.len == n && memcmp(resp->data.base + h->name.off, name, n) == 0) return h;
-    }
-    return NULL;
-}
-
 /* If-Range (RFC 9110 13.1.5): an entity-tag matches a strong ETag
  * byte for byte; a date matches Last-Modified exactly. */
 static int if_range_holds(const edge_request *req, const edge_response *resp)
@@ -72,7 +63,7 @@ static int if_range_holds(const edge_request *req, const edge_response *resp)
     const char *v = edge_request_ptr(req, ir->value);
     size_t n = ir->value.len;
     int is_tag = n && (v[0] == '"' || v[0] == 'W');
-    const edge_header *h = response_field(resp, is_tag ? "etag" : "last-modified", is_tag ? 4 : 13);
+    const edge_header *h = edge_response_header(resp, is_tag ? "etag" : "last-modified", is_tag ? 4 : 13);
     if (h == NULL || (is_tag && v[0] == 'W')) return 0;
     return h->value.len == n && memcmp(resp->data.base + h->value.off, v, n) == 0;
 }

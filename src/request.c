@@ -215,6 +215,15 @@ void edge_response_add_header(edge_response *resp, const char *name, size_t nlen
     if (nlen == 4 && strncasecmp(name, "date", 4) == 0) resp->has_date = 1;
 }
 
+const edge_header *edge_response_header(const edge_response *resp, const char *name, size_t nlen)
+{
+    for (int i = 0; i < resp->n_headers; i++) {
+        const edge_header *h = &resp->headers[i];
+        if (h->name.len == nlen && memcmp(resp->data.base + h->name.off, name, nlen) == 0) return h;
+    }
+    return NULL;
+}
+
 void edge_response_remove_header(edge_response *resp, const char *name, size_t nlen)
 {
     int kept = 0;

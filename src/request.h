@@ -199,6 +199,8 @@ const edge_header *edge_request_header(const edge_request *req, const char *name
 void edge_response_set_status(edge_response *resp, int status);
 void edge_response_add_header(edge_response *resp, const char *name, size_t nlen,
                               const char *value, size_t vlen);
+/* The first response field of this lower-case name; NULL when absent. */
+const edge_header *edge_response_header(const edge_response *resp, const char *name, size_t nlen);
 /* Removes every field of this lower-case name. */
 void edge_response_remove_header(edge_response *resp, const char *name, size_t nlen);
 /* Replaces resp's fields with from's (which is left without any). */

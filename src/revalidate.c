@@ -18,15 +18,6 @@ const char *edge_cache_entry_field(const edge_cache_entry *e, const char *name, 
     return NULL;
 }
 
-static int has_field(const edge_response *resp, const char *name, size_t n)
-{
-    for (int i = 0; i < resp->n_headers; i++) {
-        const edge_header *h = &resp->headers[i];
-        if (h->name.len == n && memcmp(resp->data.base + h->name.off, name, n) == 0) return 1;
-    }
-    return 0;
-}
-
 /* Fields of a 304 that never replace the stored ones. */
 static int kept_from_entry(const char *name, size_t n)
 {
@@ -44,7 +35,7 @@ static void merge_fields(edge_response *merged, const edge_response *resp, const
     for (uint32_t i = 0; i < e->n_headers; i++) {
         const char *name = data + h[i].name.off;
         size_t n = h[i].name.len;
-        if (!kept_from_entry(name, n) && has_field(resp, name, n)) continue;   /* the 304's wins */
+        if (!kept_from_entry(name, n) && edge_response_header(resp, name, n)) continue;   /* the 304's wins */
         edge_response_add_header(merged, name, n, data + h[i].value.off, h[i].value.len);
     }
     for (int i = 0; i < resp->n_headers; i++) {
