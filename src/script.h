@@ -81,4 +81,19 @@ void edge_script_release(struct edge_request *req);
 /* The same, for a request the client gave up on (logged when it was waiting). */
 void edge_script_cancel(struct edge_request *req);
 
+/* ---- tasks: Lua runs that answer no client (timers, the log phase) ----
+ *
+ * Runs the function at stack index -(nargs + 1) of s->L (the VM's main
+ * thread) with the nargs values above it, in a coroutine of its own that may
+ * wait like a request's (edge.sleep, edge.fetch). Pops them. The task is
+ * owned by the VM: it holds a reference on it (a retired VM stays open until
+ * its tasks end), counts in w->n_tasks while it lives (a drain waits for
+ * them, up to --drain-timeout) and is cancelled when the worker stops. what
+ * names it in log lines ("timer", "log"). Returns EDGE_OK when it ran to its
+ * end or is waiting, EDGE_ERROR when it failed (logged with file:line). */
+struct edge_worker;
+int edge_script_spawn(edge_script *s, struct edge_worker *w, int nargs, const char *what);
+/* Cancels every task of the worker's (at stop, after the loop ended). */
+void edge_script_cancel_tasks(struct edge_worker *w);
+
 #endif
