@@ -6,6 +6,7 @@
 #include "common.h"
 #include "log.h"
 #include "lua_response.h"
+#include "lua_shared.h"
 #include "lua_upstream.h"
 #include "request.h"
 
@@ -381,6 +382,8 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     lua_setfield(L, -2, "cache");
     edge_lua_upstream_open(L);
     lua_setfield(L, -2, "upstream");
+    edge_lua_shared_open(L, rt);
+    lua_setfield(L, -2, "shared");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, module_index);
     lua_setfield(L, -2, "__index");
