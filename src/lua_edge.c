@@ -7,6 +7,7 @@
 #include "common.h"
 #include "log.h"
 #include "lua_response.h"
+#include "lua_shared.h"
 #include "lua_upstream.h"
 #include "request.h"
 
@@ -382,6 +383,8 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     lua_setfield(L, -2, "cache");
     edge_lua_upstream_open(L);
     lua_setfield(L, -2, "upstream");
+    edge_lua_shared_open(L, rt);
+    lua_setfield(L, -2, "shared");
     edge_lua_limit_open(L, rt);
     lua_setfield(L, -2, "limit");
     lua_createtable(L, 0, 1);
