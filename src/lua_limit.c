@@ -51,6 +51,7 @@ static const char *check_key(lua_State *L, size_t *klen)
 {
     const char *key = luaL_checklstring(L, 2, klen);
     luaL_argcheck(L, *klen > 0, 2, "key must not be empty");
+    luaL_argcheck(L, *klen <= EDGE_SHDICT_MAX_KEY, 2, "key too long (at most 65535 bytes)");
     return key;
 }
 
@@ -204,7 +205,8 @@ static int count_incoming(lua_State *L)
         if (rc != EDGE_SHDICT_OK) return push_failure(L, incr_error(rc));
         /* A refused request takes nothing: give it back, so that the budget
          * (and uncommit) count admitted requests only. */
-        if (remaining < 0) edge_shdict_incr(lim->dict, key, klen, 1, 0, 0, 0, t, &remaining, NULL);
+        double given_back;
+        if (remaining < 0) edge_shdict_incr(lim->dict, key, klen, 1, 0, 0, 0, t, &given_back, NULL);
     }
     if (remaining < 0) return push_rejected(L, window_left(lim, key, klen, t));
     lua_pushinteger(L, 0);
