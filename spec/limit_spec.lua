@@ -92,9 +92,9 @@ describe("examples/ratelimit.lua #e2e", function()
 
     -- A client that waits as told is admitted.
     util.sleep(1)
-    local status, _, body = srv:get("/")
-    assert.are.equal(200, status)
-    assert.are.equal("Hello from edge!", body)
+    local res = srv:get("/")
+    assert.are.equal(200, res.status, res.error)
+    assert.are.equal("Hello from edge!", res.body)
   end)
 
   it("-w 2: both workers draw on one budget", function()
