@@ -15,8 +15,9 @@ local edge = require "edge"
 local RATE = tonumber(os.getenv("RATELIMIT_RATE")) or 10     -- requests per second, per client
 local BURST = tonumber(os.getenv("RATELIMIT_BURST")) or 20   -- requests delayed before refusing
 
--- Each key takes about 120 bytes: 10 MB hold some 80 000 clients at once,
--- and a client's key leaves as soon as its bucket has drained.
+-- A client's key takes 85 (IPv4) to 110 (IPv6) bytes and leaves as soon as
+-- its bucket has drained: 10 MB hold some 100 000 clients being limited at
+-- once; past that the least recently seen ones are evicted (and start afresh).
 edge.shared.define("ratelimit", "10m")
 local limiter = edge.limit.req("ratelimit", RATE, BURST)
 
