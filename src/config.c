@@ -3,6 +3,7 @@
 #include "common.h"
 #include "listener.h"
 #include "log.h"
+#include "shared_dict.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -76,6 +77,8 @@ static const char usage_text[] =
     "      --request-id-header    send the request id as X-Request-Id in every response\n"
     "      --proxy-buffer SIZE    edge.proxy: response bytes held per request while the\n"
     "                             client is slower than the origin, 64k to 1m (default 256k)\n"
+    "      --shared-dict NAME:SIZE   a shared dictionary (edge.shared.NAME) of SIZE bytes,\n"
+    "                             shared by the workers and kept across reloads; repeatable\n"
     "      --trusted-proxies LIST addresses/CIDRs (comma-separated, repeatable) whose\n"
     "                             X-Request-Id is kept as the request id\n"
     "  -h, --help                 this help\n"
@@ -92,7 +95,7 @@ enum {
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
     OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_CACHE_GRACE, OPT_CACHE_KEEP, OPT_CACHE_PASS_TTL,
-    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE
+    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE, OPT_SHARED_DICT
 };
 
 static const struct option long_options[] = {
@@ -121,6 +124,7 @@ static const struct option long_options[] = {
     {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
     {"request-id-header", no_argument, NULL, OPT_REQUEST_ID_HEADER},
     {"trusted-proxies", required_argument, NULL, OPT_TRUSTED_PROXIES},
+    {"shared-dict", required_argument, NULL, OPT_SHARED_DICT},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"workers", required_argument, NULL, 'w'},
@@ -232,6 +236,24 @@ static int parse_seconds_or_zero(const char *s, double *out)
     return parse_seconds(s, out);
 }
 
+/* --shared-dict NAME:SIZE defines the dictionary at once: dictionaries are
+ * the process's (shared_dict.h), and the script, loaded later, finds it. */
+static int define_shared_dict(const char *arg)
+{
+    const char *colon = strrchr(arg, ':');
+    char name[128], err[256];
+    size_t size;
+    if (colon == NULL || (size_t)(colon - arg) >= sizeof(name) || edge_shdict_parse_size(colon + 1, &size))
+        return bad_value("shared-dict", arg, "NAME:SIZE, e.g. limits:10m");
+    memcpy(name, arg, (size_t)(colon - arg));
+    name[colon - arg] = '\0';
+    if (edge_shdict_define(name, size, err, sizeof(err)) == NULL) {
+        fprintf(stderr, "edge: invalid value '%s' for --shared-dict: %s\n", arg, err);
+        return EDGE_ERROR;
+    }
+    return EDGE_OK;
+}
+
 static int apply_option(edge_config *cfg, int opt, const char *arg)
 {
     long v;
@@ -318,6 +340,7 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         if (parse_long(arg, 1, 100000, &v)) return bad_value(name, arg, "1 to 100000");
         cfg->h2_max_streams = (int)v;
         return EDGE_OK;
+    case OPT_SHARED_DICT: return define_shared_dict(arg);
     case OPT_CERT: cfg->cert = arg; return EDGE_OK;
     case OPT_KEY: cfg->key = arg; return EDGE_OK;
     case 't': cfg->test_only = 1; return EDGE_OK;

@@ -428,9 +428,10 @@ static int l_define(lua_State *L)
 /* edge.shared[name] -> the dict, or nil when none has that name. */
 static int shared_index(lua_State *L)
 {
+    if (lua_type(L, 2) != LUA_TSTRING) return 0;
     size_t len;
     const char *name = lua_tolstring(L, 2, &len);
-    edge_shdict *d = lua_type(L, 2) == LUA_TSTRING ? edge_shdict_find(name, len) : NULL;
+    edge_shdict *d = edge_shdict_find(name, len);
     if (d == NULL) return 0;
     push_dict(L, d);
     return 1;
