@@ -90,7 +90,10 @@ describe("edge.limit.req (leaky bucket)", function()
   end)
 
   it("at the server's clock (1.7e9 s, steps of 2.4e-7 s) waiting retry_after is enough", function()
-    clock.set(math.max(clock.now(), 1.7e9) + 0.123)
+    -- Other spec files expect the clock near 0, where decimals add up exactly.
+    local before = clock.now()
+    finally(function() clock.set(before + 1000) end)
+    clock.set(1.7e9 + 0.123)
     local lim, key = edge.limit.req(DICT, 3, 2), fresh_key()
     for i = 0, 2 do
       local r = check(lim, key, true)
