@@ -247,3 +247,49 @@ describe("edge.limit arguments", function()
     assert.error_matches(function() count:uncommit(nil) end, "string expected", 1, true)
   end)
 end)
+
+describe("examples/ratelimit.lua in-process (rate 10, burst 20)", function()
+  local fake = require "edge.testing.request"
+  local app
+
+  before_each(function()
+    start_clock()
+    app = dofile("lua/examples/ratelimit.lua")
+  end)
+
+  -- Commits n requests of addr at once, as simultaneous requests would (a
+  -- larger burst lets them past the example's: the key holds one arrival
+  -- time whatever the limiter's burst).
+  local function fill(addr, n)
+    local lim = edge.limit.req("ratelimit", 10, 100)
+    for _ = 1, n do assert.is_not_nil(lim:incoming(addr, true)) end
+  end
+
+  it("paces a client that waits for each answer to the rate, never refusing it", function()
+    local t0, req = clock.now(), fake.new { remote_addr = "192.0.2.1" }
+    for _ = 1, 30 do assert.is_nil(app.access(req)) end
+    near(2.9, clock.now() - t0)    -- the first at once, the next 29 each 0.1 s later
+  end)
+
+  it("beyond the burst: 429 with Retry-After in whole seconds, rounded up; admitted after it", function()
+    fill("192.0.2.2", 36)    -- 3.6 s of work; the burst holds 2.0 s: 1.6 s to wait
+    local req = fake.new { remote_addr = "192.0.2.2" }
+    local res = app.access(req)
+    assert.are.same({
+      status = 429,
+      headers = { ["content-type"] = "text/plain", ["retry-after"] = "2" },
+      body = "Too many requests: retry in 2 s.\n",
+    }, res)
+    clock.advance(2)
+    assert.is_nil(app.access(req))
+  end)
+
+  it("limits each client address apart; respond is lua/default.lua's", function()
+    fill("192.0.2.3", 21)
+    local t0 = clock.now()
+    assert.is_nil(app.access(fake.new { remote_addr = "192.0.2.4" }))
+    assert.are.equal(t0, clock.now())
+    assert.are.equal(429, app.access(fake.new { remote_addr = "192.0.2.3" }).status)
+    assert.are.equal("Hello from edge!", app.respond(fake.new {}).body)
+  end)
+end)
