@@ -2,6 +2,7 @@
  * Names follow OpenResty's ngx.* (ngx.sleep, ngx.now, ngx.log, ngx.ERR). */
 #include "lua_edge.h"
 #include "cache.h"
+#include "lua_limit.h"
 #include "lua_req.h"
 #include "common.h"
 #include "log.h"
@@ -384,6 +385,8 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     lua_setfield(L, -2, "upstream");
     edge_lua_shared_open(L, rt);
     lua_setfield(L, -2, "shared");
+    edge_lua_limit_open(L, rt);
+    lua_setfield(L, -2, "limit");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, module_index);
     lua_setfield(L, -2, "__index");
