@@ -3,8 +3,10 @@
 #   scripts/bench/phases.sh [--duration S] [--connections N] [--rounds N] [--edge PATH] [--baseline PATH]
 # Servers, all started together, each pinned to CPU 0 with one worker (the load on CPU 1):
 #   edge          ./edge running lua/default.lua (no new phase)
-#   edge-access   ./edge running scripts/bench/ratelimit.lua: default.lua plus an access hook doing one
-#                 shared-dictionary rate-limit check per request (edge.limit.req, a rate no client reaches)
+#   edge-access   ./edge running lua/examples/ratelimit.lua: default.lua plus an access hook doing one
+#                 shared-dictionary rate-limit check per request (edge.limit.req by client address, at
+#                 RATELIMIT_RATE / RATELIMIT_BURST = 1e9: a rate the load never reaches, so every request
+#                 pays the check and none is delayed or refused)
 #   baseline      (with --baseline) another edge binary running lua/default.lua: the build before
 #                 the phases, for "a script with no new phases is unchanged"
 # Each round runs wrk once on every server, in turn; the medians over the rounds of requests per
@@ -51,7 +53,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start() {
   local name=$1 bin=$2 script=$3 port
   port=$(free_port)
-  taskset -c 0 "$bin" -s "$script" -w 1 -l "127.0.0.1:$port" --cert certs/server.crt --key certs/server.key \
+  RATELIMIT_RATE=1e9 RATELIMIT_BURST=1e9 taskset -c 0 "$bin" -s "$script" -w 1 -l "127.0.0.1:$port" --cert certs/server.crt --key certs/server.key \
     --log-level warn --access-log off >"$OUT/$name.log" 2>&1 &
   PID[$name]=$! PORT[$name]=$port
   for _ in $(seq 100); do
@@ -80,7 +82,7 @@ run() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 start edge "$EDGE" lua/default.lua
-start edge-access "$EDGE" scripts/bench/ratelimit.lua
+start edge-access "$EDGE" lua/examples/ratelimit.lua
 [[ -z $BASELINE ]] || start baseline "$BASELINE" lua/default.lua
 for r in $(seq "$ROUNDS"); do
   for n in "${NAMES[@]}"; do run "$n" "$r"; done
