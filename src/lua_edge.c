@@ -381,6 +381,10 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     lua_setfield(L, -2, "cache");
     edge_lua_upstream_open(L);
     lua_setfield(L, -2, "upstream");
+    if (rt->push_timer) {
+        rt->push_timer(L, rt->ud);
+        lua_setfield(L, -2, "timer");
+    }
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, module_index);
     lua_setfield(L, -2, "__index");
