@@ -354,7 +354,6 @@ static void *worker_main(void *arg)
     w->script->health = edge_health_start(w, w->script->L);   /* the resolver and pools exist now */
     edge_lua_timer_start(w->script, w);     /* timers the script made while loading */
     ev_run(w->loop, 0);
-    edge_script_cancel_tasks(w);            /* the drain timed out on them; they may hold fetches */
     edge_script_stop_checks(w->script);     /* before the pools go: a check holds one */
     edge_refresh_cancel_all(w);             /* likewise: a refresh may hold an origin connection */
     edge_script_cancel_tasks(w);            /* timers and log phases still waiting */
