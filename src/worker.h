@@ -52,7 +52,6 @@ typedef struct edge_worker {
     struct edge_conn *conns;      /* open connections */
     struct edge_conn *closed;     /* closed, waiting for the reaper */
     int        n_conns;
-    int        n_tasks;           /* Lua tasks running (script.c): a drain waits for them */
     int        stopping;
     uint64_t   request_seq;
     edge_counters counters;
