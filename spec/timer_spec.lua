@@ -87,6 +87,21 @@ describe("edge.timer in the server #e2e", function()
   end)
 end)
 
+describe("edge.timer every() in the server #e2e", function()
+  it("every() never overlaps its runs: a tick while the previous run sleeps is skipped", function()
+    local dir = util.tmpdir("timer-overlap")
+    local srv <close> = start(dir)
+    assert.are.equal("true", get(srv, "/overlap"))
+    util.sleep(1.05)
+    local runs, most = get(srv, "/overlap_stats"):match("^runs=(%d+) most=(%d+)$")
+    -- runs start at 0.1, 0.4, 0.7, 1.0 s (each sleeps 0.25 s): not one per 0.1 s tick
+    assert.are.equal("1", most)
+    assert.is_true(tonumber(runs) >= 2 and tonumber(runs) <= 5, "runs=" .. runs)
+    assert.are.equal(0, srv:stop())
+  end)
+
+end)
+
 describe("edge.timer premature runs #e2e", function()
   it("SIGHUP: the old script's pending timers run at once with premature = true; the new script's start", function()
     local dir = util.tmpdir("timer-hup")
