@@ -65,6 +65,8 @@ static const char usage_text[] =
     "                             at the limit (default 25000)\n"
     "      --lua-memory SIZE      memory per Lua VM (one per worker); past it\n"
     "                             the hook fails with 500 (default 0: no limit)\n"
+    "      --lua-max-timers N     pending edge.timer timers per worker; past it\n"
+    "                             edge.timer.at/every return nil, err (default 1024)\n"
     "      --drain-timeout S      on SIGTERM, time in-flight requests get (default 30)\n"
     "      --admin ADDR:PORT      admin listener (plain HTTP: /metrics, /healthz, PURGE /cache),\n"
     "                             e.g. 127.0.0.1:9901 (default off)\n"
@@ -95,7 +97,7 @@ enum {
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
     OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_CACHE_GRACE, OPT_CACHE_KEEP, OPT_CACHE_PASS_TTL,
-    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE, OPT_SHARED_DICT
+    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE, OPT_SHARED_DICT, OPT_LUA_MAX_TIMERS
 };
 
 static const struct option long_options[] = {
@@ -121,6 +123,7 @@ static const struct option long_options[] = {
     {"send-timeout", required_argument, NULL, OPT_SEND_TIMEOUT},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
+    {"lua-max-timers", required_argument, NULL, OPT_LUA_MAX_TIMERS},
     {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
     {"request-id-header", no_argument, NULL, OPT_REQUEST_ID_HEADER},
     {"trusted-proxies", required_argument, NULL, OPT_TRUSTED_PROXIES},
@@ -164,6 +167,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->send_timeout = 60;
     cfg->max_connections = 25000;
     cfg->drain_timeout = 30;
+    cfg->lua_max_timers = 1024;
     cfg->cache_size = 64u << 20;
     cfg->cache_ttl = 60;
     cfg->cache_pass_ttl = 120;
@@ -317,6 +321,10 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         return EDGE_OK;
     case OPT_LUA_MEMORY:
         return parse_size(arg, 0, MAX_SIZE, &cfg->lua_memory) ? bad_value(name, arg, "bytes, e.g. 8m") : EDGE_OK;
+    case OPT_LUA_MAX_TIMERS:
+        if (parse_long(arg, 0, 1000000, &v)) return bad_value(name, arg, "0 to 1000000");
+        cfg->lua_max_timers = (int)v;
+        return EDGE_OK;
     case OPT_ADMIN: {
         struct sockaddr_storage ss;
         socklen_t len;

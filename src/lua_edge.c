@@ -387,6 +387,10 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     lua_setfield(L, -2, "shared");
     edge_lua_limit_open(L, rt);
     lua_setfield(L, -2, "limit");
+    if (rt->push_timer) {
+        rt->push_timer(L, rt->ud);
+        lua_setfield(L, -2, "timer");
+    }
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, module_index);
     lua_setfield(L, -2, "__index");
