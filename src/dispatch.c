@@ -725,6 +725,14 @@ void edge_dispatch_finish(edge_request *req, int rc)
     complete(req);
 }
 
+void edge_dispatch_client_gone(edge_request *req)
+{
+    edge_dispatch_cancel(req);
+    edge_response_clear(&req->resp);
+    edge_response_set_status(&req->resp, 499);    /* nginx's status for it, as the access log says */
+    edge_worker_log_phase(req->worker, req);
+}
+
 void edge_dispatch_cancel(edge_request *req)
 {
     edge_script_cancel(req);

@@ -22,6 +22,9 @@ void edge_dispatch_finish(struct edge_request *req, int rc);
 /* The protocol gave up on the request (client gone): stops whatever it waits
  * for. ops->respond will not be called. */
 void edge_dispatch_cancel(struct edge_request *req);
+/* The client left before its response: edge_dispatch_cancel, then the
+ * response is 499 (nginx's status for it) and the script's log phase runs. */
+void edge_dispatch_client_gone(struct edge_request *req);
 
 /* Runs a background refresh (refresh.h) of stale, the entry in grace at
  * the request's key, leading the flight for key (the caller took it with

@@ -461,9 +461,7 @@ static void h1_on_close(edge_conn *c)
         return;
     }
     if (h->state != H1_DISPATCHED) return;
-    edge_dispatch_cancel(&h->req);
-    /* The client left before its response: logged as nginx does, 499. */
-    edge_response_set_status(&h->req.resp, 499);
+    edge_dispatch_client_gone(&h->req);     /* 499 in the access log, as nginx logs it */
     edge_access_log_request(c->w, &h->req);
 }
 

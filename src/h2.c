@@ -356,7 +356,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     nghttp2_session_set_stream_user_data(session, id, NULL);
     log_stream(h, st);
     edge_h2_upload_abandon(h, st);
-    if (st->phase == ST_DISPATCHED) edge_dispatch_cancel(&st->req);   /* RST_STREAM while Lua waits */
+    if (st->phase == ST_DISPATCHED) edge_dispatch_client_gone(&st->req);   /* RST_STREAM while Lua waits */
     edge_h2_set_phase(h, st, ST_CLOSED);    /* may restart the idle timer */
     stream_free(h, st);
     return 0;
@@ -474,7 +474,7 @@ static void h2_on_close(edge_conn *c)
     for (edge_h2_stream *st = h->streams; st; st = st->next) {
         log_stream(h, st);
         edge_h2_upload_abandon(h, st);
-        if (st->phase == ST_DISPATCHED) edge_dispatch_cancel(&st->req);
+        if (st->phase == ST_DISPATCHED) edge_dispatch_client_gone(&st->req);
         edge_h2_set_phase(h, st, ST_CLOSED);   /* stops its deadline; the connection is closed: no timer restarts */
     }
 }

@@ -213,7 +213,6 @@ static const char *error_text(lua_State *L, int rc)
     return msg ? msg : "(error object is not a string)";
 }
 
-
 /* The loading's message handler: the message and a traceback. */
 static int traceback(lua_State *L)
 {
@@ -302,6 +301,8 @@ static void give_thread(edge_script *s, edge_request *req)
 
 /* ---- a request's Lua state ---- */
 
+static int run_on_response(lua_State *L);
+
 /* Makes what a hook run needs and cannot do without allocating: the req
  * userdata (argument 2 true: a request's; a task has none) and the run's
  * coroutine, each anchored in the registry, then moves the argument count
@@ -309,8 +310,6 @@ static void give_thread(edge_script *s, edge_request *req)
  * coroutine. Runs under lua_pcall (a memory error fails the run, not the
  * process); a ctx field is set only once its anchor exists, so
  * edge_script_release cleans up after any step that failed. */
-static int run_on_response(lua_State *L);
-
 static int make_lua_state(lua_State *L)
 {
     edge_request *req = lua_touserdata(L, 1);

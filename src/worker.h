@@ -105,6 +105,8 @@ void edge_worker_assign_id(edge_worker *w, struct edge_request *req);
  * it was rejected before dispatch. The protocol writes the access log line
  * once the response's last byte was written. */
 void edge_worker_on_response(edge_worker *w, struct edge_request *req);
+/* Starts the script's log phase for req, if the script has one (a task). */
+void edge_worker_log_phase(edge_worker *w, struct edge_request *req);
 /* The current HTTP Date value ("Thu, 26 Nov 2026 06:30:00 GMT"). */
 const char *edge_worker_http_date(edge_worker *w);
 
