@@ -464,25 +464,53 @@ static void finish_response(edge_request *req)
     else if (outcome != EDGE_OUTCOME_NONE) edge_range_apply(req, &req->resp);
 }
 
+/* The VM the request's Lua runs in: the one that ran its first hook, even
+ * if a reload came since (its req userdata lives there). */
+static edge_script *script_of(edge_request *req)
+{
+    return req->lua.script ? req->lua.script : req->worker->script;
+}
+
+/* The response goes out: the request's Lua state is released. */
+static void send_response(edge_request *req)
+{
+    edge_script_release(req);
+    req->ops->respond(req);
+}
+
+/* on_response is over: an error replaces the response with a 500. */
+static void on_response_done(edge_request *req, int rc)
+{
+    if (rc == EDGE_ERROR) edge_response_error(&req->resp, 500);
+    send_response(req);
+}
+
 /* The end of every dispatched request that gets an answer. */
 static void complete(edge_request *req)
 {
-    edge_script_release(req);
     end_flight(req);
     forget_flight_key(req);
     drop_stale(req);
     release_slot(req);
-    if (!req->dispatch.refresh) finish_response(req);   /* a refresh answers nobody */
-    req->ops->respond(req);
+    if (req->dispatch.refresh) {          /* a refresh answers nobody */
+        send_response(req);
+        return;
+    }
+    finish_response(req);
+    edge_script *s = script_of(req);
+    if (!edge_script_has(s, EDGE_HOOK_ON_RESPONSE)) {
+        send_response(req);
+        return;
+    }
+    int rc = edge_script_run(s, req, EDGE_HOOK_ON_RESPONSE, on_response_done);
+    if (rc != EDGE_AGAIN) on_response_done(req, rc);
 }
 
 /* ---- computing and coalescing ---- */
 
 static void compute(edge_request *req)
 {
-    /* The VM that ran cache_key, even if a reload came since (the req userdata lives there). */
-    edge_script *s = req->lua.script ? req->lua.script : req->worker->script;
-    int rc = edge_script_respond(s, req);
+    int rc = edge_script_run(script_of(req), req, EDGE_HOOK_RESPOND, edge_dispatch_finish);
     if (rc != EDGE_AGAIN) edge_dispatch_finish(req, rc);
 }
 
@@ -594,6 +622,51 @@ static void lookup_or_compute(edge_request *req)
 
 /* ---- entry points ---- */
 
+static void on_cache_key_done(edge_request *req, int rc)
+{
+    if (rc != EDGE_OK) {
+        edge_dispatch_finish(req, EDGE_ERROR);
+        return;
+    }
+    /* A WebSocket handshake is never answered from, nor stored in, the cache. */
+    if (req->has_cache_key && edge_proxy_wants_upgrade(req)) req->has_cache_key = 0;
+    lookup_or_compute(req);
+}
+
+static void run_cache_key(edge_request *req)
+{
+    edge_script *s = script_of(req);
+    if (!edge_script_has(s, EDGE_HOOK_CACHE_KEY)) {
+        on_cache_key_done(req, EDGE_OK);
+        return;
+    }
+    int rc = edge_script_run(s, req, EDGE_HOOK_CACHE_KEY, on_cache_key_done);
+    if (rc != EDGE_AGAIN) on_cache_key_done(req, rc);
+}
+
+/* access answered (EDGE_DONE: its response, never cached) or failed (500),
+ * or the request goes on to its key. */
+static void on_access_done(edge_request *req, int rc)
+{
+    if (rc == EDGE_OK) {
+        run_cache_key(req);
+        return;
+    }
+    if (rc != EDGE_DONE) edge_response_error(&req->resp, 500);
+    complete(req);
+}
+
+static void run_access(edge_request *req)
+{
+    edge_script *s = req->worker->script;
+    if (!edge_script_has(s, EDGE_HOOK_ACCESS)) {
+        run_cache_key(req);
+        return;
+    }
+    int rc = edge_script_run(s, req, EDGE_HOOK_ACCESS, on_access_done);
+    if (rc != EDGE_AGAIN) on_access_done(req, rc);
+}
+
 static void respond_overloaded(edge_request *req)
 {
     EDGE_COUNT(req->worker->counters.overloaded);
@@ -614,13 +687,7 @@ void edge_dispatch_start(edge_request *req)
         return;
     }
     req->dispatch.counted = 1;
-    if (edge_script_cache_key(w->script, req) != EDGE_OK) {
-        edge_dispatch_finish(req, EDGE_ERROR);
-        return;
-    }
-    /* A WebSocket handshake is never answered from, nor stored in, the cache. */
-    if (req->has_cache_key && edge_proxy_wants_upgrade(req)) req->has_cache_key = 0;
-    lookup_or_compute(req);
+    run_access(req);
 }
 
 void edge_dispatch_refresh(edge_request *req, edge_cache_entry *stale, const char *key, size_t klen)

@@ -19,10 +19,16 @@ enum edge_lua_wait {
  * aborts edge.fetch's request), so that it never calls back. */
 typedef void (*edge_lua_cancel_fn)(void *ud);
 
+struct edge_request;
+
 typedef struct edge_lua_ctx {
     struct edge_script *script;   /* the VM this request runs in */
-    lua_State *co;                /* the respond coroutine, NULL when none */
+    lua_State *co;                /* the running hook's coroutine (from the VM's pool), NULL when none */
     int        co_ref;            /* registry anchor of co */
+    int        hook;              /* enum edge_hook of the run in co */
+    void     (*done)(struct edge_request *req, int rc);   /* called when a run that waited ends */
+    struct edge_request *task_next;   /* a task: its worker's list (script.c) */
+    struct edge_request *task_prev;
     struct edge_lua_req *ud;      /* the req userdata; its pointer is cleared at release */
     int        ud_ref;            /* registry anchor of ud */
     ev_timer   timer;             /* edge.sleep */

@@ -12,6 +12,8 @@
 #include "lua_upstream.h"
 #include "metrics.h"
 #include "request.h"
+#include "lua_coroutine.h"
+#include "worker.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -32,15 +34,16 @@ static void on_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
 
 double edge_script_sleep_scale = 1.0;
 
-/* An API may only yield the respond coroutine itself: not cache_key (the
- * main thread), not a coroutine the script made (we could not resume it), and
- * not across a C call. */
+/* An API may wait in any thread of a hook run's chain of resumes, unless a
+ * C function without a continuation sits in between (lua_coroutine.c). */
 edge_request *edge_script_waitable(lua_State *L, edge_script *s, const char *what)
 {
     edge_request *req = s->current;
-    if (req == NULL || s->loop == NULL || L != req->lua.co || !lua_isyieldable(L))
-        luaL_error(L, "%s cannot wait here: only in respond, not in cache_key, a nested coroutine "
-                      "or a C call", what);
+    if (req == NULL || s->loop == NULL || req->lua.co == NULL)
+        luaL_error(L, "%s cannot wait here: only while a hook or a timer runs, not at the "
+                      "script's top level", what);
+    const char *why = edge_lua_wait_refusal(s, L, req->lua.co);
+    if (why) luaL_error(L, "%s cannot wait here: %s", what, why);
     return req;
 }
 
@@ -49,6 +52,7 @@ int edge_script_wait(lua_State *L, edge_request *req, edge_lua_cancel_fn cancel,
     req->lua.state = EDGE_LUA_WAITING;
     req->lua.cancel = cancel;
     req->lua.cancel_ud = ud;
+    edge_lua_thread_mark(L, 1);          /* the resumes above L yield in turn */
     return lua_yieldk(L, 0, 0, k);
 }
 
@@ -208,47 +212,148 @@ static const char *error_text(lua_State *L, int rc)
     return msg ? msg : "(error object is not a string)";
 }
 
+
+/* The loading's message handler: the message and a traceback. */
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* ---- tasks: runs that answer no client ---- */
+
+/* A task is a request of its own that no connection owns: its Lua state
+ * runs like a request's, and fetches use its worker. The log phase's task
+ * is a copy of the request it logs (with the client's address, and the
+ * response's status and fields). */
+typedef struct edge_task {
+    edge_request req;
+    const char  *what;                 /* "timer", "log": for log lines */
+    struct sockaddr_storage peer;      /* the logged request's client */
+    double       duration;             /* log: seconds from the request's start to its response */
+    uint64_t     body_bytes;           /* log: the response body's size (whole bodies) */
+    unsigned     streamed : 1;         /* log: the body streamed (its size is not known yet) */
+} edge_task;
+
+static const edge_request_ops task_ops = {.respond = NULL};   /* a task has no client to answer */
+
+static edge_task *task_of(edge_request *req)
+{
+    return edge_container_of(req, edge_task, req);
+}
+
+static const char *hook_name(edge_request *req)
+{
+    static const char *const names[EDGE_HOOK_COUNT] = {"access", "cache_key", "respond", "on_response", "log"};
+    int h = req->lua.hook;
+    if (h >= 0 && h < EDGE_HOOK_COUNT) return names[h];
+    return req->ops == &task_ops ? task_of(req)->what : "lua";
+}
+
+/* ---- the coroutine pool ----
+ *
+ * Every hook run takes a coroutine; a finished one (its function returned,
+ * or reset after an error or a cancel) goes back to the pool, so a request
+ * that never waits makes no new thread. */
+
+/* Pops an idle coroutine, or makes one (may raise: under lua_pcall). */
+static lua_State *take_thread(edge_script *s, lua_State *L, int *ref)
+{
+    if (s->pool_n > 0) {
+        s->pool_n--;
+        *ref = s->pool_ref[s->pool_n];
+        return s->pool[s->pool_n];
+    }
+    lua_State *co = lua_newthread(L);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return co;
+}
+
+/* Gives the run's coroutine back: reset (closing pending to-be-closed
+ * variables on the run's budget) unless it ended cleanly, then pooled. */
+static void give_thread(edge_script *s, edge_request *req)
+{
+    edge_lua_ctx *ctx = &req->lua;
+    lua_State *co = ctx->co;
+    if (co == NULL) return;
+    ctx->co = NULL;
+    edge_lua_thread_mark(co, 0);
+    if (lua_status(co) != LUA_OK) {
+        edge_request *running = s->current;
+        s->current = req;
+        lua_resetthread(co);
+        s->current = running;
+    }
+    lua_settop(co, 0);
+    lua_sethook(co, NULL, 0, 0);
+    if (lua_status(co) == LUA_OK && s->pool_n < EDGE_SCRIPT_POOL) {
+        s->pool[s->pool_n] = co;
+        s->pool_ref[s->pool_n++] = ctx->co_ref;
+    } else {
+        luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->co_ref);
+    }
+}
+
 /* ---- a request's Lua state ---- */
 
 /* Makes what a hook run needs and cannot do without allocating: the req
- * userdata, and for respond its coroutine, each anchored in the registry.
- * Runs under lua_pcall (a memory error fails the request, not the process);
- * a ctx field is set only once its anchor exists, so edge_script_release
- * cleans up after any step that failed. */
+ * userdata (argument 2 true: a request's; a task has none) and the run's
+ * coroutine, each anchored in the registry, then moves the argument count
+ * given (3) of values above them (a task's function and arguments) into the
+ * coroutine. Runs under lua_pcall (a memory error fails the run, not the
+ * process); a ctx field is set only once its anchor exists, so
+ * edge_script_release cleans up after any step that failed. */
+static int run_on_response(lua_State *L);
+
 static int make_lua_state(lua_State *L)
 {
     edge_request *req = lua_touserdata(L, 1);
     edge_lua_ctx *ctx = &req->lua;
-    if (ctx->ud == NULL) {
+    int nmove = (int)lua_tointeger(L, 3);
+    if (ctx->ud == NULL && lua_toboolean(L, 2)) {
         edge_lua_req *ud = edge_lua_req_push(L, req);
         ctx->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         ctx->ud = ud;
     }
-    if (lua_toboolean(L, 2)) {
-        lua_State *co = lua_newthread(L);
-        ctx->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        ctx->co = co;
+    int ref;
+    lua_State *co = take_thread(ctx->script, L, &ref);
+    ctx->co_ref = ref;
+    ctx->co = co;
+    if (nmove > 0) {
+        luaL_checkstack(co, nmove + LUA_MINSTACK, "too many timer arguments");
+        lua_xmove(L, co, nmove);
+    }
+    if (ctx->hook == EDGE_HOOK_ON_RESPONSE) {   /* its trampoline, around the script's function */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->script->hook_ref[EDGE_HOOK_ON_RESPONSE]);
+        lua_pushlightuserdata(L, req);
+        lua_pushcclosure(L, run_on_response, 2);
+        lua_xmove(L, co, 1);
     }
     return 0;
 }
 
-/* Attaches req to the VM, then makes its Lua state (see make_lua_state).
+/* Attaches req to the VM, then makes its Lua state for a run of hook (see
+ * make_lua_state; nmove values from the top of s->L go to the coroutine).
  * Returns LUA_OK, or logs the failure and releases req's Lua state. */
-static int prepare(edge_script *s, edge_request *req, const char *hook, int want_thread)
+static int prepare(edge_script *s, edge_request *req, int hook, int nmove)
 {
     edge_lua_ctx *ctx = &req->lua;
     if (ctx->script == NULL) {
         ctx->script = s;
         s->refs++;
     }
-    if (ctx->ud != NULL && !want_thread) return LUA_OK;
+    ctx->hook = hook;
     lua_State *L = s->L;
     lua_pushcfunction(L, make_lua_state);
     lua_pushlightuserdata(L, req);
-    lua_pushboolean(L, want_thread);
-    int rc = lua_pcall(L, 2, 0, 0);
+    lua_pushboolean(L, hook != EDGE_HOOK_TASK);
+    lua_pushinteger(L, nmove);
+    if (nmove > 0) lua_rotate(L, -(nmove + 4), 4);   /* the function and its arguments last */
+    int rc = lua_pcall(L, 3 + nmove, 0, 0);
     if (rc == LUA_OK) return LUA_OK;
-    log_hook_error(req, hook, error_text(L, rc));
+    log_hook_error(req, hook_name(req), error_text(L, rc));
     count_error(s, NULL);
     lua_pop(L, 1);
     edge_script_release(req);
@@ -261,74 +366,25 @@ void edge_script_release(edge_request *req)
     edge_script *s = ctx->script;
     if (s == NULL) return;
     if (ctx->state == EDGE_LUA_WAITING && ctx->cancel) ctx->cancel(ctx->cancel_ud);
-    if (ctx->co) {
-        edge_request *running = s->current;
-        s->current = req;                  /* to-be-closed variables run on req's budget */
-        lua_resetthread(ctx->co);
-        s->current = running;
-        luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->co_ref);
-    }
+    if (s->loop) ev_timer_stop(s->loop, &ctx->timer);   /* a sleep, or a task's start */
+    give_thread(s, req);
     edge_pipe_close_lent(&ctx->lent_pipes);   /* edge.proxy bodies the script dropped */
     if (ctx->ud) {
         ctx->ud->req = NULL;               /* a kept reference now says "finished" */
         luaL_unref(s->L, LUA_REGISTRYINDEX, ctx->ud_ref);
     }
     s->refs--;
+    edge_request *next = ctx->task_next, *prev = ctx->task_prev;
     memset(ctx, 0, sizeof(*ctx));
+    ctx->task_next = next;                 /* a task's list links are the task's, not the run's */
+    ctx->task_prev = prev;
     if (s->retired && s->refs == 0) edge_script_retire(s);
 }
 
-/* ---- hooks ---- */
+/* ---- what a hook run returns ---- */
 
-/* cache_key's message handler: the message and a traceback. A memory error
- * here ends the call with LUA_ERRMEM, which is logged as such. */
-static int traceback(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
-int edge_script_cache_key(edge_script *s, edge_request *req)
-{
-    if (s->cache_key_ref == LUA_NOREF) return EDGE_OK;
-    if (prepare(s, req, "cache_key", 0) != LUA_OK) return EDGE_ERROR;
-    lua_State *L = s->L;
-    int base = lua_gettop(L);
-    lua_pushcfunction(L, traceback);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->cache_key_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, req->lua.ud_ref);
-    start_budget(s, &req->lua, L);
-    s->current = req;
-    int rc = lua_pcall(L, 1, 1, base + 1);
-    s->current = NULL;
-    lua_sethook(L, NULL, 0, 0);
-
-    int status = EDGE_OK;
-    if (rc != LUA_OK) {
-        const char *msg = error_text(L, rc);
-        log_hook_error(req, "cache_key", msg);
-        count_error(s, msg);
-        status = EDGE_ERROR;
-    } else if (lua_type(L, -1) == LUA_TSTRING) {
-        size_t n;
-        const char *key = lua_tolstring(L, -1, &n);
-        edge_buf_append(&req->cache_key, key, n);
-        req->has_cache_key = 1;
-    } else if (!lua_isnil(L, -1) && !(lua_isboolean(L, -1) && !lua_toboolean(L, -1))) {
-        edge_log(EDGE_LOG_ERR, req->conn_id,
-                 "cache_key (request %s) returned %s: expected a string, or nil to bypass the cache",
-                 edge_request_id(req), luaL_typename(L, -1));
-        count_error(s, NULL);
-        status = EDGE_ERROR;
-    }
-    lua_settop(L, base);
-    if (status != EDGE_OK) edge_script_release(req);
-    return status;
-}
-
-/* Collects the result of a finished respond coroutine into req->resp. */
+/* Collects the result of a finished respond (or an answering access) into
+ * req->resp. */
 static int take_response(edge_request *req, lua_State *co, int nres)
 {
     char err[256];
@@ -339,11 +395,47 @@ static int take_response(edge_request *req, lua_State *co, int nres)
     } else if ((rc = edge_lua_to_response_protected(co, -nres, &req->resp, err, sizeof(err))) == EDGE_OK) {
         return EDGE_OK;
     }
-    if (rc == EDGE_LUA_RAISED) log_hook_error(req, "respond", err);
-    else edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) returned a bad value: %s",
-                  edge_request_id(req), err);
+    if (rc == EDGE_LUA_RAISED) log_hook_error(req, hook_name(req), err);
+    else edge_log(EDGE_LOG_ERR, req->conn_id, "%s (request %s) returned a bad value: %s",
+                  hook_name(req), edge_request_id(req), err);
     count_error(req->lua.script, NULL);
     return EDGE_ERROR;
+}
+
+static int take_cache_key(edge_request *req, lua_State *co, int nres)
+{
+    if (nres == 0 || lua_isnil(co, -nres) || (lua_isboolean(co, -nres) && !lua_toboolean(co, -nres)))
+        return EDGE_OK;
+    if (lua_type(co, -nres) == LUA_TSTRING) {
+        size_t n;
+        const char *key = lua_tolstring(co, -nres, &n);
+        edge_buf_append(&req->cache_key, key, n);
+        req->has_cache_key = 1;
+        return EDGE_OK;
+    }
+    edge_log(EDGE_LOG_ERR, req->conn_id,
+             "cache_key (request %s) returned %s: expected a string, or nil to bypass the cache",
+             edge_request_id(req), luaL_typename(co, -nres));
+    count_error(req->lua.script, NULL);
+    return EDGE_ERROR;
+}
+
+/* access: nothing (or nil) goes on; a response table answers. */
+static int take_access(edge_request *req, lua_State *co, int nres)
+{
+    if (nres == 0 || lua_isnil(co, -nres)) return EDGE_OK;
+    edge_response_clear(&req->resp);
+    return take_response(req, co, nres) == EDGE_OK ? EDGE_DONE : EDGE_ERROR;
+}
+
+static int take_results(edge_request *req, lua_State *co, int nres)
+{
+    switch (req->lua.hook) {
+    case EDGE_HOOK_ACCESS: return take_access(req, co, nres);
+    case EDGE_HOOK_CACHE_KEY: return take_cache_key(req, co, nres);
+    case EDGE_HOOK_RESPOND: return take_response(req, co, nres);
+    default: return EDGE_OK;        /* on_response applied its changes; log and tasks return nothing */
+    }
 }
 
 /* The failed coroutine's traceback, built on the main thread (argument 1:
@@ -357,9 +449,9 @@ static int build_traceback(lua_State *L)
     return 1;
 }
 
-/* Logs respond's error with a traceback, or with the bare message when
- * there is no memory left to build one. */
-static void log_respond_error(edge_script *s, edge_request *req, lua_State *co)
+/* Logs a run's error with a traceback, or with the bare message when there
+ * is no memory left to build one. */
+static void log_run_error(edge_script *s, edge_request *req, lua_State *co)
 {
     char bare[512];
     const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
@@ -375,62 +467,131 @@ static void log_respond_error(edge_script *s, edge_request *req, lua_State *co)
         lua_xmove(co, L, 1);
         if (lua_pcall(L, 2, 1, 0) == LUA_OK) text = lua_tostring(L, -1);
     }
-    log_hook_error(req, "respond", text);
+    log_hook_error(req, hook_name(req), text);
     lua_settop(L, base);
 }
 
-/* Resumes the respond coroutine; returns EDGE_OK, EDGE_AGAIN or EDGE_ERROR.
- * On anything but EDGE_AGAIN the request's Lua state is released. */
+/* Resumes the run's coroutine; returns EDGE_AGAIN while it waits, else
+ * what the run gives (take_results), its coroutine back in the pool. */
 static int resume(edge_script *s, edge_request *req, int nargs)
 {
     edge_lua_ctx *ctx = &req->lua;
     lua_State *co = ctx->co;
     int nres = 0;
     ctx->state = EDGE_LUA_RUNNING;
+    edge_lua_thread_mark(co, 0);
+    edge_request *outer = s->current;      /* a task started from inside another run */
     s->current = req;
     int rc = lua_resume(co, s->L, nargs, &nres);
-    s->current = NULL;
+    s->current = outer;
 
     int status;
     if (rc == LUA_YIELD && ctx->state == EDGE_LUA_WAITING) {
         return EDGE_AGAIN;
     } else if (rc == LUA_YIELD) {
-        edge_log(EDGE_LOG_ERR, req->conn_id, "respond (request %s) yielded outside an edge "
-                 "API call (coroutine.yield in respond is not allowed)", edge_request_id(req));
+        edge_log(EDGE_LOG_ERR, req->conn_id, "%s (request %s) yielded outside an edge API call "
+                 "(coroutine.yield is for coroutines the script makes)", hook_name(req),
+                 edge_request_id(req));
         count_error(s, NULL);
         status = EDGE_ERROR;
     } else if (rc == LUA_OK) {
-        status = take_response(req, co, nres);
+        status = take_results(req, co, nres);
     } else if (rc == LUA_ERRMEM) {
-        log_hook_error(req, "respond", NOMEM_MSG);
+        log_hook_error(req, hook_name(req), NOMEM_MSG);
         count_error(s, NULL);
         status = EDGE_ERROR;
     } else {
-        log_respond_error(s, req, co);
+        log_run_error(s, req, co);
         status = EDGE_ERROR;
     }
     ctx->state = EDGE_LUA_IDLE;
-    edge_script_release(req);
+    give_thread(s, req);
     return status;
 }
 
-int edge_script_respond(edge_script *s, edge_request *req)
+/* ---- on_response: the trampoline that runs in the coroutine ----
+ *
+ * Building res and reading it back allocate, so they happen inside the run
+ * (protected), around the script's function (upvalue 1). */
+
+static void push_response_head(lua_State *L, const edge_response *resp)
 {
-    if (prepare(s, req, "respond", 1) != LUA_OK) return EDGE_ERROR;
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, resp->status);
+    lua_setfield(L, -2, "status");
+    lua_createtable(L, 0, resp->n_headers);
+    int t = lua_gettop(L);
+    for (int i = 0; i < resp->n_headers; i++) {
+        const edge_header *h = &resp->headers[i];
+        lua_pushlstring(L, resp->data.base + h->name.off, h->name.len);
+        lua_pushlstring(L, resp->data.base + h->value.off, h->value.len);
+        edge_lua_add_repeatable(L, t);
+    }
+    lua_setfield(L, -2, "headers");
+}
+
+/* res (or the table the hook returned) becomes the response's status and
+ * fields; its body stays. */
+static int apply_response_head(lua_State *L, int status, lua_KContext kctx)
+{
+    (void)status;
+    (void)kctx;
+    edge_request *req = lua_touserdata(L, lua_upvalueindex(2));
+    int idx = lua_istable(L, -1) ? lua_gettop(L) : 2;     /* a returned table, else res */
+    edge_response head = {.status = 200};
+    char err[256];
+    int rc = edge_lua_to_response_protected(L, idx, &head, err, sizeof(err));
+    if (rc == EDGE_OK) {
+        req->resp.status = head.status;
+        req->resp.has_server = head.has_server;
+        req->resp.has_date = head.has_date;
+        edge_response_take_fields(&req->resp, &head);
+    }
+    edge_response_clear(&head);
+    edge_buf_free(&head.data);
+    edge_buf_free(&head.body);
+    free(head.headers);
+    if (rc != EDGE_OK) return luaL_error(L, "on_response: bad response: %s", err);
+    return 0;
+}
+
+/* Arguments: 1 the req userdata. */
+static int run_on_response(lua_State *L)
+{
+    edge_request *req = lua_touserdata(L, lua_upvalueindex(2));
+    push_response_head(L, &req->resp);        /* 2: res, kept */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_callk(L, 2, 1, 0, apply_response_head);
+    return apply_response_head(L, LUA_OK, 0);
+}
+
+/* ---- hooks ---- */
+
+/* The pushes onto the run's coroutine allocate nothing: a thread has
+ * LUA_MINSTACK free slots. */
+int edge_script_run(edge_script *s, edge_request *req, enum edge_hook hook, edge_script_done_fn done)
+{
+    if (prepare(s, req, (int)hook, 0) != LUA_OK) return EDGE_ERROR;
     edge_lua_ctx *ctx = &req->lua;
     lua_State *co = ctx->co;
+    ctx->done = done;
     start_budget(s, ctx, co);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, s->respond_ref);
+    if (hook != EDGE_HOOK_ON_RESPONSE)          /* on_response's trampoline is in place */
+        lua_rawgeti(co, LUA_REGISTRYINDEX, s->hook_ref[hook]);
     lua_rawgeti(co, LUA_REGISTRYINDEX, ctx->ud_ref);
     return resume(s, req, 1);
 }
 
 void edge_script_wake(edge_request *req)
 {
-    req->lua.cancel = NULL;
-    req->lua.cancel_ud = NULL;
-    int rc = resume(req->lua.script, req, 0);
-    if (rc != EDGE_AGAIN) edge_dispatch_finish(req, rc);
+    edge_lua_ctx *ctx = &req->lua;
+    ctx->cancel = NULL;
+    ctx->cancel_ud = NULL;
+    edge_script_done_fn done = ctx->done;
+    int rc = resume(ctx->script, req, 0);
+    if (rc != EDGE_AGAIN) done(req, rc);
 }
 
 static void on_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
@@ -445,6 +606,183 @@ void edge_script_cancel(edge_request *req)
         edge_log(EDGE_LOG_INFO, req->conn_id, "request %s cancelled: client closed while waiting",
                  edge_request_id(req));
     edge_script_release(req);
+}
+static edge_task *task_new(edge_worker *w, const char *what)
+{
+    edge_task *t = edge_calloc(1, sizeof(*t));
+    edge_request_init(&t->req, &task_ops, w, 0);
+    t->what = what;
+    edge_worker_assign_id(w, &t->req);
+    edge_lua_ctx *ctx = &t->req.lua;
+    ctx->task_next = w->tasks;
+    if (w->tasks) w->tasks->lua.task_prev = &t->req;
+    w->tasks = &t->req;
+    w->n_tasks++;
+    return t;
+}
+
+static void task_free(edge_request *req)
+{
+    edge_worker *w = req->worker;
+    edge_script_release(req);
+    edge_lua_ctx *ctx = &req->lua;
+    if (ctx->task_prev) ctx->task_prev->lua.task_next = ctx->task_next;
+    else w->tasks = ctx->task_next;
+    if (ctx->task_next) ctx->task_next->lua.task_prev = ctx->task_prev;
+    w->n_tasks--;
+    edge_request_free(req);
+    free(task_of(req));
+}
+
+/* A task's run is over; its errors were logged by resume. */
+static void task_done(edge_request *req, int rc)
+{
+    (void)rc;
+    task_free(req);
+}
+
+int edge_script_spawn(edge_script *s, edge_worker *w, int nargs, const char *what)
+{
+    edge_task *t = task_new(w, what);
+    edge_request *req = &t->req;
+    if (prepare(s, req, EDGE_HOOK_TASK, nargs + 1) != LUA_OK) {
+        task_free(req);
+        return EDGE_ERROR;
+    }
+    req->lua.done = task_done;
+    start_budget(s, &req->lua, req->lua.co);
+    int rc = resume(s, req, nargs);
+    if (rc == EDGE_AGAIN) return EDGE_OK;
+    task_free(req);
+    return rc == EDGE_OK ? EDGE_OK : EDGE_ERROR;
+}
+
+void edge_script_cancel_tasks(edge_worker *w)
+{
+    while (w->tasks) {
+        edge_request *req = w->tasks;
+        if (req->lua.state == EDGE_LUA_WAITING)
+            edge_log(EDGE_LOG_INFO, 0, "%s task %s cancelled: the worker stopped", task_of(req)->what,
+                     edge_request_id(req));
+        task_free(req);
+    }
+}
+
+/* ---- the log phase ---- */
+
+/* Copies what log(req, res) may read of the request and its response. */
+static void copy_for_log(edge_task *t, edge_request *from)
+{
+    edge_request *to = &t->req;
+    edge_buf_append(&to->data, from->data.base, from->data.len);
+    if (from->n_headers) {
+        to->headers = edge_malloc((size_t)from->n_headers * sizeof(*to->headers));
+        memcpy(to->headers, from->headers, (size_t)from->n_headers * sizeof(*to->headers));
+        to->n_headers = to->cap_headers = from->n_headers;
+    }
+    to->method = from->method;
+    to->path = from->path;
+    to->query = from->query;
+    to->host = from->host;
+    to->authority = from->authority;
+    to->version = from->version;
+    to->scheme = from->scheme;
+    to->tls_version = from->tls_version;
+    to->is_head = from->is_head;
+    to->start = from->start;
+    to->cache_status = from->cache_status;
+    memcpy(to->id, edge_request_id(from), sizeof(to->id));
+    if (from->peer) {
+        t->peer = *from->peer;
+        to->peer = &t->peer;
+    }
+    to->upstream = from->upstream;
+    const edge_response *resp = &from->resp;
+    to->resp.status = resp->status;
+    for (int i = 0; i < resp->n_headers; i++) {
+        const edge_header *h = &resp->headers[i];
+        edge_response_add_header(&to->resp, resp->data.base + h->name.off, h->name.len,
+                                 resp->data.base + h->value.off, h->value.len);
+    }
+    t->streamed = resp->pipe != NULL;
+    t->body_bytes = resp->body.len;
+    t->duration = ev_now(from->worker->loop) - from->start;
+}
+
+static int log_returned(lua_State *L, int status, lua_KContext kctx)
+{
+    (void)L;
+    (void)status;
+    (void)kctx;
+    return 0;
+}
+
+/* The log task's body (upvalue 1: the script's log; 2: the task): res is
+ * built here, protected. Argument 1: the req userdata (the copy's). */
+static int run_log(lua_State *L)
+{
+    edge_task *t = lua_touserdata(L, lua_upvalueindex(2));
+    push_response_head(L, &t->req.resp);
+    if (t->streamed) lua_pushnil(L);
+    else lua_pushinteger(L, (lua_Integer)t->body_bytes);
+    lua_setfield(L, -2, "bytes_sent");
+    lua_pushnumber(L, t->duration);
+    lua_setfield(L, -2, "duration");
+    if (t->req.cache_status) lua_pushstring(L, t->req.cache_status);
+    else lua_pushnil(L);
+    lua_setfield(L, -2, "cache");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_callk(L, 2, 0, 0, log_returned);    /* with a continuation: log may wait */
+    return 0;
+}
+
+static void on_log_start(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    edge_lua_ctx *ctx = edge_container_of(w, edge_lua_ctx, timer);
+    edge_request *req = edge_container_of(ctx, edge_request, lua);
+    int rc = resume(ctx->script, req, 1);
+    if (rc != EDGE_AGAIN) task_free(req);
+}
+
+/* Makes the log task's coroutine function: run_log with its upvalues (on
+ * s->L, protected by prepare's pcall when moved). */
+static int push_log_body(lua_State *L)
+{
+    edge_script *s = script_of(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->hook_ref[EDGE_HOOK_LOG]);
+    lua_pushvalue(L, 1);
+    lua_pushcclosure(L, run_log, 2);
+    return 1;
+}
+
+void edge_script_log(edge_script *s, edge_request *from)
+{
+    edge_worker *w = from->worker;
+    edge_task *t = task_new(w, "log");
+    copy_for_log(t, from);
+    edge_request *req = &t->req;
+    lua_pushcfunction(s->L, push_log_body);
+    lua_pushlightuserdata(s->L, t);
+    if (lua_pcall(s->L, 1, 1, 0) != LUA_OK) {
+        edge_log(EDGE_LOG_ERR, from->conn_id, "lua error in log (request %s): %s", edge_request_id(req),
+                 error_text(s->L, LUA_ERRMEM));
+        lua_pop(s->L, 1);
+        task_free(req);
+        return;
+    }
+    if (prepare(s, req, EDGE_HOOK_LOG, 1) != LUA_OK) {
+        task_free(req);
+        return;
+    }
+    edge_lua_ctx *ctx = &req->lua;
+    ctx->done = task_done;
+    start_budget(s, ctx, ctx->co);
+    lua_rawgeti(ctx->co, LUA_REGISTRYINDEX, ctx->ud_ref);
+    ev_timer_init(&ctx->timer, on_log_start, 0., 0.);   /* after the response's write */
+    ev_timer_start(s->loop, &ctx->timer);
 }
 
 /* ---- memory ---- */
@@ -535,9 +873,27 @@ static void install_edge_module(edge_script *s)
     lua_pop(L, 1);
 }
 
+/* Anchors the optional hook name of the module table on top of the stack. */
+static int take_hook(edge_script *s, const char *path, enum edge_hook h, const char *name, char *err, size_t errlen)
+{
+    lua_State *L = s->L;
+    int t = lua_getfield(L, -1, name);
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return EDGE_OK;
+    }
+    if (t != LUA_TFUNCTION) {
+        snprintf(err, errlen, "%s: hook '%s' must be a function or nil, got %s", path, name, luaL_typename(L, -1));
+        return EDGE_ERROR;
+    }
+    s->hook_ref[h] = luaL_ref(L, LUA_REGISTRYINDEX);
+    return EDGE_OK;
+}
+
 /* Checks the module table on top of the stack and anchors its hooks. */
 static int take_hooks(edge_script *s, const char *path, char *err, size_t errlen)
 {
+    static const char *const names[EDGE_HOOK_COUNT] = {"access", "cache_key", "respond", "on_response", "log"};
     lua_State *L = s->L;
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s must return a table of hooks { cache_key = function, "
@@ -548,14 +904,9 @@ static int take_hooks(edge_script *s, const char *path, char *err, size_t errlen
         snprintf(err, errlen, "%s: hook 'respond' must be a function, got %s", path, luaL_typename(L, -1));
         return EDGE_ERROR;
     }
-    s->respond_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    int t = lua_getfield(L, -1, "cache_key");
-    if (t != LUA_TFUNCTION && t != LUA_TNIL) {
-        snprintf(err, errlen, "%s: hook 'cache_key' must be a function or nil, got %s", path,
-                 luaL_typename(L, -1));
-        return EDGE_ERROR;
-    }
-    s->cache_key_ref = t == LUA_TNIL ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    for (int h = 0; h < EDGE_HOOK_COUNT; h++)
+        if (take_hook(s, path, (enum edge_hook)h, names[h], err, errlen) != EDGE_OK) return EDGE_ERROR;
     return EDGE_OK;
 }
 
@@ -565,7 +916,7 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
     memset(s, 0, sizeof(*s));
     s->budget = budget;
     s->loop = loop;
-    s->cache_key_ref = s->respond_ref = LUA_NOREF;
+    for (int h = 0; h < EDGE_HOOK_COUNT; h++) s->hook_ref[h] = LUA_NOREF;
     s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .fetch = edge_lua_fetch, .proxy = edge_lua_proxy,
                                .log = server_log,
                                .ud = s, .worker_id = worker_id, .cache = cache,
@@ -577,8 +928,10 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
         snprintf(err, errlen, "cannot create a Lua state");
         return EDGE_ERROR;
     }
+    edge_lua_thread_clear_main(L);
     luaL_openlibs(L);
     install_budgeted_coroutines(L);
+    edge_lua_install_coroutines(L);
     edge_lua_req_register(L);
     install_edge_module(s);
     set_package_path(L, path);

@@ -1,14 +1,17 @@
 /* A worker's Lua VM and the hooks of the script loaded in it.
  *
- * cache_key runs in the VM's main thread and may not yield; respond runs in a
- * coroutine of its own and may wait in edge.sleep (an ev_timer), after which
- * it is resumed from the loop, or in edge.fetch (edge_script_wait). The
- * request's edge_lua_ctx holds the coroutine, the req userdata, the timer and
- * the wait's cancel hook, and edge_script_cancel() releases them all. */
+ * Every hook run (access, cache_key, respond, on_response, log, a timer's
+ * function) happens in a coroutine taken from the VM's pool, and may wait in
+ * edge.sleep (an ev_timer) or edge.fetch / edge.proxy (edge_script_wait),
+ * also from coroutines the script makes (lua_coroutine.c); the loop resumes
+ * it when the wait ends. The request's edge_lua_ctx holds the coroutine, the
+ * req userdata, the timer and the wait's cancel hook, and
+ * edge_script_cancel() releases them all. */
 #ifndef EDGE_SCRIPT_H
 #define EDGE_SCRIPT_H
 
 #include <ev.h>
+#include <lauxlib.h>
 #include <lua.h>
 #include <stddef.h>
 
@@ -20,11 +23,28 @@ struct edge_counters;
 struct edge_health;
 
 struct edge_request;
+struct edge_lua_nest;
+
+/* The script's hooks, in the order a request meets them. */
+enum edge_hook {
+    EDGE_HOOK_ACCESS,         /* before the cache: may answer (EDGE_DONE) */
+    EDGE_HOOK_CACHE_KEY,
+    EDGE_HOOK_RESPOND,
+    EDGE_HOOK_ON_RESPONSE,    /* before the response's head goes out: may change it */
+    EDGE_HOOK_LOG,            /* after: a task on a copy of the request */
+    EDGE_HOOK_COUNT,
+    EDGE_HOOK_TASK = EDGE_HOOK_COUNT   /* a function of the script's (timers) */
+};
+
+#define EDGE_SCRIPT_POOL 64       /* idle coroutines kept for reuse */
 
 typedef struct edge_script {
     lua_State *L;
-    int        cache_key_ref;     /* LUA_NOREF when the script has no cache_key */
-    int        respond_ref;
+    int        hook_ref[EDGE_HOOK_COUNT];   /* LUA_NOREF for a hook the script lacks */
+    lua_State *pool[EDGE_SCRIPT_POOL];      /* finished coroutines, anchored by pool_ref */
+    int        pool_ref[EDGE_SCRIPT_POOL];
+    int        pool_n;
+    struct edge_lua_nest *nest;   /* the nested resumes in progress (lua_coroutine.h) */
     long       budget;            /* VM instructions per hook run */
     struct ev_loop *loop;         /* NULL outside a worker (edge -t) */
     struct edge_request *current; /* the request whose Lua is running now */
@@ -57,14 +77,26 @@ void edge_script_stop_checks(edge_script *s);
  * else when the last one releases it. */
 void edge_script_retire(edge_script *s);
 
-/* Runs cache_key(req): EDGE_OK (req->cache_key set when the hook returned a
- * string) or EDGE_ERROR (logged). */
-int edge_script_cache_key(edge_script *s, struct edge_request *req);
-/* Starts respond(req): EDGE_OK (req->resp filled), EDGE_AGAIN (waiting; the
- * dispatcher is called back with edge_dispatch_finish) or EDGE_ERROR (logged). */
-int edge_script_respond(edge_script *s, struct edge_request *req);
+static inline int edge_script_has(const edge_script *s, enum edge_hook h)
+{
+    return s->hook_ref[h] != LUA_NOREF;
+}
+
+/* Called when a hook run that waited is over, with what edge_script_run
+ * would have returned. */
+typedef void (*edge_script_done_fn)(struct edge_request *req, int rc);
+
+/* Runs hook (the script has it) on req, in a coroutine:
+ * - access: EDGE_OK to go on, EDGE_DONE when it answered (req->resp filled);
+ * - cache_key: EDGE_OK (req->cache_key set when it returned a string);
+ * - respond: EDGE_OK (req->resp filled);
+ * - on_response: EDGE_OK (req->resp's status and fields as the hook left them);
+ * or EDGE_ERROR (logged), or EDGE_AGAIN: it waits, and done(req, rc) is
+ * called when it is over. req keeps its req userdata until released. */
+int edge_script_run(edge_script *s, struct edge_request *req, enum edge_hook hook, edge_script_done_fn done);
 /* For an edge API that waits: raises "<what> cannot wait here: ..." unless
- * L is the running respond coroutine and may yield; returns its request. */
+ * L belongs to a hook run and every thread up to the run's coroutine can
+ * yield; returns its request. */
 struct edge_request *edge_script_waitable(lua_State *L, edge_script *s, const char *what);
 /* Yields req's coroutine; the C function returns this call's result. Until
  * edge_script_wake, a request released early (its client went away) calls
@@ -95,5 +127,8 @@ struct edge_worker;
 int edge_script_spawn(edge_script *s, struct edge_worker *w, int nargs, const char *what);
 /* Cancels every task of the worker's (at stop, after the loop ended). */
 void edge_script_cancel_tasks(struct edge_worker *w);
+/* The log phase: runs the script's log(req, res) as a task on a copy of
+ * req, once the loop turns (the response goes out first). */
+void edge_script_log(edge_script *s, struct edge_request *req);
 
 #endif

@@ -346,6 +346,7 @@ static void *worker_main(void *arg)
     ev_run(w->loop, 0);
     edge_script_stop_checks(w->script);     /* before the pools go: a check holds one */
     edge_refresh_cancel_all(w);             /* likewise: a refresh may hold an origin connection */
+    edge_script_cancel_tasks(w);            /* timers and log phases still waiting */
     close_all(w);
     on_reap(w->loop, &w->reaper, 0);
     edge_pools_free(&w->upstream_pools);    /* after close_all: no fetch is in flight now */
@@ -414,7 +415,8 @@ void edge_worker_assign_id(edge_worker *w, edge_request *req)
 
 void edge_worker_on_response(edge_worker *w, edge_request *req)
 {
-    if (req->id_num == 0) edge_worker_assign_id(w, req);   /* rejected before dispatch */
+    if (req->id_num == 0) edge_worker_assign_id(w, req);   /* rejected before dispatch: no hook ran */
+    else if (edge_script_has(w->script, EDGE_HOOK_LOG)) edge_script_log(w->script, req);
     edge_metrics_response(&w->counters, req, ev_now(w->loop));
 }
 

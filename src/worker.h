@@ -59,6 +59,8 @@ typedef struct edge_worker {
     struct edge_resolver *resolver;   /* upstream names (c-ares); NULL if c-ares could not start */
     struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
     struct edge_refresh *refreshes;   /* background refreshes running (refresh.h) */
+    struct edge_request *tasks;   /* Lua tasks running: timers, the log phase (script.h) */
+    int        n_tasks;           /* their number: a drain waits for them */
     double     stale_logged_at;   /* the last stale-if-error log line (one a second) */
     uint64_t   stale_log_skipped; /* stale-if-error answers not logged since */
     char       date[40];          /* the cached Date header value */
