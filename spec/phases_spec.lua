@@ -225,6 +225,23 @@ describe("phases #e2e", function()
       end)
     end
 
+    for _, p in ipairs(PROTOS) do
+      local tag = p.http2 and "h2" or "h1"
+      it("sees the 304 and the 206 the cache answers with on a hit (" .. p.name .. ")", function()
+        local path = "/c/cond-" .. tag
+        get(path, { http2 = p.http2 })
+        local res, run = get(path, { http2 = p.http2, headers = { ["if-none-match"] = '"e1"' } })
+        assert.are.equal(304, res.status, srv:log_tail())
+        assert.are.equal("yes", res.headers["x-on-response"])
+        assert.are.equal("on_response status=304 x-cache=HIT", wait_record(file, run, "on_response"))
+        res, run = get(path, { http2 = p.http2, headers = { range = "bytes=0-3" } })
+        assert.are.equal(206, res.status, srv:log_tail())
+        assert.are.equal("made", res.body)
+        assert.are.equal("yes", res.headers["x-on-response"])
+        assert.are.equal("on_response status=206 x-cache=HIT", wait_record(file, run, "on_response"))
+      end)
+    end
+
     it("never changes the stored entry: status, headers and body as respond made them", function()
       get("/c/stored/status")
       local res = get("/c/stored/status")
@@ -332,6 +349,25 @@ describe("phases #e2e", function()
       local line = srv:wait_log("[^\n]*phases%.lua:%d+: log blew up[^\n]*", 2)
       assert.truthy(line, srv:log_tail())
       assert.truthy(line:find("[error]", 1, true), line)
+    end)
+  end)
+
+  describe("a client that leaves", function()
+    it("while access waits: respond never runs, the worker goes on, log still runs", function()
+      local client = require "support.client"
+      local run = new_run("leaves")
+      local c = assert(client.tcp(srv.plain_port))
+      c.conn:setoption("linger", { on = true, timeout = 0 })
+      assert(c:send(client.request { path = "/slow-access/gone", headers = { ["x-run"] = run } }))
+      assert.truthy(wait_record(file, run, "access", 2))
+      c:close()
+      util.sleep(0.4)
+      local res = get("/plain/after-leave")
+      assert.are.equal(200, res.status, srv:log_tail())
+      local rec = wait_record(file, run, "log", 3)
+      assert.truthy(rec, table.concat(records(file, run), "\n") .. "\n" .. srv:log_tail())
+      assert.is_nil(phase_names(file, run):find("respond", 1, true), phase_names(file, run))
+      assert.is_nil(srv:sanitizer_report())
     end)
   end)
 
