@@ -119,8 +119,46 @@ describe("yield anywhere: waits in cache_key and in the script's coroutines #e2e
         assert.are.equal("true 200 GET /echo?from=gen2 ", f.gen2)
         assert.are.equal("200 GET /echo?from=direct ", f.direct)
       end)
+
+      it("edge.proxy inside a coroutine.wrap (nginx)", function()
+        local res = srv:get("/proxy-co?port=" .. ngx.port, { http2 = p.http2 })
+        assert.are.equal(200, res.status, res.body .. srv:log_tail())
+        assert.are.equal("GET /echo/co ", res.body)
+        assert.are.equal("yes", res.headers["x-via-co"])
+      end)
     end)
   end
+
+  it("a coroutine kept across requests waits in the request that resumes it", function()
+    local a = fields(srv:get("/shared-gen").body)
+    local b = fields(srv:get("/shared-gen", { http2 = true }).body)
+    assert.are.equal("true", a.ok, srv:log_tail())
+    assert.are.equal("true", b.ok, srv:log_tail())
+    assert.are.equal(tonumber(a.v) + 1, tonumber(b.v))
+  end)
+
+  it("a request cannot resume a coroutine another request is waiting in; the waiting one is unharmed", function()
+    local proc = require "support.proc"
+    local dir = util.tmpdir("gen")
+    local first = proc.spawn({ "curl", "-sk", "--max-time", "10", "-o", dir .. "/body", srv:url("/shared-gen?s=1") },
+      { timeout = 15 })
+    util.sleep(0.3)
+    local res = srv:get("/shared-gen?s=0")
+    assert.are.equal(200, res.status, res.body .. srv:log_tail())
+    local f = fields(res.body)
+    assert.are.equal("false", f.ok, res.body)
+    assert.are.equal("cannot resume a coroutine that waits in an edge call", f.v)
+    -- coroutine.status still says "suspended" there (CONTRACT.md says nothing):
+    -- the refusal above is what tells.
+    assert.are.equal(0, first:wait(10))
+    local g = fields(util.read_file(dir .. "/body"))
+    assert.are.equal("true", g.ok, srv:log_tail())
+    assert.truthy(tonumber(g.v), g.v)
+    -- Afterwards it can be resumed again.
+    local after = fields(srv:get("/shared-gen").body)
+    assert.are.equal("true", after.ok)
+    assert.are.equal(tonumber(g.v) + 1, tonumber(after.v))
+  end)
 
   it("edge.sleep in table.sort's comparator: 500, and the log says it cannot wait here", function()
     local before = util.count(srv:log(), "cannot wait here")
