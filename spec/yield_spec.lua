@@ -258,16 +258,16 @@ describe("yield anywhere: many requests waiting in nested coroutines at once #e2
   end)
   lazy_teardown(function() server.stop_and_check(srv) end)
 
-  it("40 HTTP/1.1 clients, each 0.5 s in nested coroutines: all answered their own, in parallel", function()
+  it("30 HTTP/1.1 clients, each 1 s in nested coroutines: all answered their own, in parallel", function()
     local items = {}
-    for i = 1, 40 do items[i] = { url = srv:url("/deep?s=0.5&n=" .. i), max_time = 10 } end
+    for i = 1, 30 do items[i] = { url = srv:url("/deep?s=1&n=" .. i), max_time = 15 } end
     local list, wall = ce.parallel(items)
     for i, r in ipairs(list) do
       assert.are.equal(200, r.status, "client " .. i .. ": " .. r.stderr)
       assert.are.equal("deep n=" .. i .. "\n", r.body)
     end
-    -- One at a time would take 20 s.
-    assert.is_true(wall < 6, "took " .. wall .. " s")
+    -- One at a time would take 30 s (30 curl processes start slowly under ASan).
+    assert.is_true(wall < 12, "took " .. wall .. " s")
   end)
 
   it("60 HTTP/2 streams on one connection, each 0.5 s in nested coroutines", function()
