@@ -380,13 +380,21 @@ describe("edge.fetch: bad arguments and where it may wait #e2e", function()
     end
   end)
 
-  it("refuses to wait where it cannot yield, with edge.sleep's message", function()
+  it("waits in cache_key and in a coroutine the script made", function()
     for _, where in ipairs { "cache_key", "coroutine" } do
+      local res = srv:request { plain = true, path = "/f", headers = { ["x-fetch-in"] = where } }
+      assert.are.equal(200, res.status, where)
+      assert.matches("refused", res.body, 1, true)
+    end
+  end)
+
+  it("refuses to wait across a C function without a continuation, with edge.sleep's message", function()
+    for _, where in ipairs { "sort", "gsub" } do
       local res = srv:request { plain = true, path = "/f", headers = { ["x-fetch-in"] = where } }
       assert.are.equal(500, res.status, where)
     end
-    local n = util.count(srv:log(), "edge.fetch cannot wait here: only in respond, not in cache_key, "
-      .. "a nested coroutine or a C call")
+    local n = util.count(srv:log(), "edge.fetch cannot wait here: a C function without a continuation "
+      .. "is in between")
     assert.are.equal(2, n, srv:log_tail())
   end)
 end)

@@ -4,6 +4,7 @@
 #include "request.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <lauxlib.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -115,6 +116,112 @@ static void push_remote_addr(lua_State *L, const edge_request *req)
     lua_pushstring(L, text);
 }
 
+/* ---- rewriting the request (access) ---- */
+
+/* The bound on a request's stored bytes once rewritten (each rewrite
+ * appends): rewrites change a few fields, they are not a way to grow C
+ * memory without bound. */
+#define REWRITE_MAX (1u << 20)
+
+static void check_room(lua_State *L, const edge_request *req, size_t n)
+{
+    if (req->data.len + n > REWRITE_MAX)
+        luaL_error(L, "request rewrite: the request's fields would pass %u bytes", REWRITE_MAX);
+}
+
+/* Bytes allowed in a path or query: visible ASCII but '#' (and '?' in a path). */
+static int valid_target_part(const char *s, size_t n, int is_path)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == '#' || (is_path && c == '?')) return 0;
+    }
+    return 1;
+}
+
+/* Forgets a table built from the request's fields (headers, args), so the
+ * next read sees the rewrite. */
+static void forget_cached(lua_State *L, const char *field)
+{
+    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, field);
+    }
+    lua_pop(L, 1);
+}
+
+static void set_path(lua_State *L, edge_request *req)
+{
+    size_t n;
+    const char *p = luaL_checklstring(L, 3, &n);
+    if (n == 0 || p[0] != '/' || !valid_target_part(p, n, 1))
+        luaL_error(L, "req.path must start with '/' and hold no space, control byte, '?' or '#'");
+    check_room(L, req, n);
+    req->path = edge_request_store(req, p, n);
+    forget_cached(L, "path");
+}
+
+static void set_query(lua_State *L, edge_request *req)
+{
+    if (lua_isnil(L, 3)) {
+        req->query = (edge_span){EDGE_SPAN_NONE, 0};
+    } else {
+        size_t n;
+        const char *q = luaL_checklstring(L, 3, &n);
+        if (!valid_target_part(q, n, 0)) luaL_error(L, "req.query must hold no space, control byte or '#'");
+        check_room(L, req, n);
+        req->query = edge_request_store(req, q, n);
+    }
+    forget_cached(L, "query");
+    forget_cached(L, "args");
+}
+
+/* req:set_header(name, value | list): replaces the field; req:clear_header(name). */
+static int req_set_header(lua_State *L)
+{
+    edge_request *req = check_open(L);
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+    char lower[256];
+    luaL_argcheck(L, nlen > 0 && nlen < sizeof(lower), 2, "a field name of 1 to 255 bytes");
+    for (size_t i = 0; i < nlen; i++) {
+        if (!edge_http_is_tchar((unsigned char)name[i])) luaL_argerror(L, 2, "not a valid field name");
+        lower[i] = (char)tolower((unsigned char)name[i]);
+    }
+    int list = lua_istable(L, 3);
+    if (!list && !lua_isnoneornil(L, 3)) luaL_checkstring(L, 3);
+    lua_Integer n = list ? (lua_Integer)lua_rawlen(L, 3) : !lua_isnoneornil(L, 3);
+    for (lua_Integer i = 1; i <= n; i++) {       /* every value checked before anything changes */
+        if (list) lua_rawgeti(L, 3, i);
+        else lua_pushvalue(L, 3);
+        size_t vlen;
+        const char *v = lua_tolstring(L, -1, &vlen);
+        if (v == NULL || memchr(v, '\r', vlen) || memchr(v, '\n', vlen) || memchr(v, '\0', vlen))
+            luaL_argerror(L, 3, "values must be strings without CR, LF or NUL");
+        check_room(L, req, vlen + nlen);
+        lua_pop(L, 1);
+    }
+    edge_request_remove_header(req, lower, nlen);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (list) lua_rawgeti(L, 3, i);
+        else lua_pushvalue(L, 3);
+        size_t vlen;
+        const char *v = lua_tolstring(L, -1, &vlen);
+        edge_request_add_header(req, lower, nlen, v, vlen);
+        if (nlen == 4 && memcmp(lower, "host", 4) == 0) edge_request_set_host(req, v, vlen);
+        lua_pop(L, 1);
+    }
+    forget_cached(L, "headers");
+    return 0;
+}
+
+static int req_clear_header(lua_State *L)
+{
+    lua_settop(L, 2);
+    lua_pushnil(L);
+    return req_set_header(L);
+}
+
 /* Pushes the built-in field `key`; returns 0 when there is none, 2 when the
  * value is a table worth keeping in the user value. */
 static int push_field(lua_State *L, edge_request *req, const char *key, size_t len)
@@ -149,8 +256,14 @@ static int push_field(lua_State *L, edge_request *req, const char *key, size_t l
         if (memcmp(key, "headers", 7) == 0) return push_headers(L, req), 2;
         if (memcmp(key, "version", 7) == 0) return lua_pushstring(L, req->version), 1;
         break;
+    case 10:
+        if (memcmp(key, "set_header", 10) == 0) return lua_pushcfunction(L, req_set_header), 1;
+        break;
     case 11:
         if (memcmp(key, "remote_addr", 11) == 0) return push_remote_addr(L, req), 1;
+        break;
+    case 12:
+        if (memcmp(key, "clear_header", 12) == 0) return lua_pushcfunction(L, req_clear_header), 1;
         break;
     case 13:    /* a body past --body-buffer: not in req.body, edge.proxy streams it */
         if (memcmp(key, "body_streamed", 13) == 0) return lua_pushboolean(L, req->body_streamed), 1;
@@ -188,10 +301,16 @@ static int req_index(lua_State *L)
     return 1;
 }
 
-/* __newindex: the script may attach its own fields or override built-in ones. */
+/* __newindex: path and query rewrite the request (what later hooks and
+ * edge.proxy see); any other field is the script's own, or overrides a
+ * built-in one for the script only. */
 static int req_newindex(lua_State *L)
 {
-    check_open(L);
+    edge_request *req = check_open(L);
+    size_t klen;
+    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &klen) : NULL;
+    if (key && klen == 4 && memcmp(key, "path", 4) == 0) return set_path(L, req), 0;
+    if (key && klen == 5 && memcmp(key, "query", 5) == 0) return set_query(L, req), 0;
     if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
         lua_pop(L, 1);
         lua_newtable(L);

@@ -198,6 +198,17 @@ const edge_header *edge_request_header(const edge_request *req, const char *name
     return NULL;
 }
 
+void edge_request_remove_header(edge_request *req, const char *name, size_t nlen)
+{
+    int kept = 0;
+    for (int i = 0; i < req->n_headers; i++) {
+        const edge_header *h = &req->headers[i];
+        if (h->name.len == nlen && memcmp(edge_request_ptr(req, h->name), name, nlen) == 0) continue;
+        req->headers[kept++] = *h;
+    }
+    req->n_headers = kept;
+}
+
 void edge_response_set_status(edge_response *resp, int status)
 {
     resp->status = status;

@@ -192,6 +192,8 @@ static inline int edge_request_method_is(const edge_request *req, const char *m)
     return req->method.len == n && memcmp(req->data.base + req->method.off, m, n) == 0;
 }
 
+/* Removes every request field of this lower-case name. */
+void edge_request_remove_header(edge_request *req, const char *name, size_t nlen);
 /* Finds a request header by lower-case name; NULL when absent. */
 const edge_header *edge_request_header(const edge_request *req, const char *name, size_t nlen);
 

@@ -271,8 +271,10 @@ static lua_State *take_thread(edge_script *s, lua_State *L, int *ref)
     return co;
 }
 
-/* Gives the run's coroutine back: reset (closing pending to-be-closed
- * variables on the run's budget) unless it ended cleanly, then pooled. */
+/* Gives the run's coroutine back: one that finished, or was cancelled while
+ * it waited (reset: its pending to-be-closed variables run on the run's
+ * budget), is pooled; one that died of an error is dropped (an error raised
+ * in a hook, the budget's, leaves the thread with hooks disabled). */
 static void give_thread(edge_script *s, edge_request *req)
 {
     edge_lua_ctx *ctx = &req->lua;
@@ -280,15 +282,16 @@ static void give_thread(edge_script *s, edge_request *req)
     if (co == NULL) return;
     ctx->co = NULL;
     edge_lua_thread_mark(co, 0);
+    int reusable = lua_status(co) == LUA_OK || lua_status(co) == LUA_YIELD;
     if (lua_status(co) != LUA_OK) {
         edge_request *running = s->current;
         s->current = req;
-        lua_resetthread(co);
+        if (lua_resetthread(co) != LUA_OK) reusable = 0;
         s->current = running;
     }
     lua_settop(co, 0);
     lua_sethook(co, NULL, 0, 0);
-    if (lua_status(co) == LUA_OK && s->pool_n < EDGE_SCRIPT_POOL) {
+    if (reusable && s->pool_n < EDGE_SCRIPT_POOL) {
         s->pool[s->pool_n] = co;
         s->pool_ref[s->pool_n++] = ctx->co_ref;
     } else {
@@ -345,6 +348,11 @@ static int prepare(edge_script *s, edge_request *req, int hook, int nmove)
         s->refs++;
     }
     ctx->hook = hook;
+    int wants_ud = hook != EDGE_HOOK_TASK && ctx->ud == NULL;
+    if (!wants_ud && nmove == 0 && hook != EDGE_HOOK_ON_RESPONSE && s->pool_n > 0) {
+        ctx->co = take_thread(s, s->L, &ctx->co_ref);    /* from the pool: nothing to allocate */
+        return LUA_OK;
+    }
     lua_State *L = s->L;
     lua_pushcfunction(L, make_lua_state);
     lua_pushlightuserdata(L, req);
