@@ -374,6 +374,8 @@ describe("phases #e2e", function()
       assert.are.equal(200, res.status, srv:log_tail())
       local rec = wait_record(file, run, "log", 3)
       assert.truthy(rec, table.concat(records(file, run), "\n") .. "\n" .. srv:log_tail())
+      -- Some status (the access log says 499 there); CONTRACT.md names none.
+      assert.matches("^log status=%d+ ", rec)
       assert.is_nil(phase_names(file, run):find("respond", 1, true), phase_names(file, run))
       assert.is_nil(srv:sanitizer_report())
     end)
