@@ -381,6 +381,19 @@ describe("phases #e2e", function()
     end)
   end)
 
+  describe("a client that leaves (HTTP/2)", function()
+    it("while access waits: the connection closes, log still runs", function()
+      local run = new_run("leaves-h2")
+      local code = util.run({ "curl", "-sk", "--http2", "--max-time", "0.1", "-H", "x-run: " .. run,
+                              "-o", "/dev/null", srv:url("/slow-access/gone-h2") }, { timeout = 5 })
+      assert.are.equal(28, code)   -- curl: operation timed out
+      local rec = wait_record(file, run, "log", 3)
+      assert.truthy(rec, table.concat(records(file, run), "\n") .. "\n" .. srv:log_tail())
+      assert.matches("^log status=%d+ ", rec)
+      assert.are.equal(200, get("/plain/after-leave-h2", { http2 = true }).status)
+    end)
+  end)
+
   describe("order", function()
     for _, p in ipairs(PROTOS) do
       it("access, cache_key, respond, on_response, log on a miss; no respond on a hit (" .. p.name .. ")", function()
