@@ -3,6 +3,7 @@
 #include "common.h"
 #include "listener.h"
 #include "log.h"
+#include "shared_dict.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -64,6 +65,8 @@ static const char usage_text[] =
     "                             at the limit (default 25000)\n"
     "      --lua-memory SIZE      memory per Lua VM (one per worker); past it\n"
     "                             the hook fails with 500 (default 0: no limit)\n"
+    "      --lua-max-timers N     pending edge.timer timers per worker; past it\n"
+    "                             edge.timer.at/every return nil, err (default 1024)\n"
     "      --drain-timeout S      on SIGTERM, time in-flight requests get (default 30)\n"
     "      --admin ADDR:PORT      admin listener (plain HTTP: /metrics, /healthz, PURGE /cache),\n"
     "                             e.g. 127.0.0.1:9901 (default off)\n"
@@ -76,6 +79,8 @@ static const char usage_text[] =
     "      --request-id-header    send the request id as X-Request-Id in every response\n"
     "      --proxy-buffer SIZE    edge.proxy: response bytes held per request while the\n"
     "                             client is slower than the origin, 64k to 1m (default 256k)\n"
+    "      --shared-dict NAME:SIZE   a shared dictionary (edge.shared.NAME) of SIZE bytes,\n"
+    "                             shared by the workers and kept across reloads; repeatable\n"
     "      --trusted-proxies LIST addresses/CIDRs (comma-separated, repeatable) whose\n"
     "                             X-Request-Id is kept as the request id\n"
     "  -h, --help                 this help\n"
@@ -92,7 +97,7 @@ enum {
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
     OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_CACHE_GRACE, OPT_CACHE_KEEP, OPT_CACHE_PASS_TTL,
-    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE
+    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE, OPT_SHARED_DICT, OPT_LUA_MAX_TIMERS
 };
 
 static const struct option long_options[] = {
@@ -118,9 +123,11 @@ static const struct option long_options[] = {
     {"send-timeout", required_argument, NULL, OPT_SEND_TIMEOUT},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
+    {"lua-max-timers", required_argument, NULL, OPT_LUA_MAX_TIMERS},
     {"access-log-format", required_argument, NULL, OPT_ACCESS_LOG_FORMAT},
     {"request-id-header", no_argument, NULL, OPT_REQUEST_ID_HEADER},
     {"trusted-proxies", required_argument, NULL, OPT_TRUSTED_PROXIES},
+    {"shared-dict", required_argument, NULL, OPT_SHARED_DICT},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"workers", required_argument, NULL, 'w'},
@@ -160,6 +167,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->send_timeout = 60;
     cfg->max_connections = 25000;
     cfg->drain_timeout = 30;
+    cfg->lua_max_timers = 1024;
     cfg->cache_size = 64u << 20;
     cfg->cache_ttl = 60;
     cfg->cache_pass_ttl = 120;
@@ -232,6 +240,24 @@ static int parse_seconds_or_zero(const char *s, double *out)
     return parse_seconds(s, out);
 }
 
+/* --shared-dict NAME:SIZE defines the dictionary at once: dictionaries are
+ * the process's (shared_dict.h), and the script, loaded later, finds it. */
+static int define_shared_dict(const char *arg)
+{
+    const char *colon = strrchr(arg, ':');
+    char name[128], err[256];
+    size_t size;
+    if (colon == NULL || (size_t)(colon - arg) >= sizeof(name) || edge_shdict_parse_size(colon + 1, &size))
+        return bad_value("shared-dict", arg, "NAME:SIZE, e.g. limits:10m");
+    memcpy(name, arg, (size_t)(colon - arg));
+    name[colon - arg] = '\0';
+    if (edge_shdict_define(name, size, err, sizeof(err)) == NULL) {
+        fprintf(stderr, "edge: invalid value '%s' for --shared-dict: %s\n", arg, err);
+        return EDGE_ERROR;
+    }
+    return EDGE_OK;
+}
+
 static int apply_option(edge_config *cfg, int opt, const char *arg)
 {
     long v;
@@ -295,6 +321,10 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         return EDGE_OK;
     case OPT_LUA_MEMORY:
         return parse_size(arg, 0, MAX_SIZE, &cfg->lua_memory) ? bad_value(name, arg, "bytes, e.g. 8m") : EDGE_OK;
+    case OPT_LUA_MAX_TIMERS:
+        if (parse_long(arg, 0, 1000000, &v)) return bad_value(name, arg, "0 to 1000000");
+        cfg->lua_max_timers = (int)v;
+        return EDGE_OK;
     case OPT_ADMIN: {
         struct sockaddr_storage ss;
         socklen_t len;
@@ -318,6 +348,7 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         if (parse_long(arg, 1, 100000, &v)) return bad_value(name, arg, "1 to 100000");
         cfg->h2_max_streams = (int)v;
         return EDGE_OK;
+    case OPT_SHARED_DICT: return define_shared_dict(arg);
     case OPT_CERT: cfg->cert = arg; return EDGE_OK;
     case OPT_KEY: cfg->key = arg; return EDGE_OK;
     case 't': cfg->test_only = 1; return EDGE_OK;

@@ -36,6 +36,7 @@ typedef struct edge_config {
     int         max_connections;    /* across all workers; accept pauses at it */
     size_t      lua_memory;         /* bytes per Lua VM; 0: no limit */
     double      drain_timeout;
+    int         lua_max_timers;     /* pending edge.timer timers per worker */
     size_t      cache_size;         /* bytes */
     size_t      proxy_buffer;       /* edge.proxy's bytes held per response (the pipe's high mark) */
     size_t      cache_max_object;   /* largest entry stored, bytes; 0 until parsed: cache_size / 16 */

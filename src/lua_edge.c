@@ -2,10 +2,12 @@
  * Names follow OpenResty's ngx.* (ngx.sleep, ngx.now, ngx.log, ngx.ERR). */
 #include "lua_edge.h"
 #include "cache.h"
+#include "lua_limit.h"
 #include "lua_req.h"
 #include "common.h"
 #include "log.h"
 #include "lua_response.h"
+#include "lua_shared.h"
 #include "lua_upstream.h"
 #include "request.h"
 
@@ -381,6 +383,14 @@ void edge_lua_push_module(lua_State *L, const edge_lua_runtime *rt)
     lua_setfield(L, -2, "cache");
     edge_lua_upstream_open(L);
     lua_setfield(L, -2, "upstream");
+    edge_lua_shared_open(L, rt);
+    lua_setfield(L, -2, "shared");
+    edge_lua_limit_open(L, rt);
+    lua_setfield(L, -2, "limit");
+    if (rt->push_timer) {
+        rt->push_timer(L, rt->ud);
+        lua_setfield(L, -2, "timer");
+    }
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, module_index);
     lua_setfield(L, -2, "__index");

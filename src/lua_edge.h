@@ -25,6 +25,9 @@ typedef struct edge_lua_runtime {
     int (*fetch)(lua_State *L, void *ud);
     /* Implements edge.proxy(req, target, opts); NULL outside the server. */
     int (*proxy)(lua_State *L, void *ud);
+    /* Pushes the edge.timer table (lua_timer.h; the busted module's virtual
+     * timers); NULL: no edge.timer. */
+    void (*push_timer)(lua_State *L, void *ud);
     /* Writes one log line from edge.log; where the line says file:line. */
     void (*log)(lua_State *L, int level, const char *where, const char *msg, void *ud);
     void *ud;

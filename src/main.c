@@ -10,6 +10,7 @@
 #include "listener.h"
 #include "log.h"
 #include "script.h"
+#include "lua_timer.h"
 #include "sd_notify.h"
 #include "tls.h"
 #include "worker.h"
@@ -119,6 +120,7 @@ static void reload_admin_auth(edge_admin_auth *auth)
 static int run_test(const edge_config *cfg)
 {
     edge_script_set_memory_limit(cfg->lua_memory);
+    edge_lua_timer_set_max(cfg->lua_max_timers);
     if (check_script(cfg) != EDGE_OK) return 1;
     printf("edge: script %s loads and returns its hooks\n", cfg->script);
     char err[1024];
@@ -315,6 +317,7 @@ int main(int argc, char **argv)
 
     block_signals();
     edge_script_set_memory_limit(srv.cfg.lua_memory);
+    edge_lua_timer_set_max(srv.cfg.lua_max_timers);
     if (check_script(&srv.cfg) != EDGE_OK) return 1;
     /* The checks that allocate nothing come first: a failure returns at once. */
     if (srv.cfg.admin && claim_admin(srv.cfg.admin) != EDGE_OK) return 1;

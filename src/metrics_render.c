@@ -7,6 +7,7 @@
 #include "dispatch.h"
 #include "health_check.h"
 #include "request.h"
+#include "shared_dict.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -189,6 +190,43 @@ static void render_cache(edge_buf *b, edge_cache *cache)
     metric(b, "edge_cache_purged_total", "counter", "Entries removed or made stale by a purge.", st.purged);
 }
 
+/* The shared dictionaries' stats, taken once per scrape (each under its lock). */
+typedef struct dict_rows {
+    const char *name[64];
+    edge_shdict_stats st[64];
+    int n;
+} dict_rows;
+
+static void take_dict_stats(edge_shdict *d, void *ud)
+{
+    dict_rows *r = ud;
+    if (r->n == (int)EDGE_ARRAY_LEN(r->name)) return;
+    r->name[r->n] = edge_shdict_name(d);
+    edge_shdict_get_stats(d, &r->st[r->n++]);
+}
+
+#define DICT_FAMILY(field, metric_name, type, help)                                                         \
+    do {                                                                                                    \
+        edge_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric_name, help, metric_name, type);            \
+        for (int i = 0; i < r.n; i++)                                                                       \
+            edge_buf_printf(b, "%s{dict=\"%s\"} %llu\n", metric_name, r.name[i],                            \
+                            (unsigned long long)r.st[i].field);                                             \
+    } while (0)
+
+/* Names are letters, digits, '_', '-' and '.' (shared_dict.c): no label escaping needed. */
+static void render_shared_dicts(edge_buf *b)
+{
+    dict_rows r = {.n = 0};
+    edge_shdict_each(take_dict_stats, &r);
+    if (r.n == 0) return;
+    DICT_FAMILY(bytes, "edge_shared_dict_bytes", "gauge",
+                "Bytes the shared dict's keys take (overhead included; expired keys until freed).");
+    DICT_FAMILY(capacity, "edge_shared_dict_capacity_bytes", "gauge", "The shared dict's bound in bytes.");
+    DICT_FAMILY(keys, "edge_shared_dict_keys", "gauge", "Keys stored in the shared dict (expired ones until freed).");
+    DICT_FAMILY(evictions, "edge_shared_dict_evictions_total", "counter",
+                "Keys evicted before they expired, to make room for a write.");
+}
+
 static void render_reloads(edge_buf *b, edge_worker *workers, int n_workers)
 {
     uint64_t reloads, failures;
@@ -226,4 +264,5 @@ void edge_metrics_render(edge_buf *b, edge_worker *workers, int n_workers, edge_
     render_reloads(b, workers, n_workers);
     render_upstream(b, workers, n_workers);
     render_cache(b, cache);
+    render_shared_dicts(b);
 }

@@ -9,6 +9,7 @@
 #include "body_pipe.h"
 #include "lua_req.h"
 #include "lua_response.h"
+#include "lua_timer.h"
 #include "lua_upstream.h"
 #include "metrics.h"
 #include "request.h"
@@ -926,7 +927,7 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
     s->loop = loop;
     for (int h = 0; h < EDGE_HOOK_COUNT; h++) s->hook_ref[h] = LUA_NOREF;
     s->rt = (edge_lua_runtime){.now = server_now, .sleep = server_sleep, .fetch = edge_lua_fetch, .proxy = edge_lua_proxy,
-                               .log = server_log,
+                               .log = server_log, .push_timer = edge_lua_timer_push,
                                .ud = s, .worker_id = worker_id, .cache = cache,
                                .cache_ttl = cache_ttl};
     s->mem_limit = memory_limit;

@@ -38,6 +38,15 @@ enum {
 
 /* ---- the process's dictionaries ---- */
 
+/* Keys are 1 to EDGE_SHDICT_MAX_KEY bytes (callers check; a longer key is
+ * refused by the writes as EDGE_SHDICT_NO_MEMORY). A dictionary holds 1k to
+ * 1024g bytes; a value larger than the capacity (with its key and about 80
+ * bytes of overhead) never fits. */
+#define EDGE_SHDICT_MAX_KEY 65535
+
+/* Parses a size: digits with an optional k, m or g suffix (powers of 1024). */
+int edge_shdict_parse_size(const char *s, size_t *out);
+
 /* Finds or makes the dictionary name with a bound of capacity bytes.
  * Returns it, or NULL with a message in err: a name already defined with
  * another capacity (a reload keeps the dictionary and its contents; changing
@@ -56,8 +65,9 @@ const char *edge_shdict_name(const edge_shdict *d);
 
 typedef struct edge_shdict_stats {
     size_t   capacity;
-    size_t   bytes;             /* what the live keys take, overhead included */
-    uint64_t keys;
+    size_t   bytes;             /* what the stored keys take, overhead included (expired
+                                   keys count until a write or flush_expired frees them) */
+    uint64_t keys;              /* stored keys, expired ones not yet freed included */
     uint64_t evictions;         /* keys evicted before they expired */
 } edge_shdict_stats;
 void edge_shdict_get_stats(edge_shdict *d, edge_shdict_stats *out);
@@ -76,7 +86,9 @@ enum {
     EDGE_SHDICT_SET_SAFE    = 4    /* never evict a live key to make room */
 };
 /* set/add/replace/safe_*: *forcible (may be NULL) tells whether live keys
- * were evicted to make room. A NIL value deletes. */
+ * were evicted to make room. A NIL value deletes. A write first frees expired
+ * keys from the least recently used end, then (unless SAFE) evicts live ones.
+ * When a rewrite fails for memory, the key keeps its old value. */
 int edge_shdict_set(edge_shdict *d, const char *key, size_t klen, const edge_shdict_value *v, double ttl,
                     unsigned flags, double now, int *forcible);
 
@@ -95,8 +107,10 @@ typedef int (*edge_shdict_update_fn)(void *ud, int has, double cur, double *next
 int edge_shdict_update(edge_shdict *d, const char *key, size_t klen, double now, edge_shdict_update_fn fn,
                        void *ud);
 
+/* Removes the key (expired or not); returns whether it was there. */
 int    edge_shdict_delete(edge_shdict *d, const char *key, size_t klen);
-/* Seconds left (-1: none... see ttl semantics); 0 when not found. */
+/* Returns 1 and the seconds left in *ttl_left (0: no expiry) for a live key,
+ * 0 when absent or expired. */
 int    edge_shdict_ttl(edge_shdict *d, const char *key, size_t klen, double now, double *ttl_left);
 /* Sets a live key's ttl (<= 0: no expiry); 0 when not found. */
 int    edge_shdict_expire(edge_shdict *d, const char *key, size_t klen, double ttl, double now);
@@ -104,7 +118,8 @@ int    edge_shdict_expire(edge_shdict *d, const char *key, size_t klen, double t
  * max (0: all) expired keys and returns how many. */
 void   edge_shdict_flush_all(edge_shdict *d);
 size_t edge_shdict_flush_expired(edge_shdict *d, double now, size_t max);
-/* Calls fn for up to max (0: 1024) live keys (get_keys); the key bytes are
+/* Calls fn for up to max (0: all) live keys, most recently used first
+ * (get_keys); the key bytes are
  * valid only during the call, which runs under the lock: copy them out. */
 size_t edge_shdict_keys(edge_shdict *d, double now, size_t max,
                         void (*fn)(void *ud, const char *key, size_t klen), void *ud);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "request.h"
 #include "health_check.h"
+#include "lua_timer.h"
 #include "resolver.h"
 
 #include <ctype.h>
@@ -115,8 +116,10 @@ static void on_reap(struct ev_loop *loop, ev_prepare *p, int revents)
         w->closed = c->next;
         edge_conn_free(c);
     }
-    ev_prepare_stop(loop, p);
-    if (w->stopping && w->n_conns == 0) ev_break(loop, EVBREAK_ALL);
+    /* A drain keeps the reaper armed: it is what sees the last connection
+     * and the last task (a timer's run, a log hook) end. */
+    if (!w->stopping) ev_prepare_stop(loop, p);
+    else if (w->n_conns == 0 && w->n_tasks == 0) ev_break(loop, EVBREAK_ALL);
 }
 
 void edge_worker_retire_conn(edge_worker *w, edge_conn *c)
@@ -217,6 +220,9 @@ static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
     }
     edge_script *old = w->script;
     w->script = s;
+    edge_lua_timer_start(s, w);
+    edge_lua_timer_expire_all(old, "script reloaded");    /* premature runs, before the VM retires */
+    if (w->stopping) edge_lua_timer_expire_all(s, "worker exiting");
     edge_script_retire(old);
     w->script->counters = &w->counters;
     if (!w->stopping) s->health = edge_health_start(w, s->L);
@@ -235,6 +241,7 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     edge_worker *w = t->data;
     if (w->n_conns) edge_log(EDGE_LOG_WARN, 0, "drain timeout: closing %d connections", w->n_conns);
+    if (w->n_tasks) edge_log(EDGE_LOG_WARN, 0, "drain timeout: cancelling %d tasks (timers, log hooks)", w->n_tasks);
     close_all(w);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -259,9 +266,11 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
         if (c->state == EDGE_CONN_OPEN && c->proto && c->proto->on_shutdown) c->proto->on_shutdown(c);
         else if (c->state == EDGE_CONN_HANDSHAKE) edge_conn_close(c);
     }
+    /* Pending timers run now, premature; the drain waits for them too. */
+    edge_lua_timer_expire_all(w->script, "worker exiting");
     ev_timer_set(&w->drain_timer, w->cfg->drain_timeout, 0.);
     ev_timer_start(loop, &w->drain_timer);
-    ev_prepare_start(loop, &w->reaper);   /* checks for "no connections left" */
+    ev_prepare_start(loop, &w->reaper);   /* checks for "no connections or tasks left" */
 }
 
 void edge_workers_reload(edge_worker *workers, int n)
@@ -343,6 +352,7 @@ static void *worker_main(void *arg)
     edge_worker *w = arg;
     edge_log_worker = w->id;
     w->script->health = edge_health_start(w, w->script->L);   /* the resolver and pools exist now */
+    edge_lua_timer_start(w->script, w);     /* timers the script made while loading */
     ev_run(w->loop, 0);
     edge_script_stop_checks(w->script);     /* before the pools go: a check holds one */
     edge_refresh_cancel_all(w);             /* likewise: a refresh may hold an origin connection */

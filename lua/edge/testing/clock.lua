@@ -12,6 +12,14 @@
 --   clock.set(t)       -> sets it (e.g. a fixed date for reproducible output)
 --   clock.advance(s)   -> moves it forward by s >= 0 seconds; returns the new time
 --
+-- Advancing runs the edge.timer timers it passes, in time order (then in the
+-- order they were made), the clock reading each one's due time while it runs;
+-- edge.sleep outside a timer does the same. A timer's fn runs in a coroutine
+-- of its own: edge.sleep there suspends that timer until the clock passes its
+-- wake-up time, without moving the clock. An error in a timer is logged on
+-- stderr, not raised into the spec. clock.set() runs no timers: those it
+-- jumped over run at the next advance.
+--
 -- The clock counts whole nanoseconds, so it advances exactly: edge.sleep(0.01)
 -- moves it by 0.01, and a hundred of them by 1. It starts at 0 (1970-01-01,
 -- not the wall clock, whose size would make a double lose the last digits:
