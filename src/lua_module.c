@@ -78,9 +78,17 @@ static int l_clock_get(lua_State *L)
     return 1;
 }
 
+static void vt_shift(long long delta_ns);
+
+/* Setting the clock moves the pending timers with it: each keeps the time it
+ * had left. Otherwise a spec that sets a date (clock.set(os.time())) would
+ * leave an every() timer 1.7e9 s behind, to tick once per interval all the
+ * way up at the next advance. */
 static int l_clock_set(lua_State *L)
 {
-    virtual_ns = check_ns(L, 1);
+    long long ns = check_ns(L, 1);
+    vt_shift(ns - virtual_ns);
+    virtual_ns = ns;
     return 0;
 }
 
@@ -215,6 +223,11 @@ static vtimer vt_take(int i)
     vtimer e = vt_queue[i];
     vt_queue[i] = vt_queue[--vt_len];
     return e;
+}
+
+static void vt_shift(long long delta_ns)
+{
+    for (int i = 0; i < vt_len; i++) vt_queue[i].due_ns += delta_ns;
 }
 
 /* The earliest entry due at or before target, or -1. */

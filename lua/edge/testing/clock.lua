@@ -17,8 +17,8 @@
 -- edge.sleep outside a timer does the same. A timer's fn runs in a coroutine
 -- of its own: edge.sleep there suspends that timer until the clock passes its
 -- wake-up time, without moving the clock. An error in a timer is logged on
--- stderr, not raised into the spec. clock.set() runs no timers: those it
--- jumped over run at the next advance.
+-- stderr, not raised into the spec. clock.set() runs no timers and moves the
+-- pending ones with the clock: each keeps the time it had left.
 --
 -- The clock counts whole nanoseconds, so it advances exactly: edge.sleep(0.01)
 -- moves it by 0.01, and a hundred of them by 1. It starts at 0 (1970-01-01,
