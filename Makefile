@@ -38,7 +38,7 @@ MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/cache_tags
             src/balancer.c src/lua_upstream.c src/lua_upstream_opts.c \
             src/lua_fetch.c src/upstream_fetch.c src/upstream_named.c src/upstream_conn.c src/upstream_pool.c src/resolver.c \
             src/tls.c src/metrics.c src/listener.c src/body_pipe.c src/lua_body_stream.c \
-            src/shared_dict.c src/lua_shared.c src/lua_limit.c
+            src/shared_dict.c src/size.c src/lua_shared.c src/lua_limit.c
 MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o) build/lua-obj/llhttp/api.o build/lua-obj/llhttp/http.o \
             build/lua-obj/llhttp/llhttp.o
 MOD_LIBS := $(shell pkg-config --libs openssl libcares 2>/dev/null || echo "-lssl -lcrypto -lcares") -lev -lm -pthread
@@ -161,7 +161,7 @@ build/test/balancer_test_asan: $(BALANCER_TEST_SRCS) src/balancer.h src/common.h
 # The shared dictionaries under 8 threads (spec/c/shared_dict_test.c, run by
 # spec/shared_dict_unit_spec.lua): built under ThreadSanitizer and under ASan + UBSan.
 .PHONY: shared-dict-test
-SHDICT_TEST_SRCS := spec/c/shared_dict_test.c src/shared_dict.c src/alloc.c
+SHDICT_TEST_SRCS := spec/c/shared_dict_test.c src/shared_dict.c src/size.c src/alloc.c
 shared-dict-test: build/test/shared_dict_test_tsan build/test/shared_dict_test_asan
 build/test/shared_dict_test_tsan: $(SHDICT_TEST_SRCS) src/shared_dict.h src/common.h
 	@mkdir -p $(dir $@)

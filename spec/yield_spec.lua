@@ -160,6 +160,29 @@ describe("yield anywhere: waits in cache_key and in the script's coroutines #e2e
     assert.are.equal(tonumber(g.v) + 1, tonumber(after.v))
   end)
 
+  it("a hook's own coroutine, kept by the script, can be neither resumed nor closed later", function()
+    assert.are.equal(200, srv:get("/save-root").status)
+    local res = srv:get("/touch-root")
+    assert.are.equal(200, res.status, res.body .. srv:log_tail())
+    local f = fields(res.body)
+    assert.are.equal("false cannot resume a hook's own coroutine", f.resume)
+    assert.matches("^false .*cannot close a hook's own coroutine", f.close)
+    assert.are.equal(200, srv:get("/wrap").status)      -- the pool's coroutines still serve
+  end)
+
+  it("a kept coroutine whose request was cancelled mid-wait is closed, not left waiting", function()
+    local c = assert(client.tcp(srv.plain_port))
+    c.conn:setoption("linger", { on = true, timeout = 0 })
+    c:send("GET /kept?s=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    util.sleep(0.3)
+    c:close()                                        -- a reset: the request is cancelled
+    util.sleep(0.3)
+    local f = fields(srv:get("/kept-state").body)
+    assert.are.equal("false", f.ok)
+    assert.matches("dead coroutine", f.err)
+    assert.are.equal("1", f.closes, "its <close> ran once")
+  end)
+
   it("edge.sleep in table.sort's comparator: 500, and the log says it cannot wait here", function()
     local before = util.count(srv:log(), "cannot wait here")
     local res = srv:get("/sort")

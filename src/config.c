@@ -1,5 +1,6 @@
 /* Command line parsing (getopt_long): every option has a long form. */
 #include "config.h"
+#include "size.h"
 #include "common.h"
 #include "listener.h"
 #include "log.h"
@@ -202,21 +203,9 @@ static int parse_long(const char *s, long min, long max, long *out)
  * suffix in either case (powers of 1024: 1k = 1024). */
 static int parse_size(const char *s, size_t min, size_t max, size_t *out)
 {
-    if (*s < '0' || *s > '9') return EDGE_ERROR;     /* no sign, no blank */
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno) return EDGE_ERROR;
-    int shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    }
-    if (*end != '\0' || v > (1ULL << (40 - shift))) return EDGE_ERROR;
-    v <<= shift;
-    if (v < min || v > max) return EDGE_ERROR;
-    *out = (size_t)v;
+    size_t v;
+    if (edge_parse_size(s, &v) != EDGE_OK || v < min || v > max) return EDGE_ERROR;
+    *out = v;
     return EDGE_OK;
 }
 
@@ -247,7 +236,7 @@ static int define_shared_dict(const char *arg)
     const char *colon = strrchr(arg, ':');
     char name[128], err[256];
     size_t size;
-    if (colon == NULL || (size_t)(colon - arg) >= sizeof(name) || edge_shdict_parse_size(colon + 1, &size))
+    if (colon == NULL || (size_t)(colon - arg) >= sizeof(name) || edge_parse_size(colon + 1, &size))
         return bad_value("shared-dict", arg, "NAME:SIZE, e.g. limits:10m");
     memcpy(name, arg, (size_t)(colon - arg));
     name[colon - arg] = '\0';

@@ -19,28 +19,76 @@
 #include "script.h"
 
 #include <lauxlib.h>
+#include <stdint.h>
 #include <string.h>
 
-static char waiting_mark;   /* its address marks a waiting thread */
+/* A thread's extra space holds one word:
+ * - bit 0: the thread is a hook run's own coroutine (script.c's pool), which
+ *   the script may see (coroutine.running) but never resume, wrap or close;
+ * - the rest: 0 when it does not wait; the address of waiting_mark when it
+ *   waits in an edge API itself; the child it resumed when it waits because
+ *   that child does (so a cancel can walk the chain down). */
+static char waiting_mark;
 
-static void **mark_slot(lua_State *L)
+#define ROOT_BIT ((uintptr_t)1)
+
+static uintptr_t *word_of(lua_State *L)
 {
-    return (void **)lua_getextraspace(L);
+    return (uintptr_t *)lua_getextraspace(L);
+}
+
+static void set_wait(lua_State *L, const void *what)
+{
+    uintptr_t *w = word_of(L);
+    *w = (*w & ROOT_BIT) | (uintptr_t)what;
 }
 
 void edge_lua_thread_mark(lua_State *L, int waiting)
 {
-    *mark_slot(L) = waiting ? &waiting_mark : NULL;
+    set_wait(L, waiting ? &waiting_mark : NULL);
 }
 
 int edge_lua_thread_waiting(lua_State *L)
 {
-    return *mark_slot(L) == &waiting_mark;
+    return (*word_of(L) & ~ROOT_BIT) != 0;
+}
+
+void edge_lua_thread_set_root(lua_State *L)
+{
+    *word_of(L) |= ROOT_BIT;
+}
+
+static int is_root(lua_State *L)
+{
+    return (*word_of(L) & ROOT_BIT) != 0;
+}
+
+/* The child L waits through, or NULL (L waits itself, or not at all). */
+static lua_State *waiting_child(lua_State *L)
+{
+    uintptr_t v = *word_of(L) & ~ROOT_BIT;
+    return v && v != (uintptr_t)&waiting_mark ? (lua_State *)v : NULL;
 }
 
 void edge_lua_thread_clear_main(lua_State *L)
 {
     memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);   /* new threads copy the main thread's */
+}
+
+/* Deep enough for any chain: Lua refuses C calls nested past LUAI_MAXCCALLS (200). */
+#define CHAIN_MAX 256
+
+void edge_lua_chain_close(lua_State *root)
+{
+    lua_State *chain[CHAIN_MAX];
+    int n = 0;
+    for (lua_State *t = waiting_child(root); t && n < CHAIN_MAX; t = waiting_child(t)) chain[n++] = t;
+    edge_lua_thread_mark(root, 0);
+    while (n > 0) {                  /* innermost first: a <close> may use what its callers hold */
+        lua_State *t = chain[--n];
+        edge_lua_thread_mark(t, 0);
+        lua_resetthread(t);
+    }
 }
 
 static edge_script *script_of(lua_State *L)
@@ -119,6 +167,7 @@ static int refuse(lua_State *L, lua_KContext wrap, const char *msg)
 /* Resumes co with the narg values on top of L. */
 static int drive(lua_State *L, lua_State *co, int narg, lua_KContext wrap)
 {
+    if (is_root(co)) return refuse(L, wrap, "cannot resume a hook's own coroutine");
     if (edge_lua_thread_waiting(co))
         return refuse(L, wrap, "cannot resume a coroutine that waits in an edge call");
     if (lua_status(co) == LUA_OK && lua_gettop(co) == 0)
@@ -133,7 +182,7 @@ static int drive(lua_State *L, lua_State *co, int narg, lua_KContext wrap)
     s->nest = nest.prev;
     if (status == LUA_YIELD && edge_lua_thread_waiting(co)) {
         lua_pop(co, nres);              /* edge_script_wait yields no value */
-        edge_lua_thread_mark(L, 1);     /* yieldable: edge_lua_wait_refusal checked the chain */
+        set_wait(L, co);                /* yieldable: edge_lua_wait_refusal checked the chain */
         return lua_yieldk(L, 0, wrap, resume_k);
     }
     return finish(L, co, status, nres, wrap);
@@ -169,6 +218,7 @@ static int co_wrap(lua_State *L)
 static int co_close(lua_State *L)
 {
     lua_State *co = lua_tothread(L, 1);
+    if (co && is_root(co)) return luaL_error(L, "cannot close a hook's own coroutine");
     if (co && edge_lua_thread_waiting(co))
         return luaL_error(L, "cannot close a coroutine that waits in an edge call");
     lua_pushvalue(L, lua_upvalueindex(1));

@@ -24,6 +24,14 @@ void edge_lua_thread_clear_main(lua_State *L);
 /* Marks (or unmarks) L as suspended in an edge wait. */
 void edge_lua_thread_mark(lua_State *L, int waiting);
 int  edge_lua_thread_waiting(lua_State *L);
+/* Marks L as a hook run's own coroutine: coroutine.resume, wrap and close
+ * refuse it (the script can reach it through coroutine.running). */
+void edge_lua_thread_set_root(lua_State *L);
+/* A run is cancelled while root waits: unmarks the chain of coroutines it
+ * waits through and resets (closes) each of them, innermost first, so that
+ * their <close> variables run and a coroutine the script kept is dead, not
+ * stuck waiting. The root itself is the caller's to reset. */
+void edge_lua_chain_close(lua_State *root);
 
 /* Why L may not wait now (NULL: it may): every thread from L up to root
  * must be yieldable and linked by resumes in progress. */

@@ -98,6 +98,8 @@ static int req_update(void *ud, int has, double cur, double *next, double *ttl)
     if (!c->admitted || !c->commit) return 0;
     *next = tat + c->interval;
     *ttl = *next - c->now;
+    if (*ttl < c->interval) *ttl = c->interval;   /* a rate so high that 1/rate is lost in now's
+                                                   * rounding: still a ttl (0 would mean forever) */
     return 1;
 }
 

@@ -191,6 +191,7 @@ static int req_set_header(lua_State *L)
     int list = lua_istable(L, 3);
     if (!list && !lua_isnoneornil(L, 3)) luaL_checkstring(L, 3);
     lua_Integer n = list ? (lua_Integer)lua_rawlen(L, 3) : !lua_isnoneornil(L, 3);
+    size_t total = 0;
     for (lua_Integer i = 1; i <= n; i++) {       /* every value checked before anything changes */
         if (list) lua_rawgeti(L, 3, i);
         else lua_pushvalue(L, 3);
@@ -198,7 +199,8 @@ static int req_set_header(lua_State *L)
         const char *v = lua_tolstring(L, -1, &vlen);
         if (v == NULL || memchr(v, '\r', vlen) || memchr(v, '\n', vlen) || memchr(v, '\0', vlen))
             luaL_argerror(L, 3, "values must be strings without CR, LF or NUL");
-        check_room(L, req, vlen + nlen);
+        total += vlen + nlen;
+        check_room(L, req, total);
         lua_pop(L, 1);
     }
     edge_request_remove_header(req, lower, nlen);

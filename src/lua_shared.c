@@ -6,6 +6,7 @@
  * returned. Return values follow OpenResty's lua-resty-core shdict: bad keys
  * and values give nil plus a message, bad exptime/init arguments raise. */
 #include "lua_shared.h"
+#include "size.h"
 #include "common.h"
 #include "shared_dict.h"
 
@@ -414,7 +415,7 @@ static int l_define(lua_State *L)
         lua_Integer n = luaL_checkinteger(L, 2);
         luaL_argcheck(L, n > 0, 2, "size must be > 0");
         size = (size_t)n;
-    } else if (edge_shdict_parse_size(luaL_checkstring(L, 2), &size) != EDGE_OK) {
+    } else if (edge_parse_size(luaL_checkstring(L, 2), &size) != EDGE_OK) {
         return luaL_error(L, "edge.shared.define: bad size '%s' for '%s': expected bytes or a k, m or g suffix "
                           "(\"10m\")", lua_tostring(L, 2), name);
     }

@@ -46,24 +46,9 @@ static int client_only(const char *name, size_t n)
 
 static void copy_request(edge_request *to, const edge_request *from)
 {
-    edge_buf_append(&to->data, from->data.base, from->data.len);
-    for (int i = 0; i < from->n_headers; i++) {
-        const edge_header *h = &from->headers[i];
-        if (client_only(edge_request_ptr(from, h->name), h->name.len)) continue;
-        if (to->n_headers == to->cap_headers) {
-            to->cap_headers = to->cap_headers ? to->cap_headers * 2 : 16;
-            to->headers = edge_realloc(to->headers, (size_t)to->cap_headers * sizeof(*to->headers));
-        }
-        to->headers[to->n_headers++] = *h;          /* spans into the copied data */
-    }
-    to->method = from->is_head ? edge_request_store(to, "GET", 3) : from->method;
-    to->path = from->path;
-    to->query = from->query;
-    to->host = from->host;
-    to->authority = from->authority;
-    to->version = from->version;
-    to->scheme = from->scheme;
-    to->tls_version = from->tls_version;
+    edge_request_copy(to, from, client_only);
+    if (from->is_head) to->method = edge_request_store(to, "GET", 3);
+    to->is_head = 0;
     edge_buf_append(&to->cache_key, from->cache_key.base, from->cache_key.len);
     to->has_cache_key = 1;
 }

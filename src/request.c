@@ -198,6 +198,25 @@ const edge_header *edge_request_header(const edge_request *req, const char *name
     return NULL;
 }
 
+void edge_request_copy(edge_request *to, const edge_request *from, int (*skip)(const char *name, size_t n))
+{
+    edge_buf_append(&to->data, from->data.base, from->data.len);
+    for (int i = 0; i < from->n_headers; i++) {
+        const edge_header *h = &from->headers[i];
+        if (skip && skip(edge_request_ptr(from, h->name), h->name.len)) continue;
+        *grow_headers(&to->headers, &to->n_headers, &to->cap_headers) = *h;   /* spans into the copy */
+    }
+    to->method = from->method;
+    to->path = from->path;
+    to->query = from->query;
+    to->host = from->host;
+    to->authority = from->authority;
+    to->version = from->version;
+    to->scheme = from->scheme;
+    to->tls_version = from->tls_version;
+    to->is_head = from->is_head;
+}
+
 void edge_request_remove_header(edge_request *req, const char *name, size_t nlen)
 {
     int kept = 0;

@@ -192,6 +192,10 @@ static inline int edge_request_method_is(const edge_request *req, const char *m)
     return req->method.len == n && memcmp(req->data.base + req->method.off, m, n) == 0;
 }
 
+/* Copies from's bytes, fields (but those skip says, when not NULL) and
+ * target into the empty request to, which no protocol owns (a background
+ * refresh, the log phase's copy). */
+void edge_request_copy(edge_request *to, const edge_request *from, int (*skip)(const char *name, size_t n));
 /* Removes every request field of this lower-case name. */
 void edge_request_remove_header(edge_request *req, const char *name, size_t nlen);
 /* Finds a request header by lower-case name; NULL when absent. */

@@ -268,6 +268,7 @@ static lua_State *take_thread(edge_script *s, lua_State *L, int *ref)
     }
     lua_State *co = lua_newthread(L);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    edge_lua_thread_set_root(co);
     return co;
 }
 
@@ -281,14 +282,12 @@ static void give_thread(edge_script *s, edge_request *req)
     lua_State *co = ctx->co;
     if (co == NULL) return;
     ctx->co = NULL;
-    edge_lua_thread_mark(co, 0);
     int reusable = lua_status(co) == LUA_OK || lua_status(co) == LUA_YIELD;
-    if (lua_status(co) != LUA_OK) {
-        edge_request *running = s->current;
-        s->current = req;
-        if (lua_resetthread(co) != LUA_OK) reusable = 0;
-        s->current = running;
-    }
+    edge_request *running = s->current;
+    s->current = req;
+    edge_lua_chain_close(co);            /* cancelled mid-wait: the coroutines it waited through */
+    if (lua_status(co) != LUA_OK && lua_resetthread(co) != LUA_OK) reusable = 0;
+    s->current = running;
     lua_settop(co, 0);
     lua_sethook(co, NULL, 0, 0);
     if (reusable && s->pool_n < EDGE_SCRIPT_POOL) {
@@ -546,11 +545,18 @@ static int apply_response_head(lua_State *L, int status, lua_KContext kctx)
     (void)kctx;
     edge_request *req = lua_touserdata(L, lua_upvalueindex(2));
     int idx = lua_istable(L, -1) ? lua_gettop(L) : 2;     /* a returned table, else res */
+    if (req->resp.status == 101) {       /* a WebSocket's 101: its fields may change, not its status */
+        lua_getfield(L, idx, "status");
+        if (lua_tointeger(L, -1) != 101) return luaL_error(L, "on_response: a 101 (WebSocket) keeps its status");
+        lua_pop(L, 1);
+        lua_pushinteger(L, 200);         /* what edge_lua_to_response accepts without the pipe */
+        lua_setfield(L, idx, "status");
+    }
     edge_response head = {.status = 200};
     char err[256];
     int rc = edge_lua_to_response_protected(L, idx, &head, err, sizeof(err));
     if (rc == EDGE_OK) {
-        req->resp.status = head.status;
+        if (req->resp.status != 101) req->resp.status = head.status;
         req->resp.has_server = head.has_server;
         req->resp.has_date = head.has_date;
         edge_response_take_fields(&req->resp, &head);
@@ -676,27 +682,28 @@ void edge_script_cancel_tasks(edge_worker *w)
     }
 }
 
+void edge_script_cancel_retired_tasks(edge_worker *w)
+{
+    edge_request *req = w->tasks;
+    while (req) {
+        if (!req->lua.script || !req->lua.script->retired) {
+            req = req->lua.task_next;
+            continue;
+        }
+        edge_log(EDGE_LOG_WARN, 0, "%s task %s cancelled: its script was replaced by a reload "
+                 "--drain-timeout ago", task_of(req)->what, edge_request_id(req));
+        task_free(req);                  /* may close the VM: start over from the list's head */
+        req = w->tasks;
+    }
+}
+
 /* ---- the log phase ---- */
 
 /* Copies what log(req, res) may read of the request and its response. */
 static void copy_for_log(edge_task *t, edge_request *from)
 {
     edge_request *to = &t->req;
-    edge_buf_append(&to->data, from->data.base, from->data.len);
-    if (from->n_headers) {
-        to->headers = edge_malloc((size_t)from->n_headers * sizeof(*to->headers));
-        memcpy(to->headers, from->headers, (size_t)from->n_headers * sizeof(*to->headers));
-        to->n_headers = to->cap_headers = from->n_headers;
-    }
-    to->method = from->method;
-    to->path = from->path;
-    to->query = from->query;
-    to->host = from->host;
-    to->authority = from->authority;
-    to->version = from->version;
-    to->scheme = from->scheme;
-    to->tls_version = from->tls_version;
-    to->is_head = from->is_head;
+    edge_request_copy(to, from, NULL);
     to->start = from->start;
     to->cache_status = from->cache_status;
     memcpy(to->id, edge_request_id(from), sizeof(to->id));

@@ -127,6 +127,9 @@ struct edge_worker;
 int edge_script_spawn(edge_script *s, struct edge_worker *w, int nargs, const char *what);
 /* Cancels every task of the worker's (at stop, after the loop ended). */
 void edge_script_cancel_tasks(struct edge_worker *w);
+/* Cancels the worker's tasks that run in a VM a reload replaced (they had
+ * --drain-timeout to end): a retired VM is freed once its last task ends. */
+void edge_script_cancel_retired_tasks(struct edge_worker *w);
 /* The log phase: runs the script's log(req, res) as a task on a copy of
  * req, once the loop turns (the response goes out first). */
 void edge_script_log(edge_script *s, struct edge_request *req);

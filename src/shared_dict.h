@@ -44,8 +44,6 @@ enum {
  * bytes of overhead) never fits. */
 #define EDGE_SHDICT_MAX_KEY 65535
 
-/* Parses a size: digits with an optional k, m or g suffix (powers of 1024). */
-int edge_shdict_parse_size(const char *s, size_t *out);
 
 /* Finds or makes the dictionary name with a bound of capacity bytes.
  * Returns it, or NULL with a message in err: a name already defined with

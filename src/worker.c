@@ -222,12 +222,20 @@ static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
     w->script = s;
     edge_lua_timer_start(s, w);
     edge_lua_timer_expire_all(old, "script reloaded");    /* premature runs, before the VM retires */
+    ev_timer_stop(loop, &w->retired_tasks);               /* the old VM's tasks: --drain-timeout to end */
+    ev_timer_set(&w->retired_tasks, w->cfg->drain_timeout, 0.);
+    ev_timer_start(loop, &w->retired_tasks);
     if (w->stopping) edge_lua_timer_expire_all(s, "worker exiting");
     edge_script_retire(old);
     w->script->counters = &w->counters;
     if (!w->stopping) s->health = edge_health_start(w, s->L);
     EDGE_COUNT(w->counters.reloads);
     edge_log(EDGE_LOG_NOTICE, 0, "script %s reloaded", w->cfg->script);
+}
+
+static void on_retired_tasks(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_script_cancel_retired_tasks(t->data);
 }
 
 /* ---- stopping ---- */
@@ -329,6 +337,8 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     w->stop_async.data = w;
     ev_init(&w->drain_timer, on_drain_timeout);
     w->drain_timer.data = w;
+    ev_init(&w->retired_tasks, on_retired_tasks);
+    w->retired_tasks.data = w;
     ev_prepare_init(&w->reaper, on_reap);
     w->reaper.data = w;
     ev_async_start(w->loop, &w->stop_async);
@@ -358,6 +368,7 @@ static void *worker_main(void *arg)
     edge_refresh_cancel_all(w);             /* likewise: a refresh may hold an origin connection */
     close_all(w);
     on_reap(w->loop, &w->reaper, 0);
+    ev_timer_stop(w->loop, &w->retired_tasks);
     edge_script_cancel_tasks(w);            /* timers and log phases still waiting, the log
                                              * phases of the requests close_all cancelled too */
     edge_pools_free(&w->upstream_pools);    /* after close_all: no fetch is in flight now */
