@@ -11,7 +11,8 @@
 #                 the phases, for "a script with no new phases is unchanged"
 # Each round runs wrk once on every server, in turn; the medians over the rounds of requests per
 # server CPU-second (requests completed / the server's user+sys CPU over the run) and p99 are
-# printed, then the ratios edge-access/edge (target >= 0.9) and edge/baseline (target >= 0.98).
+# printed, then the ratios edge-access/edge (target >= 0.9) and edge/baseline (target >= 0.98): of the
+# medians, and the median of the ratios within each round (robust to a machine that drifts).
 # Servers listen on 127.0.0.1 only, on free ports, and are stopped by PID on exit.
 # Needs: wrk, taskset, curl; ./edge and certs/server.* (make).
 set -euo pipefail
@@ -84,8 +85,11 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 start edge "$EDGE" lua/default.lua
 start edge-access "$EDGE" lua/examples/ratelimit.lua
 [[ -z $BASELINE ]] || start baseline "$BASELINE" lua/default.lua
+# Each round starts with the next server (a rotation), so that none always runs first or last.
 for r in $(seq "$ROUNDS"); do
-  for n in "${NAMES[@]}"; do run "$n" "$r"; done
+  for i in $(seq 0 $((${#NAMES[@]} - 1))); do
+    run "${NAMES[$(( (i + r) % ${#NAMES[@]} ))]}" "$r"
+  done
 done
 printf '%-12s %16s %9s   (medians of %d rounds, %d s each, %d connections)\n' server "req/CPU-s" "p99 ms" \
   "$ROUNDS" "$DURATION" "$CONNECTIONS"
@@ -96,6 +100,14 @@ for n in "${NAMES[@]}"; do
     "$(cut -d' ' -f1 "$OUT/$n.runs" | paste -sd' ')"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-echo "edge-access / edge: $(ratio "${MED[edge-access]}" "${MED[edge]}")x (target >= 0.9)"
-[[ -z $BASELINE ]] || echo "edge / baseline:    $(ratio "${MED[edge]}" "${MED[baseline]}")x (target >= 0.98)"
+# round_ratios A B: the median of A/B within each round (the two ran minutes apart at most, so a
+# machine whose speed drifts over the run moves both), and the rounds' ratios.
+round_ratios() {
+  local r
+  r=$(paste -d' ' <(cut -d' ' -f1 "$OUT/$1.runs") <(cut -d' ' -f1 "$OUT/$2.runs") |
+      awk '{ printf "%.3f\n", $1 / $2 }')
+  echo "$(median <<<"$r")x per round (rounds: $(paste -sd' ' <<<"$r"))"
+}
+echo "edge-access / edge: $(ratio "${MED[edge-access]}" "${MED[edge]}")x of the medians, $(round_ratios edge-access edge); target >= 0.9"
+[[ -z $BASELINE ]] || echo "edge / baseline:    $(ratio "${MED[edge]}" "${MED[baseline]}")x of the medians, $(round_ratios edge baseline); target >= 0.98"
 echo "raw outputs: $OUT"
