@@ -222,9 +222,11 @@ static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
     w->script = s;
     edge_lua_timer_start(s, w);
     edge_lua_timer_expire_all(old, "script reloaded");    /* premature runs, before the VM retires */
-    ev_timer_stop(loop, &w->retired_tasks);               /* the old VM's tasks: --drain-timeout to end */
-    ev_timer_set(&w->retired_tasks, w->cfg->drain_timeout, 0.);
-    ev_timer_start(loop, &w->retired_tasks);
+    if (w->n_tasks > 0) {                                 /* the old VM's tasks: --drain-timeout to end */
+        ev_timer_stop(loop, &w->retired_tasks);
+        ev_timer_set(&w->retired_tasks, w->cfg->drain_timeout, 0.);
+        ev_timer_start(loop, &w->retired_tasks);
+    }
     if (w->stopping) edge_lua_timer_expire_all(s, "worker exiting");
     edge_script_retire(old);
     w->script->counters = &w->counters;
