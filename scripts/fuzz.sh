@@ -10,10 +10,14 @@
 # exec/s, coverage (cov/ft from libFuzzer's last status line) and the result.
 # Logs: build/fuzz/logs/<target>.log; reproducers: build/fuzz/artifacts/<target>/.
 #
+# Targets: h1 and h2 run the harness with lua/default.lua; h1-phases and
+# h2-phases the same binaries with spec/fuzz/phases.lua (every phase, waits in
+# coroutines the script makes, request rewrites, the log phase's tasks).
+#
 # Environment:
-#   FUZZ_TARGETS="h1 h2"   which targets
-#   FUZZ_PARALLEL=1|0      run the targets at the same time (default: 1 when
-#                          there is a CPU per target)
+#   FUZZ_TARGETS="h1 h2 h1-phases h2-phases"   which targets
+#   FUZZ_PARALLEL=1|0      run targets at the same time, as many as there are
+#                          CPUs (default 1)
 #   FUZZ_DICT=0            no dictionaries
 #   FUZZ_ARGS="..."        extra libFuzzer flags (e.g. -seed=1 -jobs=...)
 #   FUZZ_ARTIFACTS=DIR     where crash/leak/timeout inputs go
@@ -25,9 +29,9 @@ if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
     echo "usage: scripts/fuzz.sh [SECONDS]   (a whole number of seconds >= 1)" >&2
     exit 2
 fi
-targets=${FUZZ_TARGETS:-"h1 h2"}
-n_targets=$(wc -w <<<"$targets")
-parallel=${FUZZ_PARALLEL:-$([ "$(nproc 2>/dev/null || echo 1)" -ge "$n_targets" ] && echo 1 || echo 0)}
+targets=${FUZZ_TARGETS:-"h1 h2 h1-phases h2-phases"}
+parallel=${FUZZ_PARALLEL:-1}
+cpus=$(nproc 2>/dev/null || echo 1)
 artifacts=${FUZZ_ARTIFACTS:-build/fuzz/artifacts}
 logs=build/fuzz/logs
 
@@ -42,15 +46,17 @@ mkdir -p "$logs"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
+# A target is a harness (h1, h2), optionally with -phases: spec/fuzz/phases.lua as its script.
 run_target() {
-    local t=$1 bin=build/fuzz/fuzz_$1
-    local corpus=$work/$t
+    local t=$1 h=${1%-phases} bin=build/fuzz/fuzz_${1%-phases}
+    local corpus=$work/$t script=
+    [ "$t" = "$h" ] || script=$PWD/spec/fuzz/phases.lua
     mkdir -p "$corpus" "$artifacts/$t"
-    if [ -d "spec/fuzz/corpus/$t" ]; then cp spec/fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null; fi
+    if [ -d "spec/fuzz/corpus/$h" ]; then cp spec/fuzz/corpus/"$h"/* "$corpus"/ 2>/dev/null; fi
     local dict=()
-    if [ "${FUZZ_DICT:-1}" != 0 ] && [ -f "spec/fuzz/$t.dict" ]; then dict=(-dict="spec/fuzz/$t.dict"); fi
+    if [ "${FUZZ_DICT:-1}" != 0 ] && [ -f "spec/fuzz/$h.dict" ]; then dict=(-dict="spec/fuzz/$h.dict"); fi
     # shellcheck disable=SC2086
-    "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    EDGE_FUZZ_SCRIPT=${script:-${EDGE_FUZZ_SCRIPT:-}} "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$artifacts/$t/" "${dict[@]}" ${FUZZ_ARGS:-} "$corpus" \
         >"$logs/$t.log" 2>&1
     echo $? >"$work/$t.rc"
@@ -58,7 +64,12 @@ run_target() {
 
 echo "fuzz: ${secs}s per target ($targets), $([ "$parallel" = 1 ] && echo "in parallel" || echo "one after the other")"
 if [ "$parallel" = 1 ]; then
-    for t in $targets; do run_target "$t" & done
+    running=0
+    for t in $targets; do
+        if [ "$running" -ge "$cpus" ]; then wait -n; running=$((running - 1)); fi
+        run_target "$t" &
+        running=$((running + 1))
+    done
     wait
 else
     for t in $targets; do run_target "$t"; done
@@ -81,7 +92,7 @@ verdict() {
 }
 
 status=0
-printf '\n%-4s %12s %9s %7s %7s %7s  %s\n' target execs exec/s cov ft corpus result
+printf '\n%-9s %12s %9s %7s %7s %7s  %s\n' target execs exec/s cov ft corpus result
 for t in $targets; do
     log=$logs/$t.log
     rc=$(cat "$work/$t.rc" 2>/dev/null || echo 1)
@@ -93,7 +104,7 @@ for t in $targets; do
     corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
     result=$(verdict "$log" "$rc")
     [ "$result" = ok ] || status=1
-    printf '%-4s %12s %9s %7s %7s %7s  %s\n' "$t" "${execs:--}" "${rate:--}" "${cov:--}" "${ft:--}" "${corp:--}" "$result"
+    printf '%-9s %12s %9s %7s %7s %7s  %s\n' "$t" "${execs:--}" "${rate:--}" "${cov:--}" "${ft:--}" "${corp:--}" "$result"
 done
 
 for t in $targets; do
@@ -103,7 +114,8 @@ for t in $targets; do
     echo "==== $t: $log (last 80 lines) ===="
     tail -n 80 "$log"
     grep -h -o "Test unit written to .*" "$log" | sed 's/^/reproducer: /'
-    echo "reproduce: build/fuzz/fuzz_$t <reproducer>   (EDGE_FUZZ_DUMP=1 EDGE_FUZZ_LOG_LEVEL=debug for detail)"
+    script_env=$([ "$t" = "${t%-phases}" ] || echo "EDGE_FUZZ_SCRIPT=spec/fuzz/phases.lua ")
+    echo "reproduce: ${script_env}build/fuzz/fuzz_${t%-phases} <reproducer>   (EDGE_FUZZ_DUMP=1 EDGE_FUZZ_LOG_LEVEL=debug for detail)"
 done
 [ "$status" = 0 ] && echo "fuzz: no findings" || echo "fuzz: FAILED" >&2
 exit "$status"

@@ -643,7 +643,7 @@ static void task_free(edge_request *req)
     if (ctx->task_prev) ctx->task_prev->lua.task_next = ctx->task_next;
     else w->tasks = ctx->task_next;
     if (ctx->task_next) ctx->task_next->lua.task_prev = ctx->task_prev;
-    w->n_tasks--;
+    if (--w->n_tasks == 0) ev_timer_stop(w->loop, &w->retired_tasks);   /* no replaced script's task is left */
     edge_request_free(req);
     free(task_of(req));
 }

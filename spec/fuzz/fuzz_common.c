@@ -467,10 +467,10 @@ void edge_fuzz_run(const uint8_t *prefix, size_t prefix_len, const uint8_t *data
     /* The client goes away; the connection must close and be reaped. */
     close(cl.fd);
     double deadline = now_seconds() + CLOSE_SECONDS;
-    while (worker.n_conns || worker.closed) {
+    while (worker.n_conns || worker.closed || worker.n_tasks) {   /* tasks: the script's log phase */
         int before = worker.n_conns;
         ev_run(worker.loop, EVRUN_NOWAIT);
-        if (worker.n_conns == 0 && worker.closed == NULL) break;
+        if (worker.n_conns == 0 && worker.closed == NULL && worker.n_tasks == 0) break;
         if (now_seconds() > deadline) bug("the connection stayed open after the client closed");
         if (worker.n_conns == before) run_blocking_once();
     }
