@@ -471,6 +471,14 @@ static edge_script *script_of(edge_request *req)
     return req->lua.script ? req->lua.script : req->worker->script;
 }
 
+/* Runs the script's hook, then next(req, rc): now, or when the hook's wait
+ * is over; without such a hook, next(req, EDGE_OK) at once. */
+static void run_hook(edge_request *req, edge_script *s, enum edge_hook hook, edge_script_done_fn next)
+{
+    int rc = edge_script_has(s, hook) ? edge_script_run(s, req, hook, next) : EDGE_OK;
+    if (rc != EDGE_AGAIN) next(req, rc);
+}
+
 /* The response goes out: the request's Lua state is released. */
 static void send_response(edge_request *req)
 {
@@ -497,21 +505,14 @@ static void complete(edge_request *req)
         return;
     }
     finish_response(req);
-    edge_script *s = script_of(req);
-    if (!edge_script_has(s, EDGE_HOOK_ON_RESPONSE)) {
-        send_response(req);
-        return;
-    }
-    int rc = edge_script_run(s, req, EDGE_HOOK_ON_RESPONSE, on_response_done);
-    if (rc != EDGE_AGAIN) on_response_done(req, rc);
+    run_hook(req, script_of(req), EDGE_HOOK_ON_RESPONSE, on_response_done);
 }
 
 /* ---- computing and coalescing ---- */
 
 static void compute(edge_request *req)
 {
-    int rc = edge_script_run(script_of(req), req, EDGE_HOOK_RESPOND, edge_dispatch_finish);
-    if (rc != EDGE_AGAIN) edge_dispatch_finish(req, rc);
+    run_hook(req, script_of(req), EDGE_HOOK_RESPOND, edge_dispatch_finish);
 }
 
 static void lookup_or_compute(edge_request *req);
@@ -633,38 +634,16 @@ static void on_cache_key_done(edge_request *req, int rc)
     lookup_or_compute(req);
 }
 
-static void run_cache_key(edge_request *req)
-{
-    edge_script *s = script_of(req);
-    if (!edge_script_has(s, EDGE_HOOK_CACHE_KEY)) {
-        on_cache_key_done(req, EDGE_OK);
-        return;
-    }
-    int rc = edge_script_run(s, req, EDGE_HOOK_CACHE_KEY, on_cache_key_done);
-    if (rc != EDGE_AGAIN) on_cache_key_done(req, rc);
-}
-
 /* access answered (EDGE_DONE: its response, never cached) or failed (500),
  * or the request goes on to its key. */
 static void on_access_done(edge_request *req, int rc)
 {
     if (rc == EDGE_OK) {
-        run_cache_key(req);
+        run_hook(req, script_of(req), EDGE_HOOK_CACHE_KEY, on_cache_key_done);
         return;
     }
     if (rc != EDGE_DONE) edge_response_error(&req->resp, 500);
     complete(req);
-}
-
-static void run_access(edge_request *req)
-{
-    edge_script *s = req->worker->script;
-    if (!edge_script_has(s, EDGE_HOOK_ACCESS)) {
-        run_cache_key(req);
-        return;
-    }
-    int rc = edge_script_run(s, req, EDGE_HOOK_ACCESS, on_access_done);
-    if (rc != EDGE_AGAIN) on_access_done(req, rc);
 }
 
 static void respond_overloaded(edge_request *req)
@@ -687,7 +666,7 @@ void edge_dispatch_start(edge_request *req)
         return;
     }
     req->dispatch.counted = 1;
-    run_access(req);
+    run_hook(req, w->script, EDGE_HOOK_ACCESS, on_access_done);
 }
 
 void edge_dispatch_refresh(edge_request *req, edge_cache_entry *stale, const char *key, size_t klen)
