@@ -30,6 +30,9 @@ usage: scripts/bench.sh [options]
                       scripts/bench/nginx-proxy.sh proxy), alternating
   --static            also run the nginx static peer (nginx.sh static; for fetch: nginx-fetch.sh
                       proxy, a bare proxy_pass): the ceiling
+  --h2o               also run h2o static (../shared/peers/h2o.sh: the greeting as a static file,
+                      h2o's own HTTP/2 stack) on hot, miss, h2, streams25k: the fastest server of
+                      its kind (apt-get install h2o, or scripts/install-deps.sh --peer)
   --rounds N          repeat the whole alternation N times; ratios use the medians (default 1)
   --edge PATH         edge binary (default ./edge)
   -h, --help          this text
@@ -420,6 +423,7 @@ server_cmd() {
                     --log-level warn "${EDGE_EXTRA[@]}") ;;
     nginx-lua) CMD=("$PEERS_DIR/nginx.sh" lua "$2" "$CERT" "$KEY" 1) ;;
     nginx-static) CMD=("$PEERS_DIR/nginx.sh" static "$2" "$CERT" "$KEY" 1) ;;
+    h2o-static) CMD=("$PEERS_DIR/h2o.sh" "$2" "$CERT" "$KEY" 1) ;;
     # The fetch scenario's servers (env and nginx-fetch.sh exec: the PID stays the server's).
     nginx-origin) CMD=("$BENCH_DIR/nginx-fetch.sh" origin "$2" 1) ;;
     edge-fetch) pick_port || die "no free port found"
@@ -635,7 +639,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" 
 # Main.
 # ---------------------------------------------------------------------------------------------
 DEFAULT_SCENARIOS=hot,miss,h2
-ROUNDS=1 DURATION=10 CONNECTIONS=400 SCENARIO_LIST=$DEFAULT_SCENARIOS PEER=0 STATIC=0 EDGE=./edge
+ROUNDS=1 DURATION=10 CONNECTIONS=400 SCENARIO_LIST=$DEFAULT_SCENARIOS PEER=0 STATIC=0 H2O=0 EDGE=./edge
 while (( $# )); do
   case $1 in
     --duration) DURATION=${2:-} ; shift 2 || die "--duration needs a value" ;;
@@ -650,6 +654,7 @@ while (( $# )); do
     --rounds=*) ROUNDS=${1#*=}; shift ;;
     --peer) PEER=1; shift ;;
     --static) STATIC=1; shift ;;
+    --h2o) H2O=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -687,7 +692,7 @@ scenario_servers() {
     proxy|proxy-1g) echo "edge-proxy$( (( PEER )) && echo " nginx-rproxy")" ;;
     proxy-hot) echo "edge-proxy edge$( (( PEER )) && echo " nginx-rproxy")" ;;
     hit|hit-gzip|hit-br) echo "edge-text" ;;
-    *) echo "edge$( (( PEER )) && echo " nginx-lua")$( (( STATIC )) && echo " nginx-static")" ;;
+    *) echo "edge$( (( PEER )) && echo " nginx-lua")$( (( STATIC )) && echo " nginx-static")$( (( H2O )) && echo " h2o-static")" ;;
   esac
 }
 # SERVERS: every server some scenario runs on, each once. fetch also needs its origin (ORIGIN=1),
@@ -698,7 +703,7 @@ for sc in "${SCENARIOS[@]}"; do
   [[ $sc == proxy* ]] && PROXY_ORIGIN=1
   for srv in $(scenario_servers "$sc"); do
     [[ " ${SERVERS[*]} " == *" $srv "* ]] || SERVERS+=("$srv")
-    [[ $srv == nginx-lua || $srv == nginx-static ]] && NGINX_PEER=1
+    [[ $srv == nginx-lua || $srv == nginx-static || $srv == h2o-static ]] && NGINX_PEER=1
   done
 done
 if (( NGINX_PEER )); then
@@ -707,6 +712,9 @@ if (( NGINX_PEER )); then
   PEERS_DIR=$(readlink -f "$PEERS_DIR")
 fi
 (( PROXY_ORIGIN == 0 )) || [[ -e $PROXY_SCRIPT ]] || die "$PROXY_SCRIPT not found"
+if [[ " ${SERVERS[*]} " == *" h2o-static "* ]]; then
+  command -v h2o >/dev/null || die "h2o not found (apt-get install h2o, or scripts/install-deps.sh --peer)"
+fi
 if (( PEER || STATIC || ORIGIN || PROXY_ORIGIN )); then
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] ||
     die "nginx not found (scripts/install-deps.sh --peer)"

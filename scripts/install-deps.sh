@@ -2,7 +2,7 @@
 # Installs the Debian packages edge needs to build, test and benchmark.
 # A no-op when every package is already present. apt-get as root, sudo otherwise.
 #   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --peer   also the nginx + Lua peer used by `scripts/bench.sh --peer`
+#   scripts/install-deps.sh --peer   also the peers of `scripts/bench.sh --peer` (nginx + Lua) and --h2o
 set -euo pipefail
 
 pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev libev-dev libc-ares-dev
@@ -13,7 +13,7 @@ pkgs=(build-essential pkg-config liblua5.4-dev lua5.4 libssl-dev libnghttp2-dev 
       systemd logrotate                     # spec/packaging_spec.lua: systemd-analyze verify, logrotate -f
       nginx                                 # spec/upstream_fetch_spec.lua: a real origin for edge.fetch
       websocketd python3-websockets)        # spec/websocket_spec.lua: WebSocket origin and client
-[[ ${1:-} == --peer ]] && pkgs+=(libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
+[[ ${1:-} == --peer ]] && pkgs+=(libnginx-mod-http-lua lua-resty-core lua-resty-lrucache h2o)
 
 missing=()
 for p in "${pkgs[@]}"; do
