@@ -83,8 +83,7 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
     edge_worker_on_response(h->c->w, &st->req);
     st->submitted = 1;
 
-    snprintf(status, sizeof(status), "%d", resp->status);
-    nva[n++] = NV(":status", status, strlen(status));
+    nva[n++] = NV(":status", status, edge_format_u64(status, (unsigned)resp->status));   /* no printf per response */
     if (!resp->has_server) nva[n++] = NV("server", EDGE_SERVER, sizeof(EDGE_SERVER) - 1);
     if (!resp->has_date) {
         const char *date = edge_worker_http_date(h->c->w);
@@ -92,8 +91,7 @@ static void submit_response(edge_h2 *h, edge_h2_stream *st)
     }
     int64_t body_len = resp->pipe ? resp->pipe->length : (int64_t)resp->body.len;
     if (with_body && body_len >= 0) {
-        snprintf(length, sizeof(length), "%lld", (long long)body_len);
-        nva[n++] = NV("content-length", length, strlen(length));
+        nva[n++] = NV("content-length", length, edge_format_u64(length, (unsigned long long)body_len));
     }
     if (h->c->w->cfg->request_id_header) {
         const char *id = edge_request_id(&st->req);
