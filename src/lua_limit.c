@@ -3,8 +3,8 @@
  *
  * resty.limit.req reads a record, computes and writes it back: two workers
  * may interleave there. Here each check is one locked read-modify-write of
- * one number (edge_shdict_update, edge_shdict_incr), so the budget of a key
- * holds across worker threads. */
+ * one number (edge_shdict_update), so the budget of a key holds across
+ * worker threads. */
 #include "lua_limit.h"
 #include "shared_dict.h"
 
@@ -165,15 +165,31 @@ static int l_req(lua_State *L)
  *
  * As resty.limit.count: the key holds what is left of the window's budget;
  * the first request of a window makes it with limit - 1 and a ttl of the
- * window (edge_shdict_incr's init and init_ttl, in the same locked step), and
- * its expiry is the window's end. */
+ * window, and its expiry is the window's end. One locked step per check: a
+ * refused request takes nothing, a committed one keeps the window's end. */
 
-/* Seconds until key's window resets: what a refused client should wait. */
-static double window_left(count_limiter *lim, const char *key, size_t klen, double t)
+typedef struct count_check {
+    double limit, window;
+    int    commit;
+    int    admitted;
+    double remaining;      /* after this request */
+    double retry_after;    /* refused: seconds until the window resets */
+} count_check;
+
+static int count_update(void *ud, int has, double cur, double *next, double *ttl)
 {
-    double left = 0;
-    if (!edge_shdict_ttl(lim->dict, key, klen, t, &left) || left < 0) return 0;
-    return left;
+    count_check *c = ud;
+    double left = has ? cur : c->limit;         /* an absent key: a fresh window */
+    c->admitted = left >= 1;
+    c->remaining = left - 1;
+    if (!c->admitted) {
+        c->retry_after = *ttl;
+        return 0;
+    }
+    if (!c->commit) return 0;
+    *next = left - 1;
+    if (!has) *ttl = c->window;                 /* else the window's own end, kept */
+    return 1;
 }
 
 static const char *incr_error(int rc)
@@ -181,38 +197,17 @@ static const char *incr_error(int rc)
     return rc == EDGE_SHDICT_NOT_NUMBER ? "not a number" : rc == EDGE_SHDICT_NOT_FOUND ? "not found" : "no memory";
 }
 
-/* What is left without taking any: an absent key is a fresh window. */
-static double count_peek(count_limiter *lim, const char *key, size_t klen, double t)
-{
-    edge_shdict_value v;
-    size_t needed = 0;
-    int expired = 0;
-    if (edge_shdict_get(lim->dict, key, klen, t, 0, &v, NULL, 0, &needed, &expired) &&
-        v.type == EDGE_SHDICT_NUMBER)
-        return v.number;
-    return lim->limit;
-}
-
 static int count_incoming(lua_State *L)
 {
     count_limiter *lim = luaL_checkudata(L, 1, COUNT_MT);
     size_t klen;
     const char *key = check_key(L, &klen);
-    int commit = lua_toboolean(L, 3);
-    double t = now(lim->rt), remaining;
-    if (!commit) {
-        remaining = count_peek(lim, key, klen, t) - 1;
-    } else {
-        int rc = edge_shdict_incr(lim->dict, key, klen, -1, 1, lim->limit, lim->window, t, &remaining, NULL);
-        if (rc != EDGE_SHDICT_OK) return push_failure(L, incr_error(rc));
-        /* A refused request takes nothing: give it back, so that the budget
-         * (and uncommit) count admitted requests only. */
-        double given_back;
-        if (remaining < 0) edge_shdict_incr(lim->dict, key, klen, 1, 0, 0, 0, t, &given_back, NULL);
-    }
-    if (remaining < 0) return push_rejected(L, window_left(lim, key, klen, t));
+    count_check c = { .limit = lim->limit, .window = lim->window, .commit = lua_toboolean(L, 3) };
+    if (edge_shdict_update(lim->dict, key, klen, now(lim->rt), count_update, &c) < 0)
+        return push_failure(L, "no memory");
+    if (!c.admitted) return push_rejected(L, c.retry_after);
     lua_pushinteger(L, 0);
-    lua_pushinteger(L, (lua_Integer)remaining);    /* whole: limit <= 1e15 */
+    lua_pushinteger(L, (lua_Integer)c.remaining);    /* whole: limit <= 1e15 */
     return 2;
 }
 

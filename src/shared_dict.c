@@ -332,11 +332,13 @@ int edge_shdict_update(edge_shdict *d, const char *key, size_t klen, double now,
     pthread_mutex_lock(&d->lock);
     node *n = lookup(d, key, klen, h);
     int has = n && !expired(n, now) && n->type == EDGE_SHDICT_NUMBER;
-    double next = 0, ttl = 0;
+    double left = has && !isinf(n->expires) ? n->expires - now : 0;
+    double next = 0, ttl = left;
     int r = fn(ud, has, has ? n->number : 0, &next, &ttl);
     if (r == 1) {
         edge_shdict_value v = {.type = EDGE_SHDICT_NUMBER, .number = next};
-        if (store(d, key, klen, h, n, &v, expiry(ttl, now), 0, now, &forcible) != EDGE_SHDICT_OK) r = -1;
+        double expires = has && ttl == left ? n->expires : expiry(ttl, now);   /* kept exactly */
+        if (store(d, key, klen, h, n, &v, expires, 0, now, &forcible) != EDGE_SHDICT_OK) r = -1;
     }
     pthread_mutex_unlock(&d->lock);
     return r;

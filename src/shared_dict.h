@@ -97,10 +97,12 @@ int edge_shdict_incr(edge_shdict *d, const char *key, size_t klen, double delta,
                      double init_ttl, double now, double *result, int *forcible);
 
 /* An atomic read-modify-write of one key (rate limiters): fn runs under the
- * lock with the current number (*cur; has 0 when the key is absent, expired or
- * not a number) and returns 1 to store *next with ttl *ttl (<= 0: none), 0 to
- * leave the key as it is. fn must be short and never call back into Lua or the
- * dictionary. Returns what fn returned, or -1 when storing failed for memory. */
+ * lock with the current number (cur; has 0 when the key is absent, expired or
+ * not a number) and *ttl set to the key's seconds left (0: no expiry, or no
+ * key), and returns 1 to store *next with ttl *ttl (<= 0: none; left as it
+ * came, the key keeps its expiry), 0 to leave the key as it is. fn must be
+ * short and never call back into Lua or the dictionary. Returns what fn
+ * returned, or -1 when storing failed for memory. */
 typedef int (*edge_shdict_update_fn)(void *ud, int has, double cur, double *next, double *ttl);
 int edge_shdict_update(edge_shdict *d, const char *key, size_t klen, double now, edge_shdict_update_fn fn,
                        void *ud);
