@@ -359,13 +359,8 @@ static int vt_add(lua_State *L, int every)
         lua_pushliteral(L, EDGE_LUA_TIMER_TOO_MANY);
         return 2;
     }
-    int nargs = lua_gettop(L) - 2;
-    lua_createtable(L, nargs + 1, 0);
-    for (int i = 2; i <= nargs + 2; i++) {
-        lua_pushvalue(L, i);
-        lua_rawseti(L, -2, i - 1);
-    }
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int nargs;
+    int ref = edge_lua_timer_anchor(L, &nargs);
     vt_push(L, (vtimer){.due_ns = virtual_ns + ns, .interval_ns = every ? ns : 0, .ref = ref,
                         .nargs = nargs, .owner = every ? ++vt_ids : 0});
     vt_pending++;

@@ -197,13 +197,8 @@ static int add(lua_State *L, int every)
         lua_pushstring(L, refused);
         return 2;
     }
-    int nargs = lua_gettop(L) - 2;
-    lua_createtable(L, nargs + 1, 0);
-    for (int i = 2; i <= nargs + 2; i++) {
-        lua_pushvalue(L, i);
-        lua_rawseti(L, -2, i - 1);
-    }
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* the last step that may raise */
+    int nargs;
+    int ref = edge_lua_timer_anchor(L, &nargs);   /* the last step that may raise */
     edge_lua_timer *t = edge_calloc(1, sizeof(*t));
     *t = (edge_lua_timer){.vm = vm, .ref = ref, .nargs = nargs, .delay = d,
                           .interval = every ? d : 0, .pending = 1};

@@ -52,4 +52,17 @@ static inline double edge_lua_timer_check_args(lua_State *L, int every)
     return d;
 }
 
+/* Anchors { fn, arg1, ..., argN } (stack 2 .. top; the table may hold nils)
+ * in the registry: returns the ref, N in *nargs. May raise (memory). */
+static inline int edge_lua_timer_anchor(lua_State *L, int *nargs)
+{
+    *nargs = lua_gettop(L) - 2;
+    lua_createtable(L, *nargs + 1, 0);
+    for (int i = 2; i <= *nargs + 2; i++) {
+        lua_pushvalue(L, i);
+        lua_rawseti(L, -2, i - 1);
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 #endif

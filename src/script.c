@@ -156,34 +156,27 @@ static void start_budget(edge_script *s, edge_lua_ctx *ctx, lua_State *L)
     take_slice(ctx, L, 1);
 }
 
-/* coroutine.create and coroutine.wrap (upvalue 1: the library's own) arm
- * the new thread with a slice of the running request's budget. */
-static int budgeted_coroutine(lua_State *L)
+/* coroutine.create (upvalue 1: the library's own) arms the new thread with
+ * a slice of the running request's budget; coroutine.wrap is made from it
+ * (lua_coroutine.c). */
+static int budgeted_create(lua_State *L)
 {
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
     lua_State *co = lua_tothread(L, -1);
-    if (co == NULL && lua_getupvalue(L, -1, 1) != NULL) {   /* wrap: the closure's upvalue */
-        co = lua_tothread(L, -1);
-        lua_pop(L, 1);
-    }
-    if (co == NULL) return 1;
     edge_script *s = script_of(L);
     if (s->current == NULL) lua_sethook(co, on_budget, LUA_MASKCOUNT, SLICE_NESTED);
     else if (!take_slice(&s->current->lua, co, 0)) return budget_exceeded(L);
     return 1;
 }
 
-static void install_budgeted_coroutines(lua_State *L)
+static void install_budgeted_create(lua_State *L)
 {
     lua_getglobal(L, "coroutine");
-    const char *names[] = {"create", "wrap"};
-    for (size_t i = 0; i < EDGE_ARRAY_LEN(names); i++) {
-        lua_getfield(L, -1, names[i]);
-        lua_pushcclosure(L, budgeted_coroutine, 1);
-        lua_setfield(L, -2, names[i]);
-    }
+    lua_getfield(L, -1, "create");
+    lua_pushcclosure(L, budgeted_create, 1);
+    lua_setfield(L, -2, "create");
     lua_pop(L, 1);
 }
 
@@ -244,11 +237,13 @@ static edge_task *task_of(edge_request *req)
     return edge_container_of(req, edge_task, req);
 }
 
+/* The hooks' names in the script's table (enum edge_hook's order). */
+static const char *const hook_names[EDGE_HOOK_COUNT] = {"access", "cache_key", "respond", "on_response", "log"};
+
 static const char *hook_name(edge_request *req)
 {
-    static const char *const names[EDGE_HOOK_COUNT] = {"access", "cache_key", "respond", "on_response", "log"};
     int h = req->lua.hook;
-    if (h >= 0 && h < EDGE_HOOK_COUNT) return names[h];
+    if (h >= 0 && h < EDGE_HOOK_COUNT) return hook_names[h];
     return req->ops == &task_ops ? task_of(req)->what : "lua";
 }
 
@@ -908,7 +903,6 @@ static int take_hook(edge_script *s, const char *path, enum edge_hook h, const c
 /* Checks the module table on top of the stack and anchors its hooks. */
 static int take_hooks(edge_script *s, const char *path, char *err, size_t errlen)
 {
-    static const char *const names[EDGE_HOOK_COUNT] = {"access", "cache_key", "respond", "on_response", "log"};
     lua_State *L = s->L;
     if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s must return a table of hooks { cache_key = function, "
@@ -921,7 +915,7 @@ static int take_hooks(edge_script *s, const char *path, char *err, size_t errlen
     }
     lua_pop(L, 1);
     for (int h = 0; h < EDGE_HOOK_COUNT; h++)
-        if (take_hook(s, path, (enum edge_hook)h, names[h], err, errlen) != EDGE_OK) return EDGE_ERROR;
+        if (take_hook(s, path, (enum edge_hook)h, hook_names[h], err, errlen) != EDGE_OK) return EDGE_ERROR;
     return EDGE_OK;
 }
 
@@ -945,8 +939,8 @@ int edge_script_open(edge_script *s, const char *path, long budget, struct ev_lo
     }
     edge_lua_thread_clear_main(L);
     luaL_openlibs(L);
-    install_budgeted_coroutines(L);
-    edge_lua_install_coroutines(L);
+    install_budgeted_create(L);
+    edge_lua_install_coroutines(L);         /* resume, wrap (on the budgeted create), close */
     edge_lua_req_register(L);
     install_edge_module(s);
     set_package_path(L, path);

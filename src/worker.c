@@ -437,9 +437,24 @@ void edge_worker_assign_id(edge_worker *w, edge_request *req)
     adopt_request_id(w, req);
 }
 
+/* Log phases are tasks that outlive their requests: a log hook slower than
+ * the traffic would pile them up without end. Past --max-requests tasks on
+ * the worker a response's log phase is skipped, said once a second. */
 void edge_worker_log_phase(edge_worker *w, edge_request *req)
 {
-    if (edge_script_has(w->script, EDGE_HOOK_LOG)) edge_script_log(w->script, req);
+    if (!edge_script_has(w->script, EDGE_HOOK_LOG)) return;
+    if (w->n_tasks < w->cfg->max_requests) {
+        edge_script_log(w->script, req);
+        return;
+    }
+    w->log_phase_skipped++;
+    double now = ev_now(w->loop);
+    if (now - w->log_phase_warned_at < 1.0) return;
+    edge_log(EDGE_LOG_WARN, req->conn_id, "log phase skipped for %llu responses: %d tasks still run "
+             "(--max-requests); the script's log hook is slower than the traffic",
+             (unsigned long long)w->log_phase_skipped, w->n_tasks);
+    w->log_phase_warned_at = now;
+    w->log_phase_skipped = 0;
 }
 
 void edge_worker_on_response(edge_worker *w, edge_request *req)
