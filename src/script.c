@@ -295,8 +295,6 @@ static void give_thread(edge_script *s, edge_request *req)
 
 /* ---- a request's Lua state ---- */
 
-static int run_on_response(lua_State *L);
-
 /* Makes what a hook run needs and cannot do without allocating: the req
  * userdata (argument 2 true: a request's; a task has none) and the run's
  * coroutine, each anchored in the registry, then moves the argument count
@@ -322,12 +320,6 @@ static int make_lua_state(lua_State *L)
         luaL_checkstack(co, nmove + LUA_MINSTACK, "too many timer arguments");
         lua_xmove(L, co, nmove);
     }
-    if (ctx->hook == EDGE_HOOK_ON_RESPONSE) {   /* its trampoline, around the script's function */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->script->hook_ref[EDGE_HOOK_ON_RESPONSE]);
-        lua_pushlightuserdata(L, req);
-        lua_pushcclosure(L, run_on_response, 2);
-        lua_xmove(L, co, 1);
-    }
     return 0;
 }
 
@@ -343,7 +335,7 @@ static int prepare(edge_script *s, edge_request *req, int hook, int nmove)
     }
     ctx->hook = hook;
     int wants_ud = hook != EDGE_HOOK_TASK && ctx->ud == NULL;
-    if (!wants_ud && nmove == 0 && hook != EDGE_HOOK_ON_RESPONSE && s->pool_n > 0) {
+    if (!wants_ud && nmove == 0 && s->pool_n > 0) {
         ctx->co = take_thread(s, s->L, &ctx->co_ref);    /* from the pool: nothing to allocate */
         return LUA_OK;
     }
@@ -514,7 +506,7 @@ static int resume(edge_script *s, edge_request *req, int nargs)
 /* ---- on_response: the trampoline that runs in the coroutine ----
  *
  * Building res and reading it back allocate, so they happen inside the run
- * (protected), around the script's function (upvalue 1). */
+ * (protected), around the script's function. */
 
 static void push_response_head(lua_State *L, const edge_response *resp)
 {
@@ -538,8 +530,8 @@ static int apply_response_head(lua_State *L, int status, lua_KContext kctx)
 {
     (void)status;
     (void)kctx;
-    edge_request *req = lua_touserdata(L, lua_upvalueindex(2));
-    int idx = lua_istable(L, -1) ? lua_gettop(L) : 2;     /* a returned table, else res */
+    edge_request *req = script_of(L)->current;
+    int idx = lua_istable(L, -1) ? lua_gettop(L) : 3;     /* a returned table, else res */
     if (req->resp.status == 101) {       /* a WebSocket's 101: its fields may change, not its status */
         lua_getfield(L, idx, "status");
         if (lua_tointeger(L, -1) != 101) return luaL_error(L, "on_response: a 101 (WebSocket) keeps its status");
@@ -564,14 +556,16 @@ static int apply_response_head(lua_State *L, int status, lua_KContext kctx)
     return 0;
 }
 
-/* Arguments: 1 the req userdata. */
+/* The run's function (a light C function: nothing allocated to start it).
+ * Arguments: 1 the script's on_response, 2 the req userdata; the request is
+ * the one running (s->current). */
 static int run_on_response(lua_State *L)
 {
-    edge_request *req = lua_touserdata(L, lua_upvalueindex(2));
-    push_response_head(L, &req->resp);        /* 2: res, kept */
-    lua_pushvalue(L, lua_upvalueindex(1));
+    edge_request *req = script_of(L)->current;
+    push_response_head(L, &req->resp);        /* 3: res, kept */
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
     lua_callk(L, 2, 1, 0, apply_response_head);
     return apply_response_head(L, LUA_OK, 0);
 }
@@ -587,10 +581,14 @@ int edge_script_run(edge_script *s, edge_request *req, enum edge_hook hook, edge
     lua_State *co = ctx->co;
     ctx->done = done;
     start_budget(s, ctx, co);
-    if (hook != EDGE_HOOK_ON_RESPONSE)          /* on_response's trampoline is in place */
-        lua_rawgeti(co, LUA_REGISTRYINDEX, s->hook_ref[hook]);
+    int nargs = 1;
+    if (hook == EDGE_HOOK_ON_RESPONSE) {       /* its trampoline, around the script's function */
+        lua_pushcfunction(co, run_on_response);
+        nargs = 2;
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->hook_ref[hook]);
     lua_rawgeti(co, LUA_REGISTRYINDEX, ctx->ud_ref);
-    return resume(s, req, 1);
+    return resume(s, req, nargs);
 }
 
 void edge_script_wake(edge_request *req)
@@ -727,11 +725,12 @@ static int log_returned(lua_State *L, int status, lua_KContext kctx)
     return 0;
 }
 
-/* The log task's body (upvalue 1: the script's log; 2: the task): res is
- * built here, protected. Argument 1: the req userdata (the copy's). */
+/* The log task's function (a light C function): res is built here,
+ * protected. Arguments: 1 the script's log, 2 the req userdata (the copy's);
+ * the task is the one running (s->current). */
 static int run_log(lua_State *L)
 {
-    edge_task *t = lua_touserdata(L, lua_upvalueindex(2));
+    edge_task *t = task_of(script_of(L)->current);
     push_response_head(L, &t->req.resp);
     if (t->streamed) lua_pushnil(L);
     else lua_pushinteger(L, (lua_Integer)t->body_bytes);
@@ -741,9 +740,7 @@ static int run_log(lua_State *L)
     if (t->req.cache_status) lua_pushstring(L, t->req.cache_status);
     else lua_pushnil(L);
     lua_setfield(L, -2, "cache");
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_callk(L, 2, 0, 0, log_returned);    /* with a continuation: log may wait */
+    lua_callk(L, 2, 0, 0, log_returned);    /* log(req, res), with a continuation: log may wait */
     return 0;
 }
 
@@ -753,19 +750,8 @@ static void on_log_start(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     edge_lua_ctx *ctx = edge_container_of(w, edge_lua_ctx, timer);
     edge_request *req = edge_container_of(ctx, edge_request, lua);
-    int rc = resume(ctx->script, req, 1);
+    int rc = resume(ctx->script, req, 2);
     if (rc != EDGE_AGAIN) task_free(req);
-}
-
-/* Makes the log task's coroutine function: run_log with its upvalues (on
- * s->L, protected by prepare's pcall when moved). */
-static int push_log_body(lua_State *L)
-{
-    edge_script *s = script_of(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->hook_ref[EDGE_HOOK_LOG]);
-    lua_pushvalue(L, 1);
-    lua_pushcclosure(L, run_log, 2);
-    return 1;
 }
 
 void edge_script_log(edge_script *s, edge_request *from)
@@ -774,22 +760,15 @@ void edge_script_log(edge_script *s, edge_request *from)
     edge_task *t = task_new(w, "log");
     copy_for_log(t, from);
     edge_request *req = &t->req;
-    lua_pushcfunction(s->L, push_log_body);
-    lua_pushlightuserdata(s->L, t);
-    if (lua_pcall(s->L, 1, 1, 0) != LUA_OK) {
-        edge_log(EDGE_LOG_ERR, from->conn_id, "lua error in log (request %s): %s", edge_request_id(req),
-                 error_text(s->L, LUA_ERRMEM));
-        lua_pop(s->L, 1);
-        task_free(req);
-        return;
-    }
-    if (prepare(s, req, EDGE_HOOK_LOG, 1) != LUA_OK) {
+    if (prepare(s, req, EDGE_HOOK_LOG, 0) != LUA_OK) {
         task_free(req);
         return;
     }
     edge_lua_ctx *ctx = &req->lua;
     ctx->done = task_done;
     start_budget(s, ctx, ctx->co);
+    lua_pushcfunction(ctx->co, run_log);
+    lua_rawgeti(ctx->co, LUA_REGISTRYINDEX, s->hook_ref[EDGE_HOOK_LOG]);
     lua_rawgeti(ctx->co, LUA_REGISTRYINDEX, ctx->ud_ref);
     ev_timer_init(&ctx->timer, on_log_start, 0., 0.);   /* after the response's write */
     ev_timer_start(s->loop, &ctx->timer);
