@@ -5,6 +5,8 @@
 -- "Reused" in its output is a resumption.
 local server = require "support.server"
 local admin = require "support.admin"
+local proc = require "support.proc"
+local socket = require "socket"
 local util = require "support.util"
 
 local SCRIPT = "spec/fixtures/echo.lua"      -- answers worker_id=N
@@ -54,6 +56,88 @@ local function key_file(dir, name, n)
   local code, out, err = util.run({ "openssl", "rand", "-out", path, tostring(n or 80) })
   assert(code == 0, out .. err)
   return path, hex(util.read_file(path):sub(1, 16))
+end
+
+local function unhex(h)
+  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+--- The whole ticket (bytes) of a session file, from `openssl sess_id -text`.
+local function session_ticket(path)
+  local code, out, err = util.run({ "openssl", "sess_id", "-in", path, "-noout", "-text" })
+  assert(code == 0, out .. err)
+  local parts, inside = {}, false
+  for line in out:gmatch("[^\n]*") do
+    if inside then
+      local rest = line:match("^%s*%x%x%x%x %- (.*)$")
+      if not rest then break end
+      parts[#parts + 1] = (rest:sub(1, 48):gsub("[^%x]", ""))   -- 16 bytes, then their ASCII
+    elseif line:find("TLS session ticket:", 1, true) then
+      inside = true
+    end
+  end
+  assert(#parts > 0, "no ticket in " .. path .. ":\n" .. out)
+  return unhex(table.concat(parts))
+end
+
+--- Asserts that ticket (name, IV, AES-CBC ciphertext, HMAC-SHA256 over the
+-- rest) was made with the key file's bytes laid out as nginx reads them:
+-- 80 bytes name, HMAC, AES-256; 48 bytes name, AES-128, HMAC.
+local function assert_nginx_layout(ticket, key, dir, who)
+  local hmac_key, aes_key, cipher = key:sub(17, 48), key:sub(49, 80), "-aes-256-cbc"
+  if #key == 48 then hmac_key, aes_key, cipher = key:sub(33, 48), key:sub(17, 32), "-aes-128-cbc" end
+  assert.are.equal(hex(key:sub(1, 16)), hex(ticket:sub(1, 16)), who .. ": key name")
+  util.write_file(dir .. "/signed", ticket:sub(1, #ticket - 32))
+  local code, out, err = util.run({ "openssl", "dgst", "-sha256", "-mac", "HMAC", "-macopt",
+    "hexkey:" .. hex(hmac_key), "-r", dir .. "/signed" })
+  assert(code == 0, out .. err)
+  assert.are.equal(hex(ticket:sub(#ticket - 31)), out:match("^(%x+)"), who .. ": HMAC")
+  util.write_file(dir .. "/sealed", ticket:sub(33, #ticket - 32))
+  code, out, err = util.run({ "openssl", "enc", "-d", cipher, "-K", hex(aes_key), "-iv", hex(ticket:sub(17, 32)),
+    "-in", dir .. "/sealed", "-out", dir .. "/session" })
+  assert(code == 0, who .. ": AES-CBC decryption failed: " .. out .. err)
+  assert.are.equal(0x30, util.read_file(dir .. "/session"):byte(1), who .. ": not a DER SSL_SESSION")
+end
+
+local NGINX_CONF = [[
+daemon off; master_process off; worker_processes 1;
+pid {dir}/nginx.pid; error_log {dir}/error.log info;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
+  uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
+  server {
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert}; ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_ticket_key {ticket_key};
+    location / { return 200 "nginx\n"; }
+  }
+}
+]]
+
+--- Debian's nginx with ssl_session_ticket_key FILE on a free port; stop
+-- with :kill() (by PID). Raises with its log when it does not listen in 10 s.
+local function start_nginx(dir, ticket_key)
+  local _, cwd = util.run({ "pwd" })
+  cwd = cwd:gsub("\n$", "")
+  local port = util.free_port()
+  assert(os.execute("mkdir -p " .. util.q(dir .. "/tmp")))
+  local vars = { dir = dir, port = port, cert = cwd .. "/" .. CERT, key = cwd .. "/" .. KEY, ticket_key = ticket_key }
+  util.write_file(dir .. "/nginx.conf", (NGINX_CONF:gsub("{([%w_]+)}", function(k) return tostring(vars[k]) end)))
+  local p = proc.spawn({ "nginx", "-p", dir, "-c", dir .. "/nginx.conf", "-e", dir .. "/error.log" }, { timeout = 120 })
+  local deadline = util.now() + 10
+  while util.now() < deadline and p:running() do
+    local s = socket.tcp()
+    s:settimeout(0.2)
+    local ok = s:connect("127.0.0.1", port)
+    s:close()
+    if ok then return p, port end
+    util.sleep(0.05)
+  end
+  p:kill()
+  error("nginx did not listen on " .. port .. ":\n" .. (util.read_file(dir .. "/error.log") or ""))
 end
 
 local function start(files, opts)
@@ -163,6 +247,29 @@ describe("TLS session resumption #e2e", function()
     end)
     stop_all { new, only_b, n = 2 }
     assert(ok, err)
+  end)
+
+  it("lays tickets out as nginx does: from the same 80- or 48-byte file, edge's and nginx's tickets "
+    .. "carry its key name and verify and decrypt with its keys where nginx reads them", function()
+    for _, size in ipairs { 80, 48 } do
+      local file = key_file(dir, "k" .. size .. ".key", size)
+      local key = util.read_file(file)
+      local ngx, nport = start_nginx(util.tmpdir("nginx"), file)
+      local srv = start({ file })
+      local ok, err = pcall(function()
+        for _, tls in ipairs { "-tls1_3", "-tls1_2" } do
+          local fe, fn = dir .. "/edge.pem", dir .. "/nginx.pem"
+          connect(srv.port, { tls = tls, sess_out = fe })
+          local n = connect(nport, { tls = tls, sess_out = fn, any_server = true })
+          assert.truthy(n.text:find("\nnginx\n", 1, true), "no answer from nginx:\n" .. n.text)
+          assert_nginx_layout(session_ticket(fe), key, dir, size .. " bytes, " .. tls .. ", edge")
+          assert_nginx_layout(session_ticket(fn), key, dir, size .. " bytes, " .. tls .. ", nginx")
+        end
+      end)
+      ngx:kill()
+      stop_all { srv }
+      assert(ok, err)
+    end
   end)
 
   it("refuses to start with a key file of the wrong size or a missing one (exit 1, the file named)", function()
