@@ -102,6 +102,7 @@ static void do_handshake(edge_conn *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         EDGE_COUNT(c->w->counters.tls_handshakes);
+        if (SSL_session_reused(c->ssl)) EDGE_COUNT(c->w->counters.tls_resumed);
         attach_protocol(c, strcmp(edge_tls_protocol(c->ssl), "h2") == 0);
         if (c->state == EDGE_CONN_OPEN) read_input(c);   /* the first request may have come along */
         return;

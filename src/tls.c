@@ -2,6 +2,7 @@
 #include "tls.h"
 #include "common.h"
 #include "config.h"
+#include "tls_tickets.h"
 
 #include <errno.h>
 #include <openssl/err.h>
@@ -93,6 +94,7 @@ SSL_CTX *edge_tls_create(const edge_config *cfg, char *err, size_t errlen)
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_num_tickets(ctx, 1);      /* stateless session tickets, one per handshake */
+    edge_tls_tickets_attach(ctx);         /* with the keys every worker shares */
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
     if (load_files(ctx, cfg, err, errlen) != EDGE_OK) {
         SSL_CTX_free(ctx);
