@@ -18,6 +18,13 @@ static const char tls12_ciphers[] =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
+/* AES-128-GCM first (OpenSSL's default puts AES-256 first): its SHA-256 key
+ * schedule and transcript hash are cheaper per handshake than SHA-384, and
+ * its record encryption cheaper per byte, at a security margin every peer
+ * (nginx with its defaults aside) considers ample. */
+static const char tls13_ciphersuites[] =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
 /* Picks the first protocol of ours the client offers; a client that offers
  * ALPN but none of ours is refused (no_application_protocol alert). */
 static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -82,8 +89,12 @@ SSL_CTX *edge_tls_create(const edge_config *cfg, char *err, size_t errlen)
     }
     SSL_CTX_set_min_proto_version(ctx, cfg->tls_min == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_cipher_list(ctx, tls12_ciphers);
+    SSL_CTX_set_ciphersuites(ctx, tls13_ciphersuites);
+    /* Our order, except that a client preferring ChaCha20 (no AES hardware)
+     * gets it. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                             SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+                             SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA |
+                             SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* Partial writes and a moving buffer let us retry from a growing output
      * buffer. No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the 16 KiB
      * record buffers on every read and write; an idle connection gives them
