@@ -5,6 +5,7 @@
 #include "access_log.h"
 #include "cache.h"
 #include "conn.h"
+#include "h2.h"
 #include "log.h"
 #include "request.h"
 #include "health_check.h"
@@ -422,6 +423,7 @@ void edge_worker_free(edge_worker *w)
     if (w->resolver) edge_resolver_free(w->resolver);
     edge_buf_free(&w->access_buf);
     free(w->spare_waiter);
+    edge_h2_free_spares(w);
     ev_loop_destroy(w->loop);
 }
 

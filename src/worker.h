@@ -59,6 +59,8 @@ typedef struct edge_worker {
     edge_pools upstream_pools;    /* edge.fetch's idle connections and client TLS contexts */
     struct edge_resolver *resolver;   /* upstream names (c-ares); NULL if c-ares could not start */
     struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
+    struct edge_h2_stream *spare_h2_streams;     /* h2.c's, reused across streams */
+    int        n_spare_h2_streams;
     struct edge_refresh *refreshes;   /* background refreshes running (refresh.h) */
     struct edge_request *tasks;   /* Lua tasks running: timers, the log phase (script.h) */
     int        n_tasks;           /* their number: a drain waits for them */
