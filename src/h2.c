@@ -26,6 +26,7 @@
 #include "common.h"
 #include "dispatch.h"
 #include "log.h"
+#include "slab.h"
 #include "worker.h"
 
 #include <stddef.h>
@@ -150,6 +151,7 @@ static void stream_give(edge_worker *w, edge_h2_stream *st)
 
 void edge_h2_free_spares(edge_worker *w)
 {
+    edge_slab_drain(&w->slab);
     while (w->spare_h2_streams) {
         edge_h2_stream *st = w->spare_h2_streams;
         w->spare_h2_streams = st->next;
@@ -542,12 +544,20 @@ static const edge_proto h2_proto = {
     .free = h2_free,
 };
 
+/* nghttp2's allocations go through the worker's slab (slab.h): a stream
+ * costs it a dozen short-lived blocks of a few sizes. */
+static void *slab_malloc(size_t n, void *slab) { return edge_slab_alloc(slab, n); }
+static void slab_free(void *p, void *slab) { edge_slab_free(slab, p); }
+static void *slab_calloc(size_t count, size_t n, void *slab) { return edge_slab_calloc(slab, count, n); }
+static void *slab_realloc(void *p, size_t n, void *slab) { return edge_slab_realloc(slab, p, n); }
+
 /* Creates the session and queues our SETTINGS; NULL when nghttp2 runs out of
  * memory (its own allocations do not go through edge_malloc). */
 static nghttp2_session *session_new(edge_h2 *h, const edge_config *cfg)
 {
     nghttp2_session *session;
-    if (nghttp2_session_server_new2(&session, callbacks, h, options) != 0) return NULL;
+    nghttp2_mem mem = {&h->c->w->slab, slab_malloc, slab_free, slab_calloc, slab_realloc};
+    if (nghttp2_session_server_new3(&session, callbacks, h, options, &mem) != 0) return NULL;
     nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->h2_max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},

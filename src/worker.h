@@ -16,6 +16,7 @@
 #define EDGE_MAX_LISTENERS (EDGE_MAX_LISTEN * 2)   /* TLS + cleartext */
 #include "metrics.h"
 #include "script.h"
+#include "slab.h"
 #include "upstream_pool.h"
 
 struct edge_conn;
@@ -60,6 +61,7 @@ typedef struct edge_worker {
     struct edge_resolver *resolver;   /* upstream names (c-ares); NULL if c-ares could not start */
     struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
     struct edge_h2_stream *spare_h2_streams;     /* h2.c's, reused across streams */
+    edge_slab  slab;              /* nghttp2's small blocks (slab.h) */
     int        n_spare_h2_streams;
     struct edge_refresh *refreshes;   /* background refreshes running (refresh.h) */
     struct edge_request *tasks;   /* Lua tasks running: timers, the log phase (script.h) */
