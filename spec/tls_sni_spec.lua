@@ -5,8 +5,11 @@
 -- The certificates are made here with the openssl CLI; what edge serves is
 -- read with `openssl s_client -servername NAME`. Every edge is started with
 -- a time limit and stopped by PID; it must exit 0 (no sanitizer report).
+local socket = require "socket"
+local ssl = require "ssl"
 local util = require "support.util"
 local proc = require "support.proc"
+local client = require "support.client"
 local certs = require "support.certs"
 
 local EDGE = util.edge_bin()
@@ -61,6 +64,39 @@ local function cn_for(port, name, extra)
   local got, text = certs.served(port, name, extra)
   assert(got, "no certificate served for " .. tostring(name) .. ":\n" .. tostring(text))
   return got.cn, got
+end
+
+--- A TLS 1.3 connection (lua-sec) to 127.0.0.1:port asking for name;
+-- returns it and the CN of the certificate it got.
+local function tls_conn(port, name)
+  local tcp = socket.tcp4()
+  tcp:settimeout(5)
+  assert(tcp:connect("127.0.0.1", port))
+  local conn = assert(ssl.wrap(tcp, { mode = "client", protocol = "tlsv1_3", verify = "none", options = "all",
+                                      alpn = "http/1.1" }))
+  conn:settimeout(5)
+  conn:sni(name)
+  assert(conn:dohandshake())
+  local cn
+  for _, field in ipairs(conn:getpeercertificate():subject()) do
+    if field.name == "commonName" then cn = field.value end
+  end
+  return conn, cn
+end
+
+--- One GET / on an open HTTP/1.1 connection; returns the status (the
+-- body, sized by Content-Length, is read too).
+local function get_status(conn)
+  assert(conn:send(client.request { host = "x.test" }))
+  local line = conn:receive("*l")
+  local length = 0
+  for _ = 1, 50 do                                  -- the header block, bounded
+    local l = conn:receive("*l")
+    if l == nil or l == "" then break end
+    length = tonumber(l:lower():match("^content%-length:%s*(%d+)")) or length
+  end
+  if length > 0 then assert(conn:receive(length)) end
+  return tonumber(line and line:match("^HTTP/1%.1 (%d+)"))
 end
 
 ---------------------------------------------------------------------------
@@ -146,11 +182,12 @@ describe("tls sni: certificates chosen by name #e2e", function()
 
   it("answers HTTP on each name with a certificate that verifies for it (curl --resolve)", function()
     for name, base in pairs { ["a.test"] = "a-ec", ["x.b.test"] = "xb", ["y.b.test"] = "wild" } do
-      local code, out, err = util.run({ "curl", "-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
+      local code, out, err = util.run({ "curl", "-s", "--max-time", "5", "-o", "/dev/null",
+        "-w", "%{http_code} %{http_version}",
         "--cacert", files[base][1], "--resolve", name .. ":" .. port .. ":127.0.0.1",
         "https://" .. name .. ":" .. port .. "/" }, { timeout = 10 })
       assert.are.equal(0, code, name .. ": " .. err)
-      assert.are.equal("200", out, name)
+      assert.are.equal("200 2", out, name)            -- HTTP/2: ALPN works on every context
     end
   end)
 end)
@@ -287,6 +324,40 @@ describe("tls sni: SIGHUP re-reads the certificates #e2e", function()
       for _ = 1, 6 do assert.are.equal("new-cert", (cn_for(port, "new.test"))) end
       assert.are.equal("dir-default", (cn_for(port, nil)))
     end)
+    stop(p)
+    assert(ok, err)
+  end)
+
+  it("keeps a connection open across a reload on the certificates it started with", function()
+    local dir = util.tmpdir("reload")
+    certs.make(dir, "default", { cn = "dir-default", san = { "default.test" } })
+    certs.make(dir, "old", { cn = "old-cert", san = { "old.test" } })
+    local p, port = start { "--cert-dir", dir, "--keepalive-timeout", "30" }
+    local pid = edge_pid(p)
+    local conn
+    local ok, err = pcall(function()
+      local cn
+      conn, cn = tls_conn(port, "old.test")
+      assert.are.equal("old-cert", cn)
+      assert.are.equal(200, get_status(conn))
+      os.remove(dir .. "/old.crt")
+      os.remove(dir .. "/old.key")
+      assert(os.execute("kill -HUP " .. pid))
+      assert(util.wait_until(function()
+        return util.count(p:stderr(), "script " .. SCRIPT .. " reloaded") >= 2
+      end, 10), p:stderr())
+      for _ = 1, 4 do assert.are.equal("dir-default", (cn_for(port, "old.test"))) end
+      assert.are.equal(200, get_status(conn))        -- the old set lives while this connection does
+      conn:close()
+      conn = nil
+      -- A second reload drops the workers' last reference to the first set.
+      assert(os.execute("kill -HUP " .. pid))
+      assert(util.wait_until(function()
+        return util.count(p:stderr(), "script " .. SCRIPT .. " reloaded") >= 4
+      end, 10), p:stderr())
+      assert.are.equal("dir-default", (cn_for(port, "old.test")))
+    end)
+    if conn then conn:close() end
     stop(p)
     assert(ok, err)
   end)
