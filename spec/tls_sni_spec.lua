@@ -112,7 +112,7 @@ describe("tls sni: certificates chosen by name #e2e", function()
     local function make(base, opts) files[base] = { certs.make(dir, base, opts) } end
     make("default", { cn = "default-cert", san = { "default.test" } })
     make("a-ec", { cn = "a-ec", san = { "a.test", "www.a.test" } })
-    make("a-rsa", { cn = "a-rsa", san = { "a.test", "www.a.test" }, type = "rsa" })
+    make("a-rsa", { cn = "a-rsa", san = { "www.a.test", "a.test" }, type = "rsa" })   -- same names, other order
     make("wild", { cn = "b-wild", san = { "*.b.test" } })   -- before the exact name: order does not matter
     make("xb", { cn = "xb-exact", san = { "x.b.test" } })
     make("cn-only", { cn = "c.test" })                      -- no SAN: the CN is its name

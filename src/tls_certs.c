@@ -62,12 +62,6 @@ static void names_add(name_list *l, const unsigned char *s, int len)
     char *name = edge_malloc((size_t)len + 1);
     for (int i = 0; i < len; i++) name[i] = (char)tolower(s[i]);
     name[len] = '\0';
-    for (int i = 0; i < l->n; i++) {
-        if (strcmp(l->v[i], name) == 0) {
-            free(name);
-            return;
-        }
-    }
     l->v = edge_realloc(l->v, (size_t)(l->n + 1) * sizeof(*l->v));
     l->v[l->n++] = name;
 }
@@ -75,6 +69,20 @@ static void names_add(name_list *l, const unsigned char *s, int len)
 static int by_string(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted, each name once: two certificates with the same names in another
+ * order (or repeated) compare equal, and serve together. */
+static void names_sort_unique(name_list *l)
+{
+    if (l->n < 2) return;
+    qsort(l->v, (size_t)l->n, sizeof(*l->v), by_string);
+    int kept = 1;
+    for (int i = 1; i < l->n; i++) {
+        if (strcmp(l->v[i], l->v[kept - 1]) == 0) free(l->v[i]);
+        else l->v[kept++] = l->v[i];
+    }
+    l->n = kept;
 }
 
 /* subjectAltName DNS entries; the CN only when there is no SAN at all (as
@@ -97,7 +105,7 @@ static void cert_names(X509 *x, name_list *l)
         if (len > 0) names_add(l, cn, len);
         OPENSSL_free(cn);
     }
-    if (l->n > 1) qsort(l->v, (size_t)l->n, sizeof(*l->v), by_string);
+    names_sort_unique(l);
 }
 
 static int same_names(const name_list *a, const name_list *b)
@@ -171,15 +179,66 @@ static void set_free(cert_set *set, int from)
     free(set);
 }
 
-/* The leaf certificate of file: its first PEM certificate. */
-static X509 *read_leaf(const char *file, char *err, size_t errlen)
+/* One certificate file (the leaf, then its chain) and its key, as read. */
+typedef struct pem_pair {
+    X509           *leaf;
+    STACK_OF(X509) *chain;
+    EVP_PKEY       *key;
+} pem_pair;
+
+static void pem_pair_free(pem_pair *p)
+{
+    X509_free(p->leaf);
+    sk_X509_pop_free(p->chain, X509_free);
+    EVP_PKEY_free(p->key);
+}
+
+/* An encrypted key fails to load rather than prompt on the terminal: a
+ * reload (SIGHUP) has no one to ask. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    EDGE_UNUSED(buf), EDGE_UNUSED(size), EDGE_UNUSED(rwflag), EDGE_UNUSED(u);
+    return 0;
+}
+
+/* The chain after the leaf, up to the end of the file (the "no start line"
+ * there is the end, not an error: as SSL_CTX_use_certificate_chain_file). */
+static int read_chain(BIO *b, STACK_OF(X509) *chain)
+{
+    X509 *x;
+    while ((x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) != NULL) {
+        if (sk_X509_push(chain, x) <= 0) {
+            X509_free(x);
+            return EDGE_ERROR;
+        }
+    }
+    unsigned long e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) return EDGE_ERROR;
+    ERR_clear_error();
+    return EDGE_OK;
+}
+
+static int read_pair(const edge_cert_file *f, pem_pair *p, char *err, size_t errlen)
 {
     char why[256];
-    BIO *b = BIO_new_file(file, "r");
-    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    *p = (pem_pair){0};
+    BIO *b = BIO_new_file(f->cert, "r");
+    p->leaf = b ? PEM_read_bio_X509(b, NULL, no_passphrase, NULL) : NULL;
+    p->chain = sk_X509_new_null();
+    int ok = p->leaf && p->chain && read_chain(b, p->chain) == EDGE_OK;
     BIO_free(b);
-    if (x == NULL) snprintf(err, errlen, "bad certificate %s: %s", file, edge_tls_error_string(why, sizeof(why)));
-    return x;
+    if (!ok) {
+        snprintf(err, errlen, "bad certificate %s: %s", f->cert, edge_tls_error_string(why, sizeof(why)));
+        return EDGE_ERROR;
+    }
+    b = BIO_new_file(f->key, "r");
+    p->key = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+    BIO_free(b);
+    if (p->key == NULL) {
+        snprintf(err, errlen, "bad key %s: %s", f->key, edge_tls_error_string(why, sizeof(why)));
+        return EDGE_ERROR;
+    }
+    return EDGE_OK;
 }
 
 /* The group serving exactly names, a new one (and context) if none does yet;
@@ -197,57 +256,54 @@ static cert_group *group_for(cert_set *set, name_list *names, const edge_config 
     return g;
 }
 
-/* Reads the certificate's names and key type into out. */
-static int describe(const edge_cert_file *f, name_list *names, unsigned *type, loaded_cert *out,
-                    char *err, size_t errlen)
+/* The leaf's names and key type, for the index and the log. */
+static void describe(const edge_cert_file *f, X509 *leaf, name_list *names, loaded_cert *out)
 {
-    X509 *leaf = read_leaf(f->cert, err, errlen);
-    if (leaf == NULL) return EDGE_ERROR;
-    EVP_PKEY *pk = X509_get0_pubkey(leaf);
-    if (pk == NULL) {
-        snprintf(err, errlen, "bad certificate %s: its public key cannot be used", f->cert);
-        X509_free(leaf);
-        return EDGE_ERROR;
-    }
     cert_names(leaf, names);
-    *type = key_type_bit(pk);
     *out = (loaded_cert){.cert_file = f->cert, .key_file = f->key};
     names_format(names, out->names, sizeof(out->names));
-    key_type_format(pk, out->key_type, sizeof(out->key_type));
-    X509_free(leaf);
+    key_type_format(X509_get0_pubkey(leaf), out->key_type, sizeof(out->key_type));
+}
+
+/* Puts the certificate, its chain and key in its names' context, in the
+ * slot of its key type (SSL_CTX_use_cert_and_key checks the key matches). */
+static int add_to_group(cert_group *g, const edge_cert_file *f, pem_pair *p, const loaded_cert *d, char *err,
+                        size_t errlen)
+{
+    char why[256];
+    unsigned type = key_type_bit(X509_get0_pubkey(p->leaf));
+    if (g->key_types & type) {
+        snprintf(err, errlen, "certificate %s: another %s certificate serves the same names (%s); "
+                 "one per key type", f->cert, d->key_type, d->names);
+        return EDGE_ERROR;
+    }
+    if (SSL_CTX_use_cert_and_key(g->ctx, p->leaf, p->key, p->chain, 1) != 1) {
+        snprintf(err, errlen, "key %s does not match certificate %s (%s)", f->key, f->cert,
+                 edge_tls_error_string(why, sizeof(why)));
+        return EDGE_ERROR;
+    }
+    g->key_types |= type;
     return EDGE_OK;
 }
 
 static int load_cert(cert_set *set, const edge_config *cfg, const edge_cert_file *f, loaded_cert *out,
                      char *err, size_t errlen)
 {
-    char why[256];
+    pem_pair p;
     name_list names = {0};
-    unsigned type;
-    if (describe(f, &names, &type, out, err, errlen) != EDGE_OK) return EDGE_ERROR;
-    cert_group *g = group_for(set, &names, cfg, err, errlen);
-    names_free(&names);                       /* empty unless an existing group took them */
-    if (g == NULL) return EDGE_ERROR;
-    if (g->key_types & type) {
-        snprintf(err, errlen, "certificate %s: another %s certificate serves the same names (%s); "
-                 "one per key type", f->cert, out->key_type, out->names);
-        return EDGE_ERROR;
+    int rc = read_pair(f, &p, err, errlen);
+    if (rc == EDGE_OK && X509_get0_pubkey(p.leaf) == NULL) {
+        snprintf(err, errlen, "bad certificate %s: its public key cannot be used", f->cert);
+        rc = EDGE_ERROR;
     }
-    if (SSL_CTX_use_certificate_chain_file(g->ctx, f->cert) != 1) {
-        snprintf(err, errlen, "bad certificate %s: %s", f->cert, edge_tls_error_string(why, sizeof(why)));
-        return EDGE_ERROR;
+    if (rc == EDGE_OK) {
+        describe(f, p.leaf, &names, out);
+        cert_group *g = group_for(set, &names, cfg, err, errlen);
+        rc = g ? add_to_group(g, f, &p, out, err, errlen) : EDGE_ERROR;
     }
-    if (SSL_CTX_use_PrivateKey_file(g->ctx, f->key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "bad key %s: %s", f->key, edge_tls_error_string(why, sizeof(why)));
-        return EDGE_ERROR;
-    }
-    if (SSL_CTX_check_private_key(g->ctx) != 1) {
-        ERR_clear_error();
-        snprintf(err, errlen, "key %s does not match certificate %s", f->key, f->cert);
-        return EDGE_ERROR;
-    }
-    g->key_types |= type;
-    return EDGE_OK;
+    names_free(&names);          /* empty when a new group took them; an existing group has its own */
+    pem_pair_free(&p);           /* the context holds its own references */
+    return rc;
 }
 
 /* ---- lookup ---- */
