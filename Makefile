@@ -172,6 +172,15 @@ build/test/shared_dict_test_asan: $(SHDICT_TEST_SRCS) src/shared_dict.h src/comm
 	@echo "  CC      $@"
 	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(SHDICT_TEST_SRCS) -lm
 
+# Many idle TLS connections held open (spec/c/idle_tls.c, run by
+# spec/memory_idle_spec.lua and scripts/bench.sh's idle scenario).
+.PHONY: idle-tls
+idle-tls: build/test/idle_tls
+build/test/idle_tls: spec/c/idle_tls.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) -std=c11 -O2 $(WARN) -o $@ $< -lssl -lcrypto
+
 deps:
 	$(Q)scripts/install-deps.sh
 
@@ -184,7 +193,7 @@ run: deps
 	./edge -s lua/default.lua
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress cache-life-test resolver-driver balancer-test shared-dict-test fuzz-build
+	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress cache-life-test resolver-driver balancer-test shared-dict-test idle-tls fuzz-build
 	$(Q)scripts/gen-certs.sh
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/test.sh
 

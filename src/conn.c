@@ -176,6 +176,7 @@ static int fill_input(edge_conn *c)
         if (n == RECV_EOF) return FILL_EOF;
         if (n < 0) return FILL_FAILED;
         if (n == 0) return FILL_OK;
+        c->read_since_trim = 1;
         edge_buf_append(&c->in, scratch, (size_t)n);
         /* A short read with nothing left inside OpenSSL means the socket is
          * most likely empty: skip the read that would say EAGAIN; the
@@ -436,6 +437,18 @@ void edge_conn_close(edge_conn *c)
     close(c->fd);
     c->fd = -1;
     edge_worker_retire_conn(c->w, c);
+}
+
+void edge_conn_trim(edge_conn *c)
+{
+    if (c->read_since_trim) {
+        c->read_since_trim = 0;
+        return;
+    }
+    if (c->state != EDGE_CONN_OPEN || c->proto == NULL || c->in.len || c->out.len) return;
+    if (c->proto->trim && !c->proto->trim(c)) return;
+    edge_buf_free(&c->in);
+    edge_buf_free(&c->out);
 }
 
 void edge_conn_free(edge_conn *c)

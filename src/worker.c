@@ -176,6 +176,14 @@ static void on_cache_sweep(struct ev_loop *loop, ev_timer *t, int revents)
     edge_cache_sweep(w->cache, ev_now(loop), SWEEP_BUCKETS);
 }
 
+#define IDLE_TRIM_SECONDS 2.0   /* a connection idle for 2-4 s gives back its buffers */
+
+static void on_idle_trim(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_worker *w = t->data;
+    for (edge_conn *c = w->conns; c; c = c->next) edge_conn_trim(c);
+}
+
 /* ---- reloading ---- */
 
 /* A reload is counted once, not once per worker: the main thread numbers
@@ -376,6 +384,9 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     w->inbox_async.data = w;
     ev_async_start(w->loop, &w->inbox_async);
     set_accepting(w, 1);
+    ev_timer_init(&w->idle_trim, on_idle_trim, IDLE_TRIM_SECONDS, IDLE_TRIM_SECONDS);
+    w->idle_trim.data = w;
+    ev_timer_start(w->loop, &w->idle_trim);
     if (id == 0) {
         ev_timer_init(&w->cache_sweep, on_cache_sweep, 1., 1.);
         w->cache_sweep.data = w;

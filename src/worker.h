@@ -48,6 +48,7 @@ typedef struct edge_worker {
     ev_async   reload_async;      /* the main thread asks for a script reload (SIGHUP) */
     ev_timer   drain_timer;       /* bounds the graceful stop */
     ev_prepare reaper;            /* frees closed connections before each poll */
+    ev_timer   idle_trim;         /* idle connections give back their buffers */
     ev_async   inbox_async;       /* messages from other threads arrived */
     pthread_mutex_t inbox_lock;
     edge_worker_msg *inbox;
