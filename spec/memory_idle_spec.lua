@@ -1,5 +1,5 @@
 -- Idle keep-alive connections give back their buffers (conn.c's
--- edge_conn_trim, run by each worker every 2 s on connections that received
+-- edge_conn_trim, run by each worker every second on connections that received
 -- nothing since the previous sweep), and come back to life when a request
 -- arrives. And what an idle TLS connection costs, measured with
 -- build/test/idle_tls (spec/c/idle_tls.c: thousands of TLS 1.3 connections,
@@ -41,7 +41,7 @@ describe("idle connections give back their buffers #e2e", function()
       local code, out = two_requests(srv, 5, proto)
       assert.are.equal(0, code, out)
       -- The second transfer reused the connection (0 new connects) after
-      -- 5 s idle: the sweep (every 2 s) had trimmed it in between.
+      -- 5 s idle: the sweep (every second) had trimmed it in between.
       assert.are.equal("200 1\n200 0\n", out)
     end)
   end

@@ -37,6 +37,11 @@ static const char usage_text[] =
     "  -t, --test                 check what a start checks (script, certificates when a TLS\n"
     "                             listener is used, addresses, access log), then exit\n"
     "      --tls-min 1.2|1.3      lowest TLS version accepted (default 1.2)\n"
+    "      --ticket-key-file FILE session ticket key (48 or 80 bytes, nginx's format), repeatable:\n"
+    "                             the first encrypts, all decrypt; re-read on SIGHUP (default:\n"
+    "                             a random key shared by the workers, rotated)\n"
+    "      --ticket-rotate S      period of the random ticket keys, also the ticket lifetime\n"
+    "                             (default 3600)\n"
     "      --lua-budget N         VM instructions a hook may run (default 10000000)\n"
     "      --log-level LEVEL      error, warn, notice, info or debug (default notice)\n"
     "      --max-body SIZE        request body limit, 413 past it (default 1m)\n"
@@ -106,7 +111,8 @@ enum {
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
     OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_CACHE_GRACE, OPT_CACHE_KEEP, OPT_CACHE_PASS_TTL,
     OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE, OPT_SHARED_DICT, OPT_LUA_MAX_TIMERS,
-    OPT_CERT_DIR
+    OPT_CERT_DIR,
+    OPT_TICKET_KEY_FILE, OPT_TICKET_ROTATE
 };
 
 static const struct option long_options[] = {
@@ -145,6 +151,8 @@ static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {"tls-min", required_argument, NULL, OPT_TLS_MIN},
+    {"ticket-key-file", required_argument, NULL, OPT_TICKET_KEY_FILE},
+    {"ticket-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
     {"lua-budget", required_argument, NULL, OPT_LUA_BUDGET},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"max-body", required_argument, NULL, OPT_MAX_BODY},
@@ -187,6 +195,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->compress_min_size = 1024;
     cfg->max_requests = 25000;
     cfg->access_log = "-";
+    cfg->ticket_rotate = 3600;
 }
 
 #define MAX_SIZE ((size_t)1 << 40)   /* 1 TiB: any size option's upper bound */
@@ -364,6 +373,14 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         if (strcmp(arg, "1.2") == 0) cfg->tls_min = 12;
         else if (strcmp(arg, "1.3") == 0) cfg->tls_min = 13;
         else return bad_value(name, arg, "1.2 or 1.3");
+        return EDGE_OK;
+    case OPT_TICKET_KEY_FILE:   /* read at start-up (tls_tickets.c), which names a bad file */
+        if (cfg->n_ticket_key_files == EDGE_MAX_TICKET_KEY_FILES) return bad_value(name, arg, "at most 16 files");
+        cfg->ticket_key_files[cfg->n_ticket_key_files++] = arg;
+        return EDGE_OK;
+    case OPT_TICKET_ROTATE:
+        if (parse_long(arg, 1, 7 * 86400, &v)) return bad_value(name, arg, "whole seconds from 1 to 604800");
+        cfg->ticket_rotate = (double)v;
         return EDGE_OK;
     case OPT_LUA_BUDGET:
         if (parse_long(arg, 1000, LONG_MAX, &v)) return bad_value(name, arg, "a number >= 1000");

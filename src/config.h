@@ -8,6 +8,7 @@
 
 #define EDGE_MAX_LISTEN 16
 #define EDGE_MAX_CERT_ARGS 64       /* --cert (and --key) given on the command line */
+#define EDGE_MAX_TICKET_KEY_FILES 16   /* tls_tickets.h: EDGE_TICKET_MAX_FILES */
 
 typedef struct edge_config {
     const char *script;
@@ -58,6 +59,11 @@ typedef struct edge_config {
     edge_cidr_list trusted_proxies; /* peers whose X-Request-Id is reused */
     const char *admin;              /* admin listener address, NULL: off */
     const char *admin_token_file;   /* --admin-token-file, NULL: no token */
+    /* --ticket-key-file, in order (the first encrypts), NULL-terminated;
+     * none: random session ticket keys rotated every ticket_rotate seconds. */
+    const char *ticket_key_files[EDGE_MAX_TICKET_KEY_FILES + 1];
+    int         n_ticket_key_files;
+    double      ticket_rotate;
 } edge_config;
 
 enum edge_log_format {

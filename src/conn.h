@@ -78,6 +78,7 @@ typedef struct edge_conn {
     unsigned   read_wants_write : 1;   /* SSL_read returned WANT_WRITE */
     unsigned   write_wants_read : 1;   /* SSL_write returned WANT_READ */
     unsigned   read_since_trim : 1;    /* bytes arrived since the last edge_conn_trim */
+    unsigned   trimmed : 1;            /* trimmed, and nothing arrived since */
     struct edge_conn *prev, *next;     /* the worker's open list, then its closed list */
 } edge_conn;
 
@@ -114,11 +115,13 @@ void edge_conn_resume_read(edge_conn *c);
 /* Arms the connection's single timer (seconds > 0) or stops it (0). */
 void edge_conn_set_timeout(edge_conn *c, double seconds);
 
-/* The worker's periodic idle sweep: a connection that received nothing since
- * the previous sweep and is between requests frees its buffers (and its
- * protocol's), so an idle keep-alive connection costs little more than its
- * TLS session. A busy connection only has a flag cleared: no per-request cost. */
-void edge_conn_trim(edge_conn *c);
+/* The worker's periodic idle sweep (every second): a connection that received
+ * nothing since the previous sweep and is between requests frees its buffers,
+ * its protocol's and OpenSSL's record buffers (SSL_free_buffers), so an idle
+ * keep-alive connection costs little more than its TLS session. A busy
+ * connection only has a flag cleared: no per-request cost (which is why the
+ * server context does not use SSL_MODE_RELEASE_BUFFERS). */
+int edge_conn_trim(edge_conn *c);      /* 1: it gave its buffers back now */
 
 /* Frees a closed connection (the worker calls this before its next poll). */
 void edge_conn_free(edge_conn *c);

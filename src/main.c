@@ -13,6 +13,7 @@
 #include "lua_timer.h"
 #include "sd_notify.h"
 #include "tls.h"
+#include "tls_tickets.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -146,6 +147,28 @@ static void reload_certs(edge_server *srv)
     srv->ssl_ctx = ctx;
 }
 
+/* The session ticket keys every worker shares (tls_tickets.h), before the
+ * SSL_CTX that takes them: a bad --ticket-key-file fails the start. */
+static int init_tickets(const edge_config *cfg)
+{
+    char err[512];
+    if (edge_tls_tickets_init(cfg->ticket_key_files, cfg->ticket_rotate, err, sizeof(err)) == EDGE_OK)
+        return EDGE_OK;
+    fprintf(stderr, "edge: %s\n", err);
+    return EDGE_ERROR;
+}
+
+/* SIGHUP: the ticket key files are re-read; one gone bad keeps the old keys. */
+static void reload_tickets(const edge_config *cfg)
+{
+    char err[512];
+    if (cfg->n_ticket_key_files == 0) return;
+    if (edge_tls_tickets_reload(err, sizeof(err)) == EDGE_OK)
+        edge_log(EDGE_LOG_NOTICE, 0, "SIGHUP: session ticket keys re-read (%s encrypts)", cfg->ticket_key_files[0]);
+    else
+        edge_log(EDGE_LOG_ERR, 0, "SIGHUP: %s; the previous session ticket keys stay in force", err);
+}
+
 /* -t: everything a start checks on its configuration, without serving, so
  * that a passing -t means the start will not fail on configuration. */
 static int run_test(const edge_config *cfg)
@@ -156,12 +179,16 @@ static int run_test(const edge_config *cfg)
     printf("edge: script %s loads and returns its hooks\n", cfg->script);
     char err[1024];
     if (needs_tls(cfg)) {
+        if (init_tickets(cfg) != EDGE_OK) return 1;
         SSL_CTX *ctx = edge_tls_create(cfg, print_cert, NULL, err, sizeof(err));
         if (ctx == NULL) {
             fprintf(stderr, "edge: %s\n", err);
             return 1;
         }
         SSL_CTX_free(ctx);
+        if (cfg->n_ticket_key_files)
+            printf("edge: %d session ticket key file%s valid\n", cfg->n_ticket_key_files,
+                   cfg->n_ticket_key_files == 1 ? " is" : "s are");
     } else {
         printf("edge: no TLS listener (only --listen-plain): no certificate needed\n");
     }
@@ -303,6 +330,7 @@ static void wait_for_stop(edge_server *srv)
             reload_certs(srv);              /* before the wake-up that hands them over */
             edge_workers_reload(srv->workers, srv->n_workers);
             reload_admin_auth(srv->admin_auth);
+            reload_tickets(&srv->cfg);
         } else {
             edge_log(EDGE_LOG_NOTICE, 0, "SIGUSR1: reopening the log files");
             edge_access_log_reopen();
@@ -358,6 +386,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (needs_tls(&srv.cfg)) {
+        if (init_tickets(&srv.cfg) != EDGE_OK) return 1;
         srv.ssl_ctx = edge_tls_create(&srv.cfg, log_cert, "", err, sizeof(err));
         if (srv.ssl_ctx == NULL) {
             fprintf(stderr, "edge: %s\n", err);

@@ -4,6 +4,7 @@
 #include "common.h"
 #include "config.h"
 #include "tls_certs.h"
+#include "tls_tickets.h"
 
 #include <openssl/err.h>
 #include <stdio.h>
@@ -39,14 +40,15 @@ const char *edge_tls_error_string(char *buf, size_t n)
     return buf;
 }
 
-/* Session settings of every server context. Hook point: the session ticket
- * keys (tls_tickets.h) are attached here, to every context, since OpenSSL
- * takes them from the first (session) context but a context may serve
- * alone as the default. (lead: add edge_tls_tickets_attach(ctx) here.) */
+/* Session settings of every server context (each SNI context, and each
+ * set a SIGHUP makes). The ticket keys (tls_tickets.h) are attached to every
+ * one: OpenSSL takes them from the SSL's first (session) context, the
+ * default, but any context may be that default after a reload. */
 static void configure_server_ctx(SSL_CTX *ctx)
 {
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_num_tickets(ctx, 1);      /* stateless session tickets, one per handshake */
+    edge_tls_tickets_attach(ctx);         /* with the keys every worker shares */
 }
 
 SSL_CTX *edge_tls_server_ctx_new(const edge_config *cfg, char *err, size_t errlen)
@@ -61,9 +63,10 @@ SSL_CTX *edge_tls_server_ctx_new(const edge_config *cfg, char *err, size_t errle
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                              SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* Partial writes and a moving buffer let us retry from a growing output
-     * buffer; releasing buffers keeps idle connections small. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                          SSL_MODE_RELEASE_BUFFERS);
+     * buffer. No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the 16 KiB
+     * record buffers on every read and write; an idle connection gives them
+     * back instead (edge_conn_trim's SSL_free_buffers). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Read whole records (and whatever follows) in one read(2) instead of a
      * 5-byte header read and then the body: one syscall less per request. */
     SSL_CTX_set_read_ahead(ctx, 1);
