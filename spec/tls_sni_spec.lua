@@ -361,4 +361,27 @@ describe("tls sni: SIGHUP re-reads the certificates #e2e", function()
     stop(p)
     assert(ok, err)
   end)
+
+  it("resumes a session made for a named site after the certificates were reloaded", function()
+    local dir = util.tmpdir("reload")
+    certs.make(dir, "default", { cn = "dir-default", san = { "default.test" } })
+    certs.make(dir, "site", { cn = "site-cert", san = { "site.test" } })
+    local sess = dir .. "/session.pem"
+    local p, port = start { "--cert-dir", dir }
+    local pid = edge_pid(p)
+    local ok, err = pcall(function()
+      -- s_client stays until the server's ticket arrived (TLS 1.3 sends it after the handshake).
+      local code, out = util.run({ "sh", "-c", "(sleep 0.5; echo) | exec openssl s_client -connect 127.0.0.1:" .. port
+        .. " -servername site.test -sess_out " .. util.q(sess) }, { timeout = 10 })
+      assert(code == 0 and out:find("subject=CN = site-cert", 1, true), out)
+      assert(os.execute("kill -HUP " .. pid))
+      assert(util.wait_until(function()
+        return util.count(p:stderr(), "script " .. SCRIPT .. " reloaded") >= 2
+      end, 10), p:stderr())
+      local got = assert(certs.served(port, "site.test", { "-sess_in", sess }))
+      assert.truthy(got.text:find("Reused, TLSv1.3", 1, true), got.text)
+    end)
+    stop(p)
+    assert(ok, err)
+  end)
 end)
