@@ -7,6 +7,7 @@
 #include "cidr.h"
 
 #define EDGE_MAX_LISTEN 16
+#define EDGE_MAX_CERT_ARGS 64       /* --cert (and --key) given on the command line */
 #define EDGE_MAX_TICKET_KEY_FILES 16   /* tls_tickets.h: EDGE_TICKET_MAX_FILES */
 
 typedef struct edge_config {
@@ -15,9 +16,12 @@ typedef struct edge_config {
     int         n_listen;           /* 0: the defaults 0.0.0.0:8443 and [::]:8443 */
     const char *listen_plain[EDGE_MAX_LISTEN];   /* cleartext HTTP/1.1 + h2 prior knowledge */
     int         n_listen_plain;
-    const char *cert;               /* --cert, else the default found beside the binary, else NULL */
-    const char *key;
-    const char *cert_tried;         /* cert NULL: the default paths tried, comma-separated */
+    const char *cert[EDGE_MAX_CERT_ARGS];   /* --cert, in order; the Nth --key is the Nth's key */
+    const char *key[EDGE_MAX_CERT_ARGS];
+    int         n_cert;             /* neither given nor --cert-dir: one pair, the default found */
+    int         n_key;              /* beside the binary (an entry NULL when it was not found) */
+    const char *cert_dir;           /* --cert-dir: every NAME.crt with its NAME.key */
+    const char *cert_tried;         /* cert[0] NULL: the default paths tried, comma-separated */
     const char *key_tried;
     int         workers;            /* 0: one per CPU */
     int         test_only;          /* -t */

@@ -1,14 +1,14 @@
-/* OpenSSL server context. */
+/* OpenSSL contexts: the server's settings (every SNI context alike) and the
+ * client's for origins. */
 #include "tls.h"
 #include "common.h"
 #include "config.h"
+#include "tls_certs.h"
 #include "tls_tickets.h"
 
-#include <errno.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 /* In preference order, in ALPN wire format (length-prefixed). */
 static const unsigned char alpn_server[] = "\x02h2\x08http/1.1";
@@ -47,40 +47,18 @@ const char *edge_tls_error_string(char *buf, size_t n)
     return buf;
 }
 
-static int load_files(SSL_CTX *ctx, const edge_config *cfg, char *err, size_t errlen)
+/* Session settings of every server context (each SNI context, and each
+ * set a SIGHUP makes). The ticket keys (tls_tickets.h) are attached to every
+ * one: OpenSSL takes them from the SSL's first (session) context, the
+ * default, but any context may be that default after a reload. */
+static void configure_server_ctx(SSL_CTX *ctx)
 {
-    char why[256];
-    const char *files[2] = {cfg->cert, cfg->key};
-    const char *tried[2] = {cfg->cert_tried, cfg->key_tried};
-    for (int i = 0; i < 2; i++) {
-        const char *what = i ? "key" : "certificate";
-        if (files[i] == NULL) {
-            snprintf(err, errlen, "no %s found (tried %s): run `make certs` to create a development "
-                     "certificate, or pass --cert/--key", what, tried[i]);
-            return EDGE_ERROR;
-        }
-        if (access(files[i], R_OK) != 0) {
-            snprintf(err, errlen, "cannot read %s %s: %s; run `make certs` to create a development "
-                     "certificate, or pass --cert/--key", what, files[i], strerror(errno));
-            return EDGE_ERROR;
-        }
-    }
-    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert) != 1) {
-        snprintf(err, errlen, "bad certificate %s: %s", cfg->cert, edge_tls_error_string(why, sizeof(why)));
-        return EDGE_ERROR;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "bad key %s: %s", cfg->key, edge_tls_error_string(why, sizeof(why)));
-        return EDGE_ERROR;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(err, errlen, "key %s does not match certificate %s", cfg->key, cfg->cert);
-        return EDGE_ERROR;
-    }
-    return EDGE_OK;
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_num_tickets(ctx, 1);      /* stateless session tickets, one per handshake */
+    edge_tls_tickets_attach(ctx);         /* with the keys every worker shares */
 }
 
-SSL_CTX *edge_tls_create(const edge_config *cfg, char *err, size_t errlen)
+SSL_CTX *edge_tls_server_ctx_new(const edge_config *cfg, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
@@ -103,15 +81,15 @@ SSL_CTX *edge_tls_create(const edge_config *cfg, char *err, size_t errlen)
     /* Read whole records (and whatever follows) in one read(2) instead of a
      * 5-byte header read and then the body: one syscall less per request. */
     SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_set_num_tickets(ctx, 1);      /* stateless session tickets, one per handshake */
-    edge_tls_tickets_attach(ctx);         /* with the keys every worker shares */
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
-    if (load_files(ctx, cfg, err, errlen) != EDGE_OK) {
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
+    configure_server_ctx(ctx);
     return ctx;
+}
+
+SSL_CTX *edge_tls_create(const edge_config *cfg, edge_tls_cert_report report, void *arg, char *err,
+                         size_t errlen)
+{
+    return edge_tls_certs_load(cfg, report, arg, err, errlen);
 }
 
 SSL_CTX *edge_tls_client_create(const char *ca_file, char *err, size_t errlen)

@@ -7,6 +7,7 @@
 #include <ev.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -33,7 +34,8 @@ typedef struct edge_worker {
     pthread_t  thread;
     struct ev_loop *loop;
     const edge_config *cfg;
-    SSL_CTX   *ssl_ctx;
+    SSL_CTX   *ssl_ctx;           /* new connections' (one reference, the worker's); NULL: no TLS */
+    _Atomic(SSL_CTX *) next_ssl_ctx;  /* a SIGHUP's certificates, not yet taken (edge_worker_set_ssl_ctx) */
     struct edge_cache *cache;     /* shared by all workers */
     edge_script *script;          /* new requests run here; a reload replaces it */
     int        n_listen;
@@ -86,6 +88,10 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
                      char *err, size_t errlen);
 /* Runs the worker on a new thread. */
 int edge_worker_start(edge_worker *w);
+/* From the main thread: w's new connections use ctx (a SIGHUP's certificates)
+ * from w's next reload wake-up on (edge_workers_reload). The worker takes a
+ * reference of its own; connections in progress keep the context they have. */
+void edge_worker_set_ssl_ctx(edge_worker *w, SSL_CTX *ctx);
 /* From the main thread: one reload of the script in every worker (a worker
  * that fails keeps its old script, logged). Counted once in the stats. */
 void edge_workers_reload(edge_worker *workers, int n);
