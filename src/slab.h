@@ -17,7 +17,7 @@
 
 typedef struct edge_slab {
     void    *free[SLAB_CLASSES];
-    unsigned n_free[SLAB_CLASSES];
+    int      n_free[SLAB_CLASSES];
 } edge_slab;
 
 void *edge_slab_alloc(edge_slab *s, size_t n);          /* NULL when out of memory */
