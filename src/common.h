@@ -29,4 +29,14 @@ void *edge_calloc(size_t n, size_t size);
 void *edge_realloc(void *p, size_t n);
 char *edge_strdup(const char *s);
 
+/* Built with AddressSanitizer (gcc's macro, or clang's feature test): caches
+ * of freed objects are off then, so that a use after free is still reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#define EDGE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EDGE_ASAN 1
+#endif
+#endif
+
 #endif

@@ -78,7 +78,8 @@ typedef struct edge_conn {
     unsigned   read_wants_write : 1;   /* SSL_read returned WANT_WRITE */
     unsigned   write_wants_read : 1;   /* SSL_write returned WANT_READ */
     unsigned   read_since_trim : 1;    /* bytes arrived since the last edge_conn_trim */
-    unsigned   trimmed : 1;            /* trimmed, and nothing arrived since */
+    unsigned   trimmed : 1;            /* trimmed, and nothing read or written since */
+    unsigned   tls_keeps_buffers : 1;  /* busy: OpenSSL keeps its record buffers (conn.c) */
     struct edge_conn *prev, *next;     /* the worker's open list, then its closed list */
 } edge_conn;
 
@@ -116,11 +117,11 @@ void edge_conn_resume_read(edge_conn *c);
 void edge_conn_set_timeout(edge_conn *c, double seconds);
 
 /* The worker's periodic idle sweep (every second): a connection that received
- * nothing since the previous sweep and is between requests frees its buffers,
- * its protocol's and OpenSSL's record buffers (SSL_free_buffers), so an idle
- * keep-alive connection costs little more than its TLS session. A busy
- * connection only has a flag cleared: no per-request cost (which is why the
- * server context does not use SSL_MODE_RELEASE_BUFFERS). */
+ * nothing since the previous sweep and is between requests frees its buffers
+ * and its protocol's, and OpenSSL's record buffers go back to being released
+ * when empty; so an idle keep-alive connection costs little more than its TLS
+ * session. A connection that was busy keeps its record buffers across
+ * requests; the per-request cost is nothing but a flag. */
 int edge_conn_trim(edge_conn *c);      /* 1: it gave its buffers back now */
 
 /* Frees a closed connection (the worker calls this before its next poll). */

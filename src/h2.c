@@ -120,7 +120,7 @@ static void log_stream(edge_h2 *h, edge_h2_stream *st)
  * Bounded: at most SPARE_STREAMS a worker, each buffer at most the 8 KiB
  * edge_request_reset keeps. Under AddressSanitizer they are freed, so that a
  * use after the end of a stream is still reported. */
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef EDGE_ASAN
 #define SPARE_STREAMS 0
 #else
 #define SPARE_STREAMS 128

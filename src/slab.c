@@ -1,11 +1,12 @@
 /* Size-class block cache in front of malloc (see slab.h). */
 #include "slab.h"
+#include "common.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef EDGE_ASAN
 #define SLAB_KEEP 0
 #else
 #define SLAB_KEEP 256           /* blocks cached per class: at most ~2 MiB in all */
@@ -14,11 +15,12 @@
 #define MIN_SHIFT 6             /* the smallest class: 64 bytes */
 #define LARGE     0xff          /* a block too big for a class: plain malloc */
 
-/* 16 bytes keep the payload as aligned as malloc's. */
-typedef union header {
-    unsigned char cls;
-    max_align_t   align;
+/* 16 bytes keep the payload as aligned as malloc's (16 on x86-64 and arm64). */
+typedef struct header {
+    _Alignas(16) unsigned char cls;
+    unsigned char pad[15];
 } header;
+_Static_assert(sizeof(header) == 16, "the block header is 16 bytes");
 
 /* A freed block is linked through its payload. */
 typedef struct free_block {

@@ -74,10 +74,10 @@ SSL_CTX *edge_tls_server_ctx_new(const edge_config *cfg, char *err, size_t errle
                              SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA |
                              SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* Partial writes and a moving buffer let us retry from a growing output
-     * buffer. No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the 16 KiB
-     * record buffers on every read and write; an idle connection gives them
-     * back instead (edge_conn_trim's SSL_free_buffers). */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+     * buffer. Record buffers released when empty: a connection starts so, and
+     * keeps them only while it is busy (conn.c, keep_tls_buffers). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
     /* Read whole records (and whatever follows) in one read(2) instead of a
      * 5-byte header read and then the body: one syscall less per request. */
     SSL_CTX_set_read_ahead(ctx, 1);

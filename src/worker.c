@@ -14,7 +14,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -180,18 +179,10 @@ static void on_cache_sweep(struct ev_loop *loop, ev_timer *t, int revents)
 
 #define IDLE_TRIM_SECONDS 1.0   /* a connection idle for 1-2 s gives back its buffers */
 
-#define TRIM_RETURN_CONNS 64     /* a sweep that trimmed this many returns free pages to the OS */
-
-/* The freed buffers (TLS record buffers: 2 x 16 KiB a connection) lie between
- * live allocations, where free() cannot give their pages back: after a sweep
- * that trimmed many connections, malloc_trim does (madvise of the free pages
- * inside the heap; a few ms, at most once per sweep). */
 static void on_idle_trim(struct ev_loop *loop, ev_timer *t, int revents)
 {
     edge_worker *w = t->data;
-    int trimmed = 0;
-    for (edge_conn *c = w->conns; c; c = c->next) trimmed += edge_conn_trim(c);
-    if (trimmed >= TRIM_RETURN_CONNS) malloc_trim(0);
+    for (edge_conn *c = w->conns; c; c = c->next) edge_conn_trim(c);
 }
 
 /* ---- reloading ---- */
