@@ -141,6 +141,8 @@ describe("tls sni: certificates chosen by name #e2e", function()
     assert.are.equal("a-ec", cn)
     assert.are.equal("DNS:a.test, DNS:www.a.test", got.san)
     assert.are.equal("a-ec", (cn_for(port, "WWW.A.Test")))
+    assert.are.equal("a-ec", (cn_for(port, "a.test.")))        -- a fully qualified name, as nginx
+    assert.are.equal("b-wild", (cn_for(port, "y.b.test.")))
     assert.are.equal("default-cert", (cn_for(port, "default.test")))
     assert.are.equal("c.test", (cn_for(port, "c.test")))
   end)

@@ -366,8 +366,10 @@ static SSL_CTX *set_lookup(const cert_set *set, const char *host)
 {
     char name[NAME_MAX_LEN + 1];
     size_t n = strlen(host);
+    if (n > 1 && host[n - 1] == '.') n--;           /* "example.com." is example.com, as nginx has it */
     if (n == 0 || n > NAME_MAX_LEN) return NULL;
-    for (size_t i = 0; i <= n; i++) name[i] = (char)tolower((unsigned char)host[i]);
+    for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)host[i]);
+    name[n] = '\0';
     SSL_CTX *ctx = find(set->exact, set->n_exact, name);
     const char *dot = strchr(name, '.');
     if (ctx == NULL && dot && dot != name) ctx = find(set->wild, set->n_wild, dot + 1);
