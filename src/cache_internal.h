@@ -11,7 +11,7 @@
 #include "cache.h"
 
 #define CACHE_SHARDS        16      /* a power of two */
-#define CACHE_FLIGHT_BUCKETS 256    /* per shard */
+#define CACHE_FLIGHT_BUCKETS 2048   /* per shard: 32k in all, so 25,000 misses in flight walk chains of about one */
 #define CACHE_MAX_TAGS      64      /* tags an entry takes from its response */
 #define CACHE_MAX_TAG_LEN   256     /* bytes; a longer tag is ignored */
 #define CACHE_PURGE_BATCH   1024    /* entries or buckets a purge handles per lock hold */

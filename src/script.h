@@ -36,7 +36,7 @@ enum edge_hook {
     EDGE_HOOK_TASK = EDGE_HOOK_COUNT   /* a function of the script's (timers) */
 };
 
-#define EDGE_SCRIPT_POOL 64       /* idle coroutines kept for reuse */
+#define EDGE_SCRIPT_POOL 1024     /* idle coroutines kept for reuse (~1 KiB each) */
 
 typedef struct edge_script {
     lua_State *L;
