@@ -37,7 +37,7 @@ LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llht
 MOD_SRCS := src/lua_module.c src/lua_edge.c src/log.c src/cache.c src/cache_tags.c src/cache_purge.c src/request.c src/buf.c src/alloc.c src/lua_response.c src/lua_req.c \
             src/balancer.c src/lua_upstream.c src/lua_upstream_opts.c \
             src/lua_fetch.c src/upstream_fetch.c src/upstream_named.c src/upstream_conn.c src/upstream_pool.c src/resolver.c \
-            src/tls.c src/metrics.c src/listener.c src/body_pipe.c src/lua_body_stream.c \
+            src/tls.c src/tls_certs.c src/tls_cert_files.c src/tls_tickets.c src/metrics.c src/listener.c src/body_pipe.c src/lua_body_stream.c \
             src/shared_dict.c src/size.c src/lua_shared.c src/lua_limit.c
 MOD_OBJS := $(MOD_SRCS:src/%.c=build/lua-obj/%.o) build/lua-obj/llhttp/api.o build/lua-obj/llhttp/http.o \
             build/lua-obj/llhttp/llhttp.o
@@ -172,6 +172,15 @@ build/test/shared_dict_test_asan: $(SHDICT_TEST_SRCS) src/shared_dict.h src/comm
 	@echo "  CC      $@"
 	$(Q)$(CC) $(STRESS_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined -o $@ $(SHDICT_TEST_SRCS) -lm
 
+# Many idle TLS connections held open (spec/c/idle_tls.c, run by
+# spec/memory_idle_spec.lua and scripts/bench.sh's idle scenario).
+.PHONY: idle-tls
+idle-tls: build/test/idle_tls
+build/test/idle_tls: spec/c/idle_tls.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	$(Q)$(CC) -std=c11 -O2 $(WARN) -o $@ $< -lssl -lcrypto
+
 deps:
 	$(Q)scripts/install-deps.sh
 
@@ -184,7 +193,7 @@ run: deps
 	./edge -s lua/default.lua
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress cache-life-test resolver-driver balancer-test shared-dict-test fuzz-build
+	$(Q)$(MAKE) --no-print-directory edge asan lua-module cache-stress cache-life-test resolver-driver balancer-test shared-dict-test idle-tls fuzz-build
 	$(Q)scripts/gen-certs.sh
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/test.sh
 

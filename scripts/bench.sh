@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks edge with wrk and h2load, optionally side by side with the nginx peers of ../shared/peers/.
 #   scripts/bench.sh [--duration S] [--connections N] [--peer] [--static] [--rounds N] [--edge PATH]
-#                    [--scenarios hot,miss,h2,streams25k,fetch,proxy,proxy-hot,proxy-1g,hit,hit-gzip,hit-br]
+#                    [--scenarios hot,miss,h2,streams25k,handshake,idle,fetch,proxy,proxy-hot,proxy-1g,
+#                                 hit,hit-gzip,hit-br]
 # Each server is pinned to CPU 0 with one worker, the load to CPU 1. Servers listen on 127.0.0.1 only,
 # on free ports, and are stopped by PID on exit. Per scenario and server it prints req/s, p50, p99,
 # non-2xx/socket errors, requests per server CPU-second (requests completed / user+sys CPU of the
@@ -47,6 +48,13 @@ Scenarios: hot  = one URL, wrk -t1 -cN --latency
                   (at most \${STREAMS_START_TIMEOUT:-30} s), then released together (SIGCONT);
                   bounded by the request count (not --duration), killed after \${STREAMS_TIMEOUT:-180} s;
                   FAILS unless every request succeeds; reports the most requests in flight at once
+           handshake = a new TLS 1.3 connection per request: wrk -t1 -c\${HANDSHAKE_CLIENTS:-50} --latency
+                  -H 'Connection: close' (wrk reconnects after each response and resumes no session:
+                  each request is a full handshake, ECDHE + the certificate's signature)
+           idle = memory per idle TLS connection: build/test/idle_tls (make idle-tls) opens
+                  \${IDLE_CONNS:-5000} TLS 1.3 connections, one HTTP/1.1 request each, and holds them;
+                  \${IDLE_SETTLE:-5} s later the growth of the server's RSS (all its processes) over
+                  the connections gives KiB per connection, in the req/cpu-s column (lower is better)
            fetch = every request goes to an origin (nginx-fetch.sh origin: plain HTTP on loopback, pinned
                   to the load's CPU, one worker, return 200): edge runs scripts/bench/fetch.lua
                   (edge.fetch in respond, no cache, keepalive.size 64), the peer is nginx + Lua
@@ -81,7 +89,7 @@ Peak RSS: VmHWM of the server, reset at the start of each run (/proc/PID/clear_r
           end; nginx: master + workers summed (their shared pages counted in each).
 Environment: EDGE_SCRIPT (default lua/default.lua), PEERS_DIR (default ../shared/peers next to the
              repository), START_TIMEOUT (seconds, default 15), H2_CLIENTS, H2_STREAMS,
-             STREAMS_CLIENTS, STREAMS_PER_CONN, STREAMS_REQUESTS, STREAMS_TIMEOUT, STREAMS_START_TIMEOUT,
+             HANDSHAKE_CLIENTS, IDLE_CONNS, IDLE_SETTLE, STREAMS_CLIENTS, STREAMS_PER_CONN, STREAMS_REQUESTS, STREAMS_TIMEOUT, STREAMS_START_TIMEOUT,
              FETCH_CONNECTIONS, PROXY_CONNECTIONS, PROXY_SCRIPT, PROXY_1G_TIMEOUT, NGINX_PROXY_HEADERS.
 Results: one line per scenario and server, a table and the edge/peer ratios at the end;
          raw outputs and server logs in bench-results/<timestamp>/ (bench-results/latest).
@@ -132,6 +140,32 @@ scenario_h2() {
   parse_h2load "$2"
   read -r R_P50 R_P99 < <(log_percentiles "$log")
   gzip -f "$log"
+}
+
+# A new TLS connection per request (see usage).
+scenario_handshake() {
+  run_load "$2" wrk -t1 -c"${HANDSHAKE_CLIENTS:-50}" -d"${DURATION}s" --latency -H 'Connection: close' "$1" || return
+  parse_wrk "$2"
+}
+
+# Memory per idle TLS connection (see usage). idle_tls holds its connections IDLE_SETTLE + 5 s, then
+# exits by itself; the RSS is read IDLE_SETTLE s after it said "open N". Sets R_PER (KiB per connection),
+# which run_one reports instead of requests per CPU-second.
+scenario_idle() {
+  local n=${IDLE_CONNS:-5000} settle=${IDLE_SETTLE:-5} port=${1%/} r0 r1 deadline
+  port=${port##*:}
+  [[ -x $ROOT/build/test/idle_tls ]] || { echo "bench: build/test/idle_tls is missing (make idle-tls)" >&2; return 1; }
+  r0=$(server_rss "$CUR_PID")
+  LOAD_LIMIT=$((settle + 120)) load_start "$2" "$ROOT/build/test/idle_tls" "$port" "$n" h1 $((settle + 5))
+  deadline=$((SECONDS + 90))
+  until grep -q "^open $n" "$2" 2>/dev/null || ! alive "$LOAD_PID" || (( SECONDS > deadline )); do sleep 0.1; done
+  grep -q "^open $n" "$2" || { load_wait "$2" || true; echo "bench: idle_tls did not open $n connections (see $2)" >&2; return 1; }
+  sleep "$settle"
+  r1=$(server_rss "$CUR_PID")
+  load_wait "$2" || return
+  R_REQS=$n R_RPS=$n R_NON2XX=0 R_SOCKERR=0
+  R_PER=$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN { printf "%.1f", (b - a) / n }')
+  R_NOTE="RSS $r0 -> $r1 KiB over $n idle connections: $R_PER KiB each"
 }
 
 # 25,000 concurrent streams: STREAMS_CLIENTS connections keeping STREAMS_PER_CONN streams in flight
@@ -544,6 +578,16 @@ server_ticks() {
 # server_pids PID: PID and its direct children (nginx: master + workers; edge: itself, threads share it).
 server_pids() { echo "$1 $(ps --ppid "$1" -o pid= 2>/dev/null | tr -s ' \n' ' ' || true)"; }
 
+# server_rss PID: the current RSS of the server's processes, summed, in KiB.
+server_rss() {
+  local p kb total=0
+  for p in $(server_pids "$1"); do
+    kb=$(awk '/^VmRSS:/ {print $2; exit}' "/proc/$p/status" 2>/dev/null) || continue
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+
 # rss_reset PID: restarts the peak-RSS count (VmHWM) of the server's processes at their current RSS.
 # Prints 1 if that worked for all of them, 0 if not (then the peak is the one since start-up).
 rss_reset() {
@@ -579,7 +623,7 @@ run_one() {
   if (( ROUNDS > 1 )); then out=$RESULTS/$1-$2-r$3.txt label=$1/$3; fi
   url="https://127.0.0.1:${SRV_PORT[$srv]}/"
   RUN_SEQ=$((RUN_SEQ + 1))
-  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR='' R_FAIL='' R_NOTE='' R_REUSE='' R_WORK=''
+  R_REQS='' R_RPS='' R_P50='' R_P99='' R_NON2XX='' R_SOCKERR='' R_FAIL='' R_NOTE='' R_REUSE='' R_WORK='' R_PER=''
   CUR_PID=$pid CUR_SRV=$srv
   alive "$pid" || die "$srv (pid $pid) is no longer running (log: ${SRV_LOG[$srv]})"
   reset=$(rss_reset "$pid")
@@ -596,6 +640,7 @@ run_one() {
     cpu=$(awk -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
     # Work per CPU-second: requests, or what the scenario counts instead (R_WORK: proxy-1g's MB).
     rpc=$(awk -v n="${R_WORK:-$R_REQS}" -v d=$((a0 - b0)) -v hz="$CLK_TCK" 'BEGIN { if (d > 0) printf "%.0f", n / (d / hz); else print "n/a" }')
+    [[ -z $R_PER ]] || rpc=$R_PER      # idle: KiB per connection instead
     RPC[$sc/$srv]+="$rpc " P99[$sc/$srv]+="${R_P99:-n/a} " RSS[$sc/$srv]+="${rss%\*} " REUSE[$sc/$srv]+="$R_REUSE "
     WALL[$sc/$srv]+="$R_RPS "
     line=$(row "$label" "$srv" "$(printf '%.0f' "$R_RPS")" "${R_P50:-n/a}" "${R_P99:-n/a}" \
@@ -793,8 +838,9 @@ done
     read -r -a on < <(scenario_servers "$sc")
     for peer in "${on[@]:1}"; do
       r=$(ratio "$(median "${RPC[$sc/${on[0]}]:-}")" "$(median "${RPC[$sc/$peer]:-}")")
-      unit=req; [[ $sc == proxy-1g ]] && unit=MB
-      ratio_lines+=("$(printf '  %-11s %-12s %s/cpu-s %7s   p99 %7s   peak RSS %7s%s' "$sc" "$peer" "$unit" "$r" \
+      unit=req/cpu-s; [[ $sc == proxy-1g ]] && unit=MB/cpu-s
+      [[ $sc == idle ]] && unit='KiB/conn (lower is better)'
+      ratio_lines+=("$(printf '  %-11s %-12s %s %7s   p99 %7s   peak RSS %7s%s' "$sc" "$peer" "$unit" "$r" \
         "$(ratio "$(median "${P99[$sc/${on[0]}]:-}")" "$(median "${P99[$sc/$peer]:-}")")" \
         "$(ratio "$(median "${RSS[$sc/${on[0]}]:-}")" "$(median "${RSS[$sc/$peer]:-}")")" \
         "$(target_note "$sc" "$peer" "$r")")")

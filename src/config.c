@@ -22,14 +22,26 @@ static const char usage_text[] =
     "                             (default 0.0.0.0:8443 and [::]:8443)\n"
     "      --listen-plain ADDR:PORT  cleartext listener (HTTP/1.1 and HTTP/2 prior knowledge)\n"
     "                             for use behind a TLS-terminating load balancer; repeatable\n"
-    "      --cert FILE            TLS certificate chain (default server.crt in the first of\n"
-    "                             BINDIR/certs, REPO/certs for REPO/build/*/edge,\n"
-    "                             PREFIX/etc/edge for PREFIX/bin/edge, /etc/edge)\n"
+    "      --cert FILE            TLS certificate chain, repeatable: the Nth --key is the\n"
+    "                             Nth --cert's key; the first pair is the default for\n"
+    "                             clients with no or an unknown SNI name (default server.crt\n"
+    "                             in the first of BINDIR/certs, REPO/certs for\n"
+    "                             REPO/build/*/edge, PREFIX/etc/edge for PREFIX/bin/edge,\n"
+    "                             /etc/edge)\n"
     "      --key FILE             TLS private key (default server.key, looked up the same way)\n"
+    "      --cert-dir DIR         every NAME.crt in DIR with its NAME.key; the names served\n"
+    "                             come from each certificate (subjectAltName, else CN);\n"
+    "                             without --cert, DIR/default.crt (else the first by name)\n"
+    "                             is the default. All certificates are re-read on SIGHUP\n"
     "  -w, --workers N            worker threads (default: number of CPUs)\n"
-    "  -t, --test                 check what a start checks (script, certificate when a TLS\n"
+    "  -t, --test                 check what a start checks (script, certificates when a TLS\n"
     "                             listener is used, addresses, access log), then exit\n"
     "      --tls-min 1.2|1.3      lowest TLS version accepted (default 1.2)\n"
+    "      --ticket-key-file FILE session ticket key (48 or 80 bytes, nginx's format), repeatable:\n"
+    "                             the first encrypts, all decrypt; re-read on SIGHUP (default:\n"
+    "                             a random key shared by the workers, rotated)\n"
+    "      --ticket-rotate S      period of the random ticket keys, also the ticket lifetime\n"
+    "                             (default 3600)\n"
     "      --lua-budget N         VM instructions a hook may run (default 10000000)\n"
     "      --log-level LEVEL      error, warn, notice, info or debug (default notice)\n"
     "      --max-body SIZE        request body limit, 413 past it (default 1m)\n"
@@ -98,7 +110,9 @@ enum {
     OPT_ACCESS_LOG, OPT_ACCESS_LOG_FORMAT, OPT_ADMIN, OPT_BODY_TIMEOUT, OPT_SEND_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_LUA_MEMORY, OPT_CACHE_MAX_OBJECT, OPT_REQUEST_ID_HEADER, OPT_PROXY_BUFFER,
     OPT_TRUSTED_PROXIES, OPT_BODY_BUFFER, OPT_CACHE_GRACE, OPT_CACHE_KEEP, OPT_CACHE_PASS_TTL,
-    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE, OPT_SHARED_DICT, OPT_LUA_MAX_TIMERS
+    OPT_ADMIN_TOKEN_FILE, OPT_COMPRESS, OPT_COMPRESS_MIN_SIZE, OPT_SHARED_DICT, OPT_LUA_MAX_TIMERS,
+    OPT_CERT_DIR,
+    OPT_TICKET_KEY_FILE, OPT_TICKET_ROTATE
 };
 
 static const struct option long_options[] = {
@@ -131,11 +145,14 @@ static const struct option long_options[] = {
     {"shared-dict", required_argument, NULL, OPT_SHARED_DICT},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
+    {"cert-dir", required_argument, NULL, OPT_CERT_DIR},
     {"workers", required_argument, NULL, 'w'},
     {"test", no_argument, NULL, 't'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {"tls-min", required_argument, NULL, OPT_TLS_MIN},
+    {"ticket-key-file", required_argument, NULL, OPT_TICKET_KEY_FILE},
+    {"ticket-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
     {"lua-budget", required_argument, NULL, OPT_LUA_BUDGET},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"max-body", required_argument, NULL, OPT_MAX_BODY},
@@ -178,6 +195,7 @@ void edge_config_defaults(edge_config *cfg)
     cfg->compress_min_size = 1024;
     cfg->max_requests = 25000;
     cfg->access_log = "-";
+    cfg->ticket_rotate = 3600;
 }
 
 #define MAX_SIZE ((size_t)1 << 40)   /* 1 TiB: any size option's upper bound */
@@ -338,8 +356,14 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         cfg->h2_max_streams = (int)v;
         return EDGE_OK;
     case OPT_SHARED_DICT: return define_shared_dict(arg);
-    case OPT_CERT: cfg->cert = arg; return EDGE_OK;
-    case OPT_KEY: cfg->key = arg; return EDGE_OK;
+    case OPT_CERT:
+    case OPT_KEY: {
+        int *n = opt == OPT_CERT ? &cfg->n_cert : &cfg->n_key;
+        if (*n == EDGE_MAX_CERT_ARGS) return bad_value(name, arg, "at most 64 of them (use --cert-dir)");
+        (opt == OPT_CERT ? cfg->cert : cfg->key)[(*n)++] = arg;
+        return EDGE_OK;
+    }
+    case OPT_CERT_DIR: cfg->cert_dir = arg; return EDGE_OK;   /* read by tls_certs.c */
     case 't': cfg->test_only = 1; return EDGE_OK;
     case 'w':
         if (parse_long(arg, 1, 1024, &v)) return bad_value(name, arg, "a number from 1 to 1024");
@@ -349,6 +373,14 @@ static int apply_option(edge_config *cfg, int opt, const char *arg)
         if (strcmp(arg, "1.2") == 0) cfg->tls_min = 12;
         else if (strcmp(arg, "1.3") == 0) cfg->tls_min = 13;
         else return bad_value(name, arg, "1.2 or 1.3");
+        return EDGE_OK;
+    case OPT_TICKET_KEY_FILE:   /* read at start-up (tls_tickets.c), which names a bad file */
+        if (cfg->n_ticket_key_files == EDGE_MAX_TICKET_KEY_FILES) return bad_value(name, arg, "at most 16 files");
+        cfg->ticket_key_files[cfg->n_ticket_key_files++] = arg;
+        return EDGE_OK;
+    case OPT_TICKET_ROTATE:
+        if (parse_long(arg, 1, 7 * 86400, &v)) return bad_value(name, arg, "whole seconds from 1 to 604800");
+        cfg->ticket_rotate = (double)v;
         return EDGE_OK;
     case OPT_LUA_BUDGET:
         if (parse_long(arg, 1000, LONG_MAX, &v)) return bad_value(name, arg, "a number >= 1000");
@@ -452,14 +484,22 @@ static const char *resolve_default(const char *name, default_file *f)
     return NULL;
 }
 
-/* --cert and --key not given: look for the defaults beside the binary. */
+/* Without --cert-dir, a lone --cert or --key (or neither) is one pair whose
+ * missing half is the default beside the binary, as before certificates
+ * were repeatable. Other count mismatches are the loader's error
+ * (tls_certs.c), which fails the start. */
 static void resolve_default_paths(edge_config *cfg)
 {
     static default_file cert, key;
-    if (cfg->cert == NULL && (cfg->cert = resolve_default("server.crt", &cert)) == NULL)
-        cfg->cert_tried = cert.tried;
-    if (cfg->key == NULL && (cfg->key = resolve_default("server.key", &key)) == NULL)
-        cfg->key_tried = key.tried;
+    if (cfg->cert_dir || cfg->n_cert > 1 || cfg->n_key > 1) return;
+    if (cfg->n_cert == 0) {
+        if ((cfg->cert[0] = resolve_default("server.crt", &cert)) == NULL) cfg->cert_tried = cert.tried;
+        cfg->n_cert = 1;
+    }
+    if (cfg->n_key == 0) {
+        if ((cfg->key[0] = resolve_default("server.key", &key)) == NULL) cfg->key_tried = key.tried;
+        cfg->n_key = 1;
+    }
 }
 
 int edge_config_parse(edge_config *cfg, int argc, char **argv)

@@ -7,6 +7,8 @@
 #include "cidr.h"
 
 #define EDGE_MAX_LISTEN 16
+#define EDGE_MAX_CERT_ARGS 64       /* --cert (and --key) given on the command line */
+#define EDGE_MAX_TICKET_KEY_FILES 16   /* tls_tickets.h: EDGE_TICKET_MAX_FILES */
 
 typedef struct edge_config {
     const char *script;
@@ -14,9 +16,12 @@ typedef struct edge_config {
     int         n_listen;           /* 0: the defaults 0.0.0.0:8443 and [::]:8443 */
     const char *listen_plain[EDGE_MAX_LISTEN];   /* cleartext HTTP/1.1 + h2 prior knowledge */
     int         n_listen_plain;
-    const char *cert;               /* --cert, else the default found beside the binary, else NULL */
-    const char *key;
-    const char *cert_tried;         /* cert NULL: the default paths tried, comma-separated */
+    const char *cert[EDGE_MAX_CERT_ARGS];   /* --cert, in order; the Nth --key is the Nth's key */
+    const char *key[EDGE_MAX_CERT_ARGS];
+    int         n_cert;             /* neither given nor --cert-dir: one pair, the default found */
+    int         n_key;              /* beside the binary (an entry NULL when it was not found) */
+    const char *cert_dir;           /* --cert-dir: every NAME.crt with its NAME.key */
+    const char *cert_tried;         /* cert[0] NULL: the default paths tried, comma-separated */
     const char *key_tried;
     int         workers;            /* 0: one per CPU */
     int         test_only;          /* -t */
@@ -54,6 +59,11 @@ typedef struct edge_config {
     edge_cidr_list trusted_proxies; /* peers whose X-Request-Id is reused */
     const char *admin;              /* admin listener address, NULL: off */
     const char *admin_token_file;   /* --admin-token-file, NULL: no token */
+    /* --ticket-key-file, in order (the first encrypts), NULL-terminated;
+     * none: random session ticket keys rotated every ticket_rotate seconds. */
+    const char *ticket_key_files[EDGE_MAX_TICKET_KEY_FILES + 1];
+    int         n_ticket_key_files;
+    double      ticket_rotate;
 } edge_config;
 
 enum edge_log_format {

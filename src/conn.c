@@ -102,6 +102,7 @@ static void do_handshake(edge_conn *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         EDGE_COUNT(c->w->counters.tls_handshakes);
+        if (SSL_session_reused(c->ssl)) EDGE_COUNT(c->w->counters.tls_resumed);
         attach_protocol(c, strcmp(edge_tls_protocol(c->ssl), "h2") == 0);
         if (c->state == EDGE_CONN_OPEN) read_input(c);   /* the first request may have come along */
         return;
@@ -176,6 +177,8 @@ static int fill_input(edge_conn *c)
         if (n == RECV_EOF) return FILL_EOF;
         if (n < 0) return FILL_FAILED;
         if (n == 0) return FILL_OK;
+        c->read_since_trim = 1;
+        c->trimmed = 0;
         edge_buf_append(&c->in, scratch, (size_t)n);
         /* A short read with nothing left inside OpenSSL means the socket is
          * most likely empty: skip the read that would say EAGAIN; the
@@ -436,6 +439,21 @@ void edge_conn_close(edge_conn *c)
     close(c->fd);
     c->fd = -1;
     edge_worker_retire_conn(c->w, c);
+}
+
+int edge_conn_trim(edge_conn *c)
+{
+    if (c->read_since_trim) {
+        c->read_since_trim = 0;
+        return 0;
+    }
+    if (c->state != EDGE_CONN_OPEN || c->proto == NULL || c->trimmed || c->in.len || c->out.len) return 0;
+    if (c->proto->trim && !c->proto->trim(c)) return 0;
+    c->trimmed = 1;
+    edge_buf_free(&c->in);
+    edge_buf_free(&c->out);
+    if (c->ssl) SSL_free_buffers(c->ssl);     /* refused (harmlessly) while a record is pending */
+    return 1;
 }
 
 void edge_conn_free(edge_conn *c)

@@ -39,6 +39,10 @@ typedef struct edge_proto {
     void (*on_close)(struct edge_conn *c);
     /* Frees the protocol state (from the reaper, once nothing is on the stack). */
     void (*free)(struct edge_conn *c);
+    /* Nothing arrived for a while: give back memory the protocol can rebuild,
+     * if it is between requests. Returns 1 when it holds nothing in progress
+     * (the connection's own buffers may go too). Optional. */
+    int  (*trim)(struct edge_conn *c);
 } edge_proto;
 
 enum edge_conn_state {
@@ -73,6 +77,8 @@ typedef struct edge_conn {
     unsigned   close_when_flushed : 1;
     unsigned   read_wants_write : 1;   /* SSL_read returned WANT_WRITE */
     unsigned   write_wants_read : 1;   /* SSL_write returned WANT_READ */
+    unsigned   read_since_trim : 1;    /* bytes arrived since the last edge_conn_trim */
+    unsigned   trimmed : 1;            /* trimmed, and nothing arrived since */
     struct edge_conn *prev, *next;     /* the worker's open list, then its closed list */
 } edge_conn;
 
@@ -108,6 +114,14 @@ void edge_conn_resume_read(edge_conn *c);
 
 /* Arms the connection's single timer (seconds > 0) or stops it (0). */
 void edge_conn_set_timeout(edge_conn *c, double seconds);
+
+/* The worker's periodic idle sweep (every second): a connection that received
+ * nothing since the previous sweep and is between requests frees its buffers,
+ * its protocol's and OpenSSL's record buffers (SSL_free_buffers), so an idle
+ * keep-alive connection costs little more than its TLS session. A busy
+ * connection only has a flag cleared: no per-request cost (which is why the
+ * server context does not use SSL_MODE_RELEASE_BUFFERS). */
+int edge_conn_trim(edge_conn *c);      /* 1: it gave its buffers back now */
 
 /* Frees a closed connection (the worker calls this before its next poll). */
 void edge_conn_free(edge_conn *c);

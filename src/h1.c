@@ -476,6 +476,21 @@ static void h1_free(edge_conn *c)
     free(h);
 }
 
+/* Between requests, with every access log line written: the request's
+ * buffers, the header scratch and the log buffers are rebuilt on demand. */
+static int h1_trim(edge_conn *c)
+{
+    edge_h1 *h = c->proto_data;
+    if (h->state != H1_IDLE || h->log_lines.len || h->log_marks.len) return 0;
+    edge_request_reset(&h->req);
+    edge_request_free(&h->req);
+    edge_buf_free(&h->field);
+    edge_buf_free(&h->value);
+    edge_buf_free(&h->log_lines);
+    edge_buf_free(&h->log_marks);
+    return 1;
+}
+
 static const edge_proto h1_proto = {
     .on_data = h1_on_data,
     .on_drained = h1_on_drained,
@@ -485,6 +500,7 @@ static const edge_proto h1_proto = {
     .on_shutdown = h1_on_shutdown,
     .on_close = h1_on_close,
     .free = h1_free,
+    .trim = h1_trim,
 };
 
 void edge_h1_attach(edge_conn *c)

@@ -6,6 +6,7 @@
 #define EDGE_H2_H
 
 struct edge_conn;
+struct edge_worker;
 
 /* Makes HTTP/2 the connection's protocol (ALPN "h2", or the cleartext
  * preface). Expects the client connection preface as the first input. */
@@ -14,5 +15,8 @@ void edge_h2_attach(struct edge_conn *c);
 /* Creates the shared nghttp2 callbacks and options; once, before workers start. */
 void edge_h2_global_init(void);
 void edge_h2_global_free(void);
+
+/* Frees the worker's spare streams (at its exit). */
+void edge_h2_free_spares(struct edge_worker *w);
 
 #endif

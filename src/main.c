@@ -1,5 +1,5 @@
-/* edge: parse the command line, check the script and certificate, open the
- * listeners, run the workers, and stop them on SIGTERM/SIGINT. */
+/* edge: parse the command line, check the script and certificates, open the
+ * listeners, run the workers, reload on SIGHUP and stop them on SIGTERM/SIGINT. */
 #include "common.h"
 #include "access_log.h"
 #include "admin.h"
@@ -13,6 +13,7 @@
 #include "lua_timer.h"
 #include "sd_notify.h"
 #include "tls.h"
+#include "tls_tickets.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -115,6 +116,59 @@ static void reload_admin_auth(edge_admin_auth *auth)
         edge_log(EDGE_LOG_ERR, 0, "SIGHUP: %s; the previous admin token stays in force", err);
 }
 
+/* One line per certificate, at start and after each SIGHUP that loads them
+ * (arg: the line's prefix). */
+static void log_cert(const edge_tls_cert_info *c, void *arg)
+{
+    edge_log(EDGE_LOG_NOTICE, 0, "%scertificate %s (%s): %s%s", (const char *)arg, c->cert_file, c->key_type,
+             c->names, c->is_default ? " [default]" : "");
+}
+
+static void print_cert(const edge_tls_cert_info *c, void *arg)
+{
+    EDGE_UNUSED(arg);
+    printf("edge: certificate %s and key %s are valid (%s): %s%s\n", c->cert_file, c->key_file, c->key_type,
+           c->names, c->is_default ? " [default]" : "");
+}
+
+/* SIGHUP: the certificates are read again into a new set, which new
+ * connections use; a set that fails to load leaves the old one in force. */
+static void reload_certs(edge_server *srv)
+{
+    char err[1024];
+    if (srv->ssl_ctx == NULL) return;       /* cleartext listeners only */
+    SSL_CTX *ctx = edge_tls_create(&srv->cfg, log_cert, "SIGHUP: ", err, sizeof(err));
+    if (ctx == NULL) {
+        edge_log(EDGE_LOG_ERR, 0, "SIGHUP: certificates not reloaded, the previous ones stay in force: %s", err);
+        return;
+    }
+    for (int i = 0; i < srv->n_workers; i++) edge_worker_set_ssl_ctx(&srv->workers[i], ctx);
+    SSL_CTX_free(srv->ssl_ctx);
+    srv->ssl_ctx = ctx;
+}
+
+/* The session ticket keys every worker shares (tls_tickets.h), before the
+ * SSL_CTX that takes them: a bad --ticket-key-file fails the start. */
+static int init_tickets(const edge_config *cfg)
+{
+    char err[512];
+    if (edge_tls_tickets_init(cfg->ticket_key_files, cfg->ticket_rotate, err, sizeof(err)) == EDGE_OK)
+        return EDGE_OK;
+    fprintf(stderr, "edge: %s\n", err);
+    return EDGE_ERROR;
+}
+
+/* SIGHUP: the ticket key files are re-read; one gone bad keeps the old keys. */
+static void reload_tickets(const edge_config *cfg)
+{
+    char err[512];
+    if (cfg->n_ticket_key_files == 0) return;
+    if (edge_tls_tickets_reload(err, sizeof(err)) == EDGE_OK)
+        edge_log(EDGE_LOG_NOTICE, 0, "SIGHUP: session ticket keys re-read (%s encrypts)", cfg->ticket_key_files[0]);
+    else
+        edge_log(EDGE_LOG_ERR, 0, "SIGHUP: %s; the previous session ticket keys stay in force", err);
+}
+
 /* -t: everything a start checks on its configuration, without serving, so
  * that a passing -t means the start will not fail on configuration. */
 static int run_test(const edge_config *cfg)
@@ -125,13 +179,16 @@ static int run_test(const edge_config *cfg)
     printf("edge: script %s loads and returns its hooks\n", cfg->script);
     char err[1024];
     if (needs_tls(cfg)) {
-        SSL_CTX *ctx = edge_tls_create(cfg, err, sizeof(err));
+        if (init_tickets(cfg) != EDGE_OK) return 1;
+        SSL_CTX *ctx = edge_tls_create(cfg, print_cert, NULL, err, sizeof(err));
         if (ctx == NULL) {
             fprintf(stderr, "edge: %s\n", err);
             return 1;
         }
         SSL_CTX_free(ctx);
-        printf("edge: certificate %s and key %s are valid\n", cfg->cert, cfg->key);
+        if (cfg->n_ticket_key_files)
+            printf("edge: %d session ticket key file%s valid\n", cfg->n_ticket_key_files,
+                   cfg->n_ticket_key_files == 1 ? " is" : "s are");
     } else {
         printf("edge: no TLS listener (only --listen-plain): no certificate needed\n");
     }
@@ -270,8 +327,10 @@ static void wait_for_stop(edge_server *srv)
         }
         if (sig == SIGHUP) {
             edge_log(EDGE_LOG_NOTICE, 0, "SIGHUP: reloading %s in every worker", srv->cfg.script);
+            reload_certs(srv);              /* before the wake-up that hands them over */
             edge_workers_reload(srv->workers, srv->n_workers);
             reload_admin_auth(srv->admin_auth);
+            reload_tickets(&srv->cfg);
         } else {
             edge_log(EDGE_LOG_NOTICE, 0, "SIGUSR1: reopening the log files");
             edge_access_log_reopen();
@@ -327,7 +386,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (needs_tls(&srv.cfg)) {
-        srv.ssl_ctx = edge_tls_create(&srv.cfg, err, sizeof(err));
+        if (init_tickets(&srv.cfg) != EDGE_OK) return 1;
+        srv.ssl_ctx = edge_tls_create(&srv.cfg, log_cert, "", err, sizeof(err));
         if (srv.ssl_ctx == NULL) {
             fprintf(stderr, "edge: %s\n", err);
             return 1;

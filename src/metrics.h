@@ -46,6 +46,7 @@ typedef struct edge_counters {
     edge_counter duration_sum_us;
     edge_counter open_conns[EDGE_PROTO_COUNT];     /* a gauge: incremented and decremented */
     edge_counter tls_handshakes;
+    edge_counter tls_resumed;                      /* of those, resumed sessions (ticket or cache) */
     edge_counter tls_failures;
     edge_counter coalesced_waits;
     edge_counter stale_served[2];                  /* EDGE_STALE_GRACE, EDGE_STALE_ERROR */

@@ -256,6 +256,8 @@ void edge_metrics_render(edge_buf *b, edge_worker *workers, int n_workers, edge_
            SUM(coalesced_waits));
     render_stale(b, workers, n_workers);
     metric(b, "edge_tls_handshakes_total", "counter", "TLS handshakes completed.", SUM(tls_handshakes));
+    metric(b, "edge_tls_resumed_total", "counter", "TLS handshakes completed that resumed a session.",
+           SUM(tls_resumed));
     metric(b, "edge_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.",
            SUM(tls_failures));
     metric(b, "edge_lua_errors_total", "counter", "Hook runs that raised, returned a bad value or ran out of budget.",

@@ -1,17 +1,28 @@
-/* The server's TLS context: TLS 1.3 preferred, TLS 1.2 with ECDHE + AEAD
+/* The server's TLS contexts: TLS 1.3 preferred, TLS 1.2 with ECDHE + AEAD
  * only, ALPN chosen by the server's preference. Read-only once created, so
- * every worker shares it. */
+ * every worker shares them; a SIGHUP makes a new set (main.c). */
 #ifndef EDGE_TLS_H
 #define EDGE_TLS_H
 
 #include <openssl/ssl.h>
 #include <stddef.h>
 
+#include "tls_certs.h"
+
 struct edge_config;
 
-/* Creates the context and loads the certificate and key. On failure returns
- * NULL with a message in err (naming `make certs` when a file is missing). */
-SSL_CTX *edge_tls_create(const struct edge_config *cfg, char *err, size_t errlen);
+/* Creates the server's contexts with every certificate of cfg (tls_certs.h)
+ * and returns the default's, which picks the others by SNI; report (NULL:
+ * none) is told about each certificate once all loaded. On failure returns
+ * NULL with a message in err naming the file (and `make certs` when a
+ * --cert/--key or default file is missing). */
+SSL_CTX *edge_tls_create(const struct edge_config *cfg, edge_tls_cert_report report, void *arg, char *err,
+                         size_t errlen);
+
+/* A server context with edge's settings (versions, ciphers, ALPN, modes,
+ * sessions) and no certificate: every context of the set is made here, so
+ * that switching an SSL between them by SNI changes nothing else. */
+SSL_CTX *edge_tls_server_ctx_new(const struct edge_config *cfg, char *err, size_t errlen);
 
 /* A client context for connections to origins: TLS 1.2+, peers verified
  * against ca_file (a PEM bundle) or, when NULL, the system store. Each

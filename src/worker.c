@@ -5,6 +5,7 @@
 #include "access_log.h"
 #include "cache.h"
 #include "conn.h"
+#include "h2.h"
 #include "log.h"
 #include "request.h"
 #include "health_check.h"
@@ -13,6 +14,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -176,6 +178,22 @@ static void on_cache_sweep(struct ev_loop *loop, ev_timer *t, int revents)
     edge_cache_sweep(w->cache, ev_now(loop), SWEEP_BUCKETS);
 }
 
+#define IDLE_TRIM_SECONDS 1.0   /* a connection idle for 1-2 s gives back its buffers */
+
+#define TRIM_RETURN_CONNS 64     /* a sweep that trimmed this many returns free pages to the OS */
+
+/* The freed buffers (TLS record buffers: 2 x 16 KiB a connection) lie between
+ * live allocations, where free() cannot give their pages back: after a sweep
+ * that trimmed many connections, malloc_trim does (madvise of the free pages
+ * inside the heap; a few ms, at most once per sweep). */
+static void on_idle_trim(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    edge_worker *w = t->data;
+    int trimmed = 0;
+    for (edge_conn *c = w->conns; c; c = c->next) trimmed += edge_conn_trim(c);
+    if (trimmed >= TRIM_RETURN_CONNS) malloc_trim(0);
+}
+
 /* ---- reloading ---- */
 
 /* A reload is counted once, not once per worker: the main thread numbers
@@ -202,11 +220,34 @@ void edge_worker_reload_stats(uint64_t *reloads, uint64_t *failures)
     *failures = atomic_load(&reload_failures);
 }
 
+/* Certificates reach the workers without a lock or an atomic per accept:
+ * the main thread builds the new set, parks a reference in each worker's
+ * next_ssl_ctx (an atomic exchange: a reference parked earlier and not yet
+ * taken is released by whoever swaps it out, never used) and wakes the
+ * worker with its reload ev_async. The worker swaps its own ssl_ctx here,
+ * on its thread, so tls_new() reads a plain pointer. The old context lives
+ * on as long as an SSL made from it does (each holds a reference), and its
+ * set with it (tls_certs.h). */
+static void take_new_certs(edge_worker *w)
+{
+    SSL_CTX *ctx = atomic_exchange(&w->next_ssl_ctx, NULL);
+    if (ctx == NULL) return;
+    SSL_CTX_free(w->ssl_ctx);
+    w->ssl_ctx = ctx;
+}
+
+void edge_worker_set_ssl_ctx(edge_worker *w, SSL_CTX *ctx)
+{
+    SSL_CTX_up_ref(ctx);
+    SSL_CTX_free(atomic_exchange(&w->next_ssl_ctx, ctx));    /* NULL-safe */
+}
+
 /* New requests go to the new VM; requests in flight finish on the old one,
  * which is closed when the last of them releases it. */
 static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
 {
     edge_worker *w = a->data;
+    take_new_certs(w);                                /* whether or not the script loads */
     uint64_t gen = atomic_load(&reload_generation);   /* SIGHUPs sent before the wake-up coalesce */
     char err[1024];
     edge_script *s = edge_calloc(1, sizeof(*s));
@@ -303,7 +344,9 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     memset(w, 0, sizeof(*w));
     w->id = id;
     w->cfg = cfg;
+    if (ssl_ctx) SSL_CTX_up_ref(ssl_ctx);   /* the worker's own: a reload may replace it */
     w->ssl_ctx = ssl_ctx;
+    atomic_init(&w->next_ssl_ctx, NULL);
     w->cache = cache;
     pthread_mutex_init(&w->inbox_lock, NULL);
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
@@ -351,6 +394,9 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
     w->inbox_async.data = w;
     ev_async_start(w->loop, &w->inbox_async);
     set_accepting(w, 1);
+    ev_timer_init(&w->idle_trim, on_idle_trim, IDLE_TRIM_SECONDS, IDLE_TRIM_SECONDS);
+    w->idle_trim.data = w;
+    ev_timer_start(w->loop, &w->idle_trim);
     if (id == 0) {
         ev_timer_init(&w->cache_sweep, on_cache_sweep, 1., 1.);
         w->cache_sweep.data = w;
@@ -402,6 +448,9 @@ void edge_worker_free(edge_worker *w)
     if (w->resolver) edge_resolver_free(w->resolver);
     edge_buf_free(&w->access_buf);
     free(w->spare_waiter);
+    edge_h2_free_spares(w);
+    SSL_CTX_free(w->ssl_ctx);               /* NULL-safe; the set goes with the last reference */
+    SSL_CTX_free(atomic_exchange(&w->next_ssl_ctx, NULL));
     ev_loop_destroy(w->loop);
 }
 

@@ -7,6 +7,7 @@
 #include <ev.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -16,6 +17,7 @@
 #define EDGE_MAX_LISTENERS (EDGE_MAX_LISTEN * 2)   /* TLS + cleartext */
 #include "metrics.h"
 #include "script.h"
+#include "slab.h"
 #include "upstream_pool.h"
 
 struct edge_conn;
@@ -32,7 +34,8 @@ typedef struct edge_worker {
     pthread_t  thread;
     struct ev_loop *loop;
     const edge_config *cfg;
-    SSL_CTX   *ssl_ctx;
+    SSL_CTX   *ssl_ctx;           /* new connections' (one reference, the worker's); NULL: no TLS */
+    _Atomic(SSL_CTX *) next_ssl_ctx;  /* a SIGHUP's certificates, not yet taken (edge_worker_set_ssl_ctx) */
     struct edge_cache *cache;     /* shared by all workers */
     edge_script *script;          /* new requests run here; a reload replaces it */
     int        n_listen;
@@ -46,6 +49,7 @@ typedef struct edge_worker {
     ev_async   reload_async;      /* the main thread asks for a script reload (SIGHUP) */
     ev_timer   drain_timer;       /* bounds the graceful stop */
     ev_prepare reaper;            /* frees closed connections before each poll */
+    ev_timer   idle_trim;         /* idle connections give back their buffers */
     ev_async   inbox_async;       /* messages from other threads arrived */
     pthread_mutex_t inbox_lock;
     edge_worker_msg *inbox;
@@ -58,6 +62,9 @@ typedef struct edge_worker {
     edge_pools upstream_pools;    /* edge.fetch's idle connections and client TLS contexts */
     struct edge_resolver *resolver;   /* upstream names (c-ares); NULL if c-ares could not start */
     struct edge_dispatch_waiter *spare_waiter;   /* dispatch.c's, reused across misses */
+    struct edge_h2_stream *spare_h2_streams;     /* h2.c's, reused across streams */
+    edge_slab  slab;              /* nghttp2's small blocks (slab.h) */
+    int        n_spare_h2_streams;
     struct edge_refresh *refreshes;   /* background refreshes running (refresh.h) */
     struct edge_request *tasks;   /* Lua tasks running: timers, the log phase (script.h) */
     int        n_tasks;           /* their number: a drain waits for them */
@@ -81,6 +88,10 @@ int edge_worker_init(edge_worker *w, int id, const edge_config *cfg, SSL_CTX *ss
                      char *err, size_t errlen);
 /* Runs the worker on a new thread. */
 int edge_worker_start(edge_worker *w);
+/* From the main thread: w's new connections use ctx (a SIGHUP's certificates)
+ * from w's next reload wake-up on (edge_workers_reload). The worker takes a
+ * reference of its own; connections in progress keep the context they have. */
+void edge_worker_set_ssl_ctx(edge_worker *w, SSL_CTX *ctx);
 /* From the main thread: one reload of the script in every worker (a worker
  * that fails keeps its old script, logged). Counted once in the stats. */
 void edge_workers_reload(edge_worker *workers, int n);
