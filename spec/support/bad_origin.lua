@@ -5,6 +5,7 @@
 --   /ok            200, Content-Length, keep-alive
 --   /conns         200, the number of connections accepted so far
 --   /open          200, the number of connections open now (this one included)
+--   /count?PATH    200, the number of requests for PATH read so far
 --   /delay         200 "late" after 1 s
 --   /chunked       a chunked body "hello world"
 --   /close-delimited  no Content-Length: the body ends when it closes
@@ -27,6 +28,7 @@ server:settimeout(0)
 local started = socket.gettime()
 local accepted = 0
 local conns = {}
+local requests = {}    -- path (without the query) -> requests read
 
 local function fill(c)
   local data, err, partial = c.sock:receive(8192)
@@ -93,6 +95,7 @@ local handlers = {}
 handlers["/ok"] = function(c) send(c, ok("ok")) end
 handlers["/conns"] = function(c) send(c, ok(tostring(accepted))) end
 handlers["/open"] = function(c) send(c, ok(tostring(#conns))) end
+handlers["/count"] = function(c, req) send(c, ok(tostring(requests[req.path:match("%?(.*)$") or ""] or 0))) end
 handlers["/delay"] = function(c)
   sleep(c, 1)
   send(c, ok("late"))
@@ -148,9 +151,11 @@ local function serve(c)
     local req = read_request(c)
     if not req then break end
     c.served = c.served + 1
-    local h = handlers[req.path:match("^[^?]*")]
+    local path = req.path:match("^[^?]*")
+    requests[path] = (requests[path] or 0) + 1
+    local h = handlers[path]
     local how
-    if h then how = h(c) else send(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n") end
+    if h then how = h(c, req) else send(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n") end
     if how == "close" then break end
   end
   c.sock:close()

@@ -7,6 +7,8 @@
 --   ngx.v6_port ([::1]), ngx.more_ports (3 more plain ports: pools of their own), ngx:stop()
 --   local bad = origin.bad()        -- spec/support/bad_origin.lua (its header lists the paths)
 --   bad.port, bad:stop()
+--   bad:requests("/delay")          -- requests for that path it has read so far (asked directly)
+--   bad:wait_requests("/delay", n)  -- waits (bounded) until it has read n; returns the count
 --
 -- nginx answers:  /echo  "$request_method $request_uri $http_x_test" with two
 -- Set-Cookie headers;  /host  the Host it got;  /reused  $ssl_session_reused;
@@ -105,6 +107,31 @@ function origin.bad()
   self.proc = proc.spawn({ "lua5.4", "spec/support/bad_origin.lua", tostring(self.port) }, { timeout = 600 })
   wait_port("127.0.0.1", self.port, self.proc, "bad_origin")
   function self:stop() return self.proc:kill() end
+  --- The requests for path it has read so far (its /count, asked directly, not
+  -- through the edge under test), or nil when it does not answer.
+  function self:requests(path)
+    local c = socket.tcp()
+    c:settimeout(5)
+    if not c:connect("127.0.0.1", self.port) then c:close() return nil end
+    c:send("GET /count?" .. path .. " HTTP/1.1\r\nHost: origin\r\n\r\n")
+    local head = c:receive("*l")
+    local len
+    repeat
+      local line = c:receive("*l")
+      len = len or tonumber(line and line:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)"))
+    until not line or line == ""
+    local body = len and c:receive(len)
+    c:close()
+    return head and head:find(" 200 ", 1, true) and tonumber(body) or nil
+  end
+  --- Waits (at most timeout s, default 10) until it has read n requests for
+  -- path: a request in flight has reached it. Returns the last count.
+  function self:wait_requests(path, n, timeout)
+    return util.wait_until(function()
+      local got = self:requests(path)
+      return got and got >= n and got
+    end, timeout or 10) or self:requests(path)
+  end
   return self
 end
 
