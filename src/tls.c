@@ -78,6 +78,10 @@ SSL_CTX *edge_tls_server_ctx_new(const edge_config *cfg, char *err, size_t errle
      * keeps them only while it is busy (conn.c, keep_tls_buffers). */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+    /* The chain sent is the certificate file's (leaf, then intermediates), as
+     * nginx does: a certificate without a chain of its own would otherwise
+     * have OpenSSL try to build one from the trust store on each handshake. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
     /* Read whole records (and whatever follows) in one read(2) instead of a
      * 5-byte header read and then the body: one syscall less per request. */
     SSL_CTX_set_read_ahead(ctx, 1);
