@@ -464,20 +464,19 @@ static void keep_tls_buffers(edge_conn *c, int keep)
     if (!SSL_has_pending(c->ssl)) SSL_free_buffers(c->ssl);
 }
 
-int edge_conn_trim(edge_conn *c)
+void edge_conn_trim(edge_conn *c)
 {
     if (c->read_since_trim) {
         c->read_since_trim = 0;
         keep_tls_buffers(c, 1);
-        return 0;
+        return;
     }
-    if (c->state != EDGE_CONN_OPEN || c->proto == NULL || c->trimmed || c->in.len || c->out.len) return 0;
-    if (c->proto->trim && !c->proto->trim(c)) return 0;
+    if (c->state != EDGE_CONN_OPEN || c->proto == NULL || c->trimmed || c->in.len || c->out.len) return;
+    if (c->proto->trim && !c->proto->trim(c)) return;
     c->trimmed = 1;
     edge_buf_free(&c->in);
     edge_buf_free(&c->out);
     keep_tls_buffers(c, 0);
-    return 1;
 }
 
 void edge_conn_free(edge_conn *c)

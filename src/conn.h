@@ -41,7 +41,9 @@ typedef struct edge_proto {
     void (*free)(struct edge_conn *c);
     /* Nothing arrived for a while: give back memory the protocol can rebuild,
      * if it is between requests. Returns 1 when it holds nothing in progress
-     * (the connection's own buffers may go too). Optional. */
+     * (the connection's own buffers may go too). NULL: the protocol keeps no
+     * buffers of its own, and empty c->in / c->out may always go (HTTP/2,
+     * whose state is nghttp2's; a WebSocket tunnel). */
     int  (*trim)(struct edge_conn *c);
 } edge_proto;
 
@@ -122,7 +124,7 @@ void edge_conn_set_timeout(edge_conn *c, double seconds);
  * when empty; so an idle keep-alive connection costs little more than its TLS
  * session. A connection that was busy keeps its record buffers across
  * requests; the per-request cost is nothing but a flag. */
-int edge_conn_trim(edge_conn *c);      /* 1: it gave its buffers back now */
+void edge_conn_trim(edge_conn *c);
 
 /* Frees a closed connection (the worker calls this before its next poll). */
 void edge_conn_free(edge_conn *c);

@@ -343,24 +343,16 @@ static void describe_failure(const edge_request *req, int rc, char *out, size_t 
     else snprintf(out, n, "status %d", req->resp.status);
 }
 
-/* One stale-if-error line a second per worker: an origin outage would
- * otherwise write one per request. The lines skipped are counted in the next. */
+/* One stale-if-error line a second per worker; the lines skipped are
+ * counted in the next. */
 static void log_stale_served(edge_request *req, const char *why)
 {
-    edge_worker *w = req->worker;
-    double now = now_of(req);
-    if (now - w->stale_logged_at < 1.0) {
-        w->stale_log_skipped++;
-        return;
-    }
+    uint64_t held;
+    if (!edge_log_throttle_pass(&req->worker->stale_log, now_of(req), &held)) return;
     char more[64] = "";
-    if (w->stale_log_skipped)
-        snprintf(more, sizeof(more), "; %llu more since the last such line",
-                 (unsigned long long)w->stale_log_skipped);
+    if (held) snprintf(more, sizeof(more), "; %llu more since the last such line", (unsigned long long)held);
     edge_log(EDGE_LOG_WARN, req->conn_id, "request %s: origin failed (%s); served the stale entry "
              "(stale-if-error)%s", edge_request_id(req), why, more);
-    w->stale_logged_at = now;
-    w->stale_log_skipped = 0;
 }
 
 /* The origin (or the script) failed. A held entry within its keep

@@ -136,11 +136,16 @@ static edge_h2_stream *stream_take(edge_worker *w)
     return st;
 }
 
+static void stream_destroy(edge_h2_stream *st)
+{
+    edge_request_free(&st->req);
+    free(st);
+}
+
 static void stream_give(edge_worker *w, edge_h2_stream *st)
 {
     if (w->n_spare_h2_streams >= SPARE_STREAMS) {
-        edge_request_free(&st->req);
-        free(st);
+        stream_destroy(st);
         return;
     }
     edge_request_reset(&st->req);
@@ -151,12 +156,10 @@ static void stream_give(edge_worker *w, edge_h2_stream *st)
 
 void edge_h2_free_spares(edge_worker *w)
 {
-    edge_slab_drain(&w->slab);
     while (w->spare_h2_streams) {
         edge_h2_stream *st = w->spare_h2_streams;
         w->spare_h2_streams = st->next;
-        edge_request_free(&st->req);
-        free(st);
+        stream_destroy(st);
     }
     w->n_spare_h2_streams = 0;
 }

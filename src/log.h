@@ -21,6 +21,27 @@ enum edge_log_level {
 
 extern int edge_log_level;
 
+/* A line said at most once a second (one throttle per owner and thread, no
+ * lock): an outage would otherwise write one per request. */
+typedef struct edge_log_throttle {
+    double   last;          /* when the line last went out */
+    uint64_t held;          /* occasions since, not logged */
+} edge_log_throttle;
+
+/* 1: log now, with *held the occasions held back since the last line
+ * (then reset); 0: this one is held back and counted. */
+static inline int edge_log_throttle_pass(edge_log_throttle *t, double now, uint64_t *held)
+{
+    if (now - t->last < 1.0) {
+        t->held++;
+        return 0;
+    }
+    *held = t->held;
+    t->held = 0;
+    t->last = now;
+    return 1;
+}
+
 /* The worker id printed after the pid ("1234#2"); -1 on the main thread. */
 extern _Thread_local int edge_log_worker;
 

@@ -13,6 +13,7 @@
 #include "lua_timer.h"
 #include "sd_notify.h"
 #include "tls.h"
+#include "tls_certs.h"
 #include "tls_tickets.h"
 #include "worker.h"
 
@@ -137,7 +138,7 @@ static void reload_certs(edge_server *srv)
 {
     char err[1024];
     if (srv->ssl_ctx == NULL) return;       /* cleartext listeners only */
-    SSL_CTX *ctx = edge_tls_create(&srv->cfg, log_cert, "SIGHUP: ", err, sizeof(err));
+    SSL_CTX *ctx = edge_tls_certs_load(&srv->cfg, log_cert, "SIGHUP: ", err, sizeof(err));
     if (ctx == NULL) {
         edge_log(EDGE_LOG_ERR, 0, "SIGHUP: certificates not reloaded, the previous ones stay in force: %s", err);
         return;
@@ -180,7 +181,7 @@ static int run_test(const edge_config *cfg)
     char err[1024];
     if (needs_tls(cfg)) {
         if (init_tickets(cfg) != EDGE_OK) return 1;
-        SSL_CTX *ctx = edge_tls_create(cfg, print_cert, NULL, err, sizeof(err));
+        SSL_CTX *ctx = edge_tls_certs_load(cfg, print_cert, NULL, err, sizeof(err));
         if (ctx == NULL) {
             fprintf(stderr, "edge: %s\n", err);
             return 1;
@@ -387,7 +388,7 @@ int main(int argc, char **argv)
     }
     if (needs_tls(&srv.cfg)) {
         if (init_tickets(&srv.cfg) != EDGE_OK) return 1;
-        srv.ssl_ctx = edge_tls_create(&srv.cfg, log_cert, "", err, sizeof(err));
+        srv.ssl_ctx = edge_tls_certs_load(&srv.cfg, log_cert, "", err, sizeof(err));
         if (srv.ssl_ctx == NULL) {
             fprintf(stderr, "edge: %s\n", err);
             return 1;

@@ -90,12 +90,6 @@ SSL_CTX *edge_tls_server_ctx_new(const edge_config *cfg, char *err, size_t errle
     return ctx;
 }
 
-SSL_CTX *edge_tls_create(const edge_config *cfg, edge_tls_cert_report report, void *arg, char *err,
-                         size_t errlen)
-{
-    return edge_tls_certs_load(cfg, report, arg, err, errlen);
-}
-
 SSL_CTX *edge_tls_client_create(const char *ca_file, char *err, size_t errlen)
 {
     char why[256];

@@ -7,17 +7,7 @@
 #include <openssl/ssl.h>
 #include <stddef.h>
 
-#include "tls_certs.h"
-
 struct edge_config;
-
-/* Creates the server's contexts with every certificate of cfg (tls_certs.h)
- * and returns the default's, which picks the others by SNI; report (NULL:
- * none) is told about each certificate once all loaded. On failure returns
- * NULL with a message in err naming the file (and `make certs` when a
- * --cert/--key or default file is missing). */
-SSL_CTX *edge_tls_create(const struct edge_config *cfg, edge_tls_cert_report report, void *arg, char *err,
-                         size_t errlen);
 
 /* A server context with edge's settings (versions, ciphers, ALPN, modes,
  * sessions) and no certificate: every context of the set is made here, so

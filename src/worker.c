@@ -440,6 +440,7 @@ void edge_worker_free(edge_worker *w)
     edge_buf_free(&w->access_buf);
     free(w->spare_waiter);
     edge_h2_free_spares(w);
+    edge_slab_drain(&w->slab);              /* after the last nghttp2 session */
     SSL_CTX_free(w->ssl_ctx);               /* NULL-safe; the set goes with the last reference */
     SSL_CTX_free(atomic_exchange(&w->next_ssl_ctx, NULL));
     ev_loop_destroy(w->loop);
@@ -487,14 +488,11 @@ void edge_worker_log_phase(edge_worker *w, edge_request *req)
         edge_script_log(w->script, req);
         return;
     }
-    w->log_phase_skipped++;
-    double now = ev_now(w->loop);
-    if (now - w->log_phase_warned_at < 1.0) return;
+    uint64_t held;
+    if (!edge_log_throttle_pass(&w->log_phase_log, ev_now(w->loop), &held)) return;
     edge_log(EDGE_LOG_WARN, req->conn_id, "log phase skipped for %llu responses: %d tasks still run "
              "(--max-requests); the script's log hook is slower than the traffic",
-             (unsigned long long)w->log_phase_skipped, w->n_tasks);
-    w->log_phase_warned_at = now;
-    w->log_phase_skipped = 0;
+             (unsigned long long)held + 1, w->n_tasks);
 }
 
 void edge_worker_on_response(edge_worker *w, edge_request *req)

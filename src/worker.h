@@ -15,6 +15,7 @@
 #include "config.h"
 
 #define EDGE_MAX_LISTENERS (EDGE_MAX_LISTEN * 2)   /* TLS + cleartext */
+#include "log.h"
 #include "metrics.h"
 #include "script.h"
 #include "slab.h"
@@ -69,10 +70,8 @@ typedef struct edge_worker {
     struct edge_request *tasks;   /* Lua tasks running: timers, the log phase (script.h) */
     int        n_tasks;           /* their number: a drain waits for them */
     ev_timer   retired_tasks;     /* a reload's old VM: its tasks' deadline (--drain-timeout) */
-    double     log_phase_warned_at;   /* the last "log phase skipped" line (one a second) */
-    uint64_t   log_phase_skipped; /* log phases skipped since */
-    double     stale_logged_at;   /* the last stale-if-error log line (one a second) */
-    uint64_t   stale_log_skipped; /* stale-if-error answers not logged since */
+    edge_log_throttle log_phase_log;  /* "log phase skipped" lines, one a second */
+    edge_log_throttle stale_log;  /* stale-if-error lines, one a second */
     char       date[40];          /* the cached Date header value */
     ev_tstamp  date_second;
     edge_buf   access_buf;        /* access log lines not yet written */
